@@ -1,0 +1,201 @@
+"""How fast one call's memory loads, and what a caller costs in Redis.
+
+    python -m bench.memory_load --callers 100000 --facts 20 [--json]
+
+Fills a store (the embedded Redis in a temporary folder unless ``REDIS_URL`` is set) with N
+callers, each with a profile, ``--facts`` facts carrying 384-dimension compact embeddings and
+ten exchanges of recent turns, then times ``MemoryStore.load`` sequentially and with 100 loads
+in flight, and reads ``MEMORY USAGE`` of every key of a sample of callers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from memory.embedded import open_redis
+from memory.identity import CallerIdentity, identify
+from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
+from memory.store import MemoryStore
+
+PEPPER = b"benchmark-pepper-0123456789abcdef"
+AGENT = "bench"
+DIM = 384
+FILL_CONCURRENCY = 64
+_WORDS = (
+    "prefers mornings before nine vegetarian allergic to nuts premium plan renewal due next "
+    "month has two dogs lives downtown drives a blue van orders weekly pays by invoice speaks "
+    "spanish at home needs wheelchair access works night shifts"
+).split()
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-quantile (0-1) of samples, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def caller_for(i: int) -> CallerIdentity:
+    identity = identify(f"+1415{i:07d}", agent_id=AGENT, pepper=PEPPER)
+    if identity is None:  # a few generated numbers are not valid US numbers
+        identity = identify(f"+3460{i:07d}", agent_id=AGENT, pepper=PEPPER)
+    assert identity is not None
+    return identity
+
+
+def compact_embedding(rng: np.random.Generator) -> bytes:
+    from memory.embeddings import encode_compact
+
+    vector = rng.standard_normal(DIM).astype(np.float32)
+    return encode_compact(vector / np.linalg.norm(vector))
+
+
+async def fill_one(store: MemoryStore, redis: Redis, i: int, n_facts: int, seed: int) -> None:
+    rng = np.random.default_rng(seed + i)
+    pick = random.Random(seed + i)
+    caller = caller_for(i)
+    call_id = str(uuid.UUID(int=pick.getrandbits(128)))
+    at = now()
+    facts = [
+        Fact(
+            text=f"Caller {' '.join(pick.sample(_WORDS, 6))}",
+            confidence=round(pick.uniform(0.5, 1.0), 2),
+            source_call_id=call_id,
+            embedding=compact_embedding(rng),
+        )
+        for _ in range(n_facts)
+    ]
+    record = CallRecord(
+        call_id=call_id,
+        agent_id=AGENT,
+        started_at=at - 120,
+        ended_at=at,
+        ended_reason="hangup",
+        analysis=CallAnalysis(
+            summary="Caller asked to move the Tuesday delivery to the morning.",
+            urgency=3, action="call_back", sentiment="neutral", language="en",
+            caller_name="Sam",
+        ),
+    )
+    await store.record_call(caller, record, facts=facts)
+    turns_key = store.key_for(caller, "turns")
+    turns = [
+        Turn(role="user" if j % 2 == 0 else "assistant",
+             text=" ".join(pick.sample(_WORDS, 10)), at=at).model_dump_json(exclude_none=True)
+        for j in range(20)
+    ]
+    pipe = redis.pipeline(transaction=False)
+    pipe.rpush(turns_key, *turns)
+    pipe.expire(turns_key, store.ttl_seconds)
+    await pipe.execute()
+
+
+async def fill(store: MemoryStore, redis: Redis, callers: int, n_facts: int, seed: int) -> float:
+    started = time.perf_counter()
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < callers:
+            i = next_index
+            next_index += 1
+            await fill_one(store, redis, i, n_facts, seed)
+
+    await asyncio.gather(*(worker() for _ in range(FILL_CONCURRENCY)))
+    return time.perf_counter() - started
+
+
+async def timed_load(store: MemoryStore, caller: CallerIdentity) -> float:
+    started = time.perf_counter()
+    memory = await store.load(caller)
+    elapsed = (time.perf_counter() - started) * 1000
+    assert memory.facts, "a filled caller loaded no facts"
+    return elapsed
+
+
+async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
+    store = MemoryStore(redis, prefix=f"bench-{os.getpid()}")
+    fill_seconds = await fill(store, redis, args.callers, args.facts, args.seed)
+    pick = random.Random(args.seed)
+    for i in range(200):  # warm the pool and the interpreter
+        await timed_load(store, caller_for(pick.randrange(args.callers)))
+    sequential = [
+        await timed_load(store, caller_for(pick.randrange(args.callers)))
+        for _ in range(args.samples)
+    ]
+    concurrent: list[float] = []
+    for _ in range(max(1, args.samples // 100)):
+        batch = [caller_for(pick.randrange(args.callers)) for _ in range(100)]
+        concurrent += await asyncio.gather(*(timed_load(store, c) for c in batch))
+    sizes = []
+    for i in pick.sample(range(args.callers), min(200, args.callers)):
+        caller = caller_for(i)
+        keys = [store.key_for(caller, part) for part in
+                ("profile", "facts", "emb", "turns", "calls", "callstate")]
+        keys += [store.key_for(caller, f"call:{c.decode()}")
+                 for c in await redis.zrange(keys[4], 0, -1)]
+        sizes.append(sum([await redis.memory_usage(key) or 0 for key in keys]))
+    return {
+        "callers": args.callers,
+        "facts": args.facts,
+        "fill_s": round(fill_seconds, 1),
+        "p50_ms": round(statistics.median(sequential), 3),
+        "p99_ms": round(percentile(sequential, 0.99), 3),
+        "p50_concurrent_ms": round(statistics.median(concurrent), 3),
+        "p99_concurrent_ms": round(percentile(concurrent, 0.99), 3),
+        "bytes_per_caller": round(statistics.mean(sizes)),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    redis_url = os.environ.get("REDIS_URL")
+    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as data_dir:
+        redis, close = await open_redis(
+            redis_url=redis_url, data_dir=Path(data_dir), connect_timeout=2, command_timeout=10
+        )
+        try:
+            return await measure(args, redis)
+        finally:
+            if redis_url:  # never leave benchmark data in somebody's Redis
+                async for key in redis.scan_iter(match=f"bench-{os.getpid()}:*", count=1000):
+                    await redis.unlink(key)
+            await close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--callers", type=int, default=10_000)
+    parser.add_argument("--facts", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"MemoryStore.load: {args.callers} callers x {args.facts} facts")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    targets = {"p99_ms": "<= 2", "p99_concurrent_ms": "<= 20", "bytes_per_caller": "<= 16384"}
+    for name, value in result.items():
+        table.add_row(name, str(value), targets.get(name, ""))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""``python runner.py memory …``: look at, export and forget what Rapport remembers.
+
+Numbers are shown masked, except the one the user typed on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from memory.errors import RapportMemoryError
+from memory.identity import CallerIdentity
+from memory.runtime import MemoryRuntime, memory_runtime
+
+console = Console()
+
+
+def add_memory_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``memory list|show|export|forget`` on a parent parser."""
+    memory = subparsers.add_parser("memory", help="inspect, export or forget caller memory")
+    actions = memory.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="an agent's callers, most recent first")
+    listing.add_argument("--agent", required=True)
+    listing.add_argument("--page", type=int, default=1)
+    listing.add_argument("--per-page", type=int, default=50)
+    for name, text in (
+        ("show", "one caller's profile, facts and recent turns"),
+        ("export", "one caller's data as JSON"),
+        ("forget", "delete everything about one caller"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--agent", required=True)
+        action.add_argument("--caller", required=True, help="the caller's number, any format")
+        if name == "forget":
+            action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    memory.set_defaults(handler=run_memory_command)
+
+
+def when(epoch: float | None) -> str:
+    """A timestamp for tables."""
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+async def run_memory_command(args: argparse.Namespace) -> int:
+    """Run one ``memory`` sub-command; returns the process exit code."""
+    try:
+        async with memory_runtime() as runtime:
+            if args.action == "list":
+                return await _list(runtime, args)
+            caller = runtime.identify(args.caller, agent_id=args.agent)
+            if caller is None:
+                console.print("[red]That caller id is anonymous or not a valid number.[/red]")
+                return 2
+            if args.action == "show":
+                return await _show(runtime, caller, args.caller)
+            if args.action == "export":
+                json.dump(await runtime.store.export(caller), sys.stdout, indent=2)
+                sys.stdout.write("\n")
+                return 0
+            return await _forget(runtime, caller, args)
+    except RapportMemoryError as e:
+        console.print(f"[red]{e}[/red]")
+        return 1
+
+
+async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
+    offset = (max(args.page, 1) - 1) * args.per_page
+    rows = await runtime.store.list_callers(args.agent, offset=offset, limit=args.per_page)
+    table = Table(title=f"Callers of {args.agent} (page {args.page})")
+    for column in ("caller", "name", "calls", "last seen", "sentiment", "last summary"):
+        table.add_column(column)
+    for row in rows:
+        p = row.profile
+        table.add_row(
+            p.masked_number or "•••", p.name or "-", str(p.call_count), when(p.last_seen),
+            p.last_sentiment or "-", p.last_summary or "-",
+        )
+    console.print(table)
+    return 0
+
+
+async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> int:
+    data = await runtime.store.export(caller)
+    profile = data["profile"]
+    console.print(f"[bold]{typed}[/bold] for agent {caller.agent_id}")
+    summary = Table(show_header=False)
+    for field in ("name", "language", "call_count", "last_sentiment", "last_summary",
+                  "last_action", "urgency"):
+        summary.add_row(field, str(profile.get(field) or "-"))
+    summary.add_row("first seen", when(profile.get("first_seen")))
+    summary.add_row("last seen", when(profile.get("last_seen")))
+    console.print(summary)
+    facts = Table(title="Facts")
+    for column in ("fact", "confidence", "confirmed", "state"):
+        facts.add_column(column)
+    for fact in data["facts"]:
+        state = "superseded" if fact["superseded_by"] else "active"
+        facts.add_row(fact["text"], f"{fact['confidence']:.2f}", when(fact["last_confirmed_at"]),
+                      state)
+    console.print(facts)
+    turns = Table(title="Recent turns")
+    turns.add_column("who")
+    turns.add_column("said")
+    for turn in data["recent_turns"]:
+        turns.add_row("caller" if turn["role"] == "user" else "agent", turn["text"])
+    console.print(turns)
+    return 0
+
+
+async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse.Namespace) -> int:
+    if not args.yes and not console.input(
+        f"Forget everything about {args.caller} for {caller.agent_id}? Type 'yes': "
+    ).strip().lower() == "yes":
+        console.print("Nothing was deleted.")
+        return 1
+    removed = await runtime.store.forget(caller)
+    console.print(
+        f"Forgot {args.caller}: {removed['facts']} facts, {removed['calls']} calls, "
+        f"{removed['turns']} recent turns ({removed['keys']} keys)."
+    )
+    return 0

@@ -1,0 +1,51 @@
+"""The exceptions ``memory`` raises; each is raised ``from`` the error that caused it."""
+
+
+class RapportMemoryError(Exception):
+    """Base of every error raised by the memory package."""
+
+
+class MemoryUnavailableError(RapportMemoryError):
+    """Redis could not be reached or did not answer in time; the call goes on without memory."""
+
+
+class InvalidIdentityError(RapportMemoryError):
+    """A caller id or agent id cannot identify a caller (anonymous callers are never stored)."""
+
+
+class CorruptRecordError(RapportMemoryError):
+    """A stored value failed validation; it is left in place and reported, never overwritten."""
+
+
+class ConfigurationError(RapportMemoryError):
+    """A setting is missing or contradictory (e.g. ``REDIS_URL`` without ``RAPPORT_PEPPER``)."""
+
+
+class AnalysisError(RapportMemoryError):
+    """The post-call analysis of a call failed; the call record and transcript stay as they are."""
+
+
+class RetryableAnalysisError(AnalysisError):
+    """The LLM could not answer now (timeout, connection, 429, 5xx, 529 overloaded); retry later.
+
+    Attributes:
+        retry_after: Seconds the server asked to wait (``retry-after``), or None.
+
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidAnalysisError(AnalysisError):
+    """The LLM answered, but not with a valid analysis (malformed, off-schema, unknown action).
+
+    Another request may well succeed, so the worker retries it, but only a small number of
+    times: a prompt or model that keeps producing invalid output must reach the dead-letter
+    stream rather than loop.
+    """
+
+
+class PermanentAnalysisError(AnalysisError):
+    """The request itself was refused (4xx other than 429: auth, bad request); do not retry."""

@@ -1,0 +1,277 @@
+r"""Who is calling: caller ids normalised to E.164 and turned into keyed, non-reversible keys.
+
+Phone numbers have a small key space, so a plain hash of one is reversible by enumeration. A
+caller's storage key is therefore ``HMAC-SHA256(pepper, agent_id + "\x1f" + e164)``: without the
+pepper nobody can map a key back to a number. The raw number is never kept in a
+:class:`CallerIdentity`, so it cannot end up in storage or a log by accident; logs use
+:func:`mask_number`.
+
+Validity rule: a caller id is accepted only when ``phonenumbers.is_valid_number`` holds for it.
+That rejects garbage and the keypad spellings carriers send for withheld ids (Twilio's
+``+266696687`` "ANONYMOUS" and friends), and still accepts the fictional ``555-01xx`` test
+numbers (``+1 415 555 0123`` is valid in the library's metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import phonenumbers
+from loguru import logger
+
+from memory.errors import ConfigurationError, InvalidIdentityError
+
+#: Longest caller id looked at; longer input is anonymous without being parsed.
+MAX_RAW_CHARS = 64
+#: Shortest accepted ``RAPPORT_PEPPER``.
+MIN_PEPPER_CHARS = 16
+#: Longest agent id.
+MAX_AGENT_ID_CHARS = 64
+#: Name of the generated pepper file inside the data directory.
+PEPPER_FILENAME = "pepper"
+
+_KEY_VERSION = "v1"
+# Unit separator: cannot occur in a valid agent id, so agent/number boundaries never collide.
+_KEY_SEPARATOR = "\x1f"
+_MASK = "•••"
+_WITHHELD_MARKERS = frozenset(
+    {"anonymous", "restricted", "unknown", "private", "withheld", "unavailable", "blocked"}
+)
+_AGENT_ID = re.compile(r"[A-Za-z0-9_.-]+")
+# What may remain of a caller id once any URI around it is removed. No letters: vanity spellings
+# and extensions are not caller ids.
+_DIALLABLE = re.compile(r"\+?[\d\s().\-/]+")
+_E164 = re.compile(r"\+[1-9]\d{1,14}")
+
+
+def _number_part(raw: str) -> str:
+    """Extract the number from a caller id: a SIP URI's user part, a tel URI's body."""
+    text = raw.strip()
+    if "<" in text and text.endswith(">"):  # a SIP name-addr: "Name" <sip:...>
+        text = text[text.rindex("<") + 1 : -1].strip()
+    lowered = text.lower()
+    for scheme in ("sips:", "sip:", "tel:"):
+        if lowered.startswith(scheme):
+            text = text[len(scheme) :]
+            break
+    # sip:user:password@host;params and tel:+1-415;phone-context=...: keep the user part only.
+    text = text.split("@", 1)[0].split(";", 1)[0].split(":", 1)[0]
+    return unquote(text).strip()
+
+
+def normalize_number(raw: str | None, *, default_region: str = "US") -> str | None:
+    """Normalise a caller id to E.164.
+
+    Accepts national formats (read in ``default_region``), international ``+`` and ``00``
+    prefixes, the region's own international prefix (``011`` in the US), ``tel:`` and ``sip:``
+    URIs, and spaces, dashes, dots, slashes and parentheses between digits.
+
+    Args:
+        raw: The caller id as the transport reported it.
+        default_region: ISO 3166 region for numbers written without a country code.
+
+    Returns:
+        The number as ``+<digits>``, or None when the caller is anonymous: no id, a withheld
+        marker (``anonymous``, ``restricted``, ...), text that is not a number, input longer than
+        ``MAX_RAW_CHARS``, or a number ``phonenumbers.is_valid_number`` rejects.
+
+    """
+    if raw is None or len(raw) > MAX_RAW_CHARS:
+        return None
+    candidate = _number_part(raw)
+    if candidate.lower() in _WITHHELD_MARKERS or not _DIALLABLE.fullmatch(candidate):
+        return None
+    compact = re.sub(r"[\s().\-/]", "", candidate)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    try:
+        number = phonenumbers.parse(compact, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask_number(e164: str) -> str:
+    """Mask an E.164 number for logs, e.g. ``+14155550123`` -> ``+1415•••0123``.
+
+    Shows the country code, up to three leading and four trailing digits of the national
+    number, and always hides at least three digits. Never raises: anything that is not an E.164
+    number is masked completely.
+
+    Args:
+        e164: A number as returned by :func:`normalize_number`.
+
+    Returns:
+        The masked form, safe to log.
+
+    """
+    if not _E164.fullmatch(e164):
+        return _MASK
+    try:
+        country_code = str(phonenumbers.parse(e164).country_code)
+    except phonenumbers.NumberParseException:
+        return _MASK
+    national = e164[1 + len(country_code) :]
+    hidden = min(3, len(national))
+    tail = min(4, len(national) - hidden)
+    head = min(3, len(national) - hidden - tail)
+    return f"+{country_code}{national[:head]}{_MASK}{national[len(national) - tail :]}"
+
+
+def validate_agent_id(agent_id: str) -> str:
+    """Check an agent id: 1-64 characters from ``A-Z a-z 0-9 _ . -``.
+
+    Args:
+        agent_id: The business line that was called.
+
+    Returns:
+        The agent id unchanged.
+
+    Raises:
+        InvalidIdentityError: The agent id is empty, too long or has other characters.
+
+    """
+    if len(agent_id) > MAX_AGENT_ID_CHARS or not _AGENT_ID.fullmatch(agent_id):
+        raise InvalidIdentityError("agent id must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    return agent_id
+
+
+def caller_key(pepper: bytes, agent_id: str, e164: str) -> str:
+    r"""Compute the storage key of one caller of one agent: ``v1.`` + hex HMAC-SHA256.
+
+    Args:
+        pepper: The secret from :func:`load_pepper`.
+        agent_id: The business line that was called.
+        e164: The caller's number as returned by :func:`normalize_number`.
+
+    Returns:
+        ``"v1." + hex(HMAC-SHA256(pepper, agent_id + "\x1f" + e164))``.
+
+    Raises:
+        InvalidIdentityError: The agent id is invalid or ``e164`` is not an E.164 number.
+
+    """
+    validate_agent_id(agent_id)
+    if not _E164.fullmatch(e164):
+        raise InvalidIdentityError("caller number is not in E.164 form")
+    message = f"{agent_id}{_KEY_SEPARATOR}{e164}".encode()
+    return f"{_KEY_VERSION}.{hmac.new(pepper, message, hashlib.sha256).hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdentity:
+    """A known caller of one agent. Holds no raw number, so none can be stored by accident."""
+
+    agent_id: str
+    key: str
+    masked: str
+
+    @property
+    def hash_tag(self) -> str:
+        """The Redis hash tag body shared by every key of this caller: ``agent_id:key``."""
+        return f"{self.agent_id}:{self.key}"
+
+
+def identify(
+    raw: str | None, *, agent_id: str, pepper: bytes, default_region: str = "US"
+) -> CallerIdentity | None:
+    """Identify a caller from the caller id the transport reported.
+
+    Args:
+        raw: The caller id (number, ``tel:``/``sip:`` URI, withheld marker or None).
+        agent_id: The business line that was called.
+        pepper: The secret from :func:`load_pepper`.
+        default_region: ISO 3166 region for numbers written without a country code.
+
+    Returns:
+        The caller's identity, or None when the caller is anonymous (never recorded).
+
+    Raises:
+        InvalidIdentityError: The agent id is invalid.
+
+    """
+    validate_agent_id(agent_id)
+    e164 = normalize_number(raw, default_region=default_region)
+    if e164 is None:
+        return None
+    return CallerIdentity(
+        agent_id=agent_id, key=caller_key(pepper, agent_id, e164), masked=mask_number(e164)
+    )
+
+
+def load_pepper(*, redis_url: str | None, pepper: str | None, data_dir: Path) -> bytes:
+    """Load the secret that keys caller ids.
+
+    An explicit ``pepper`` (``RAPPORT_PEPPER``) always wins; an empty or blank one counts as
+    unset. With an external Redis (``redis_url``) the pepper must be explicit, because every
+    process sharing that Redis must use the same one. With the embedded Redis the pepper is read
+    from ``data_dir/pepper``, which is generated on first use (64 hex characters, mode 0600).
+    Its text is the pepper, so ``RAPPORT_PEPPER=$(cat data/pepper)`` keeps the same keys when
+    moving to an external Redis. Losing that file orphans every stored memory.
+
+    Args:
+        redis_url: ``REDIS_URL``, or None for the embedded Redis.
+        pepper: ``RAPPORT_PEPPER``, or None.
+        data_dir: The embedded Redis data directory, which also holds the generated pepper.
+
+    Returns:
+        The pepper as bytes.
+
+    Raises:
+        ConfigurationError: The pepper is shorter than ``MIN_PEPPER_CHARS``, ``redis_url`` is set
+            without a pepper, or the pepper file is unreadable or too short.
+
+    """
+    if pepper is not None and pepper.strip():
+        if len(pepper) < MIN_PEPPER_CHARS:
+            raise ConfigurationError(
+                f"RAPPORT_PEPPER must be at least {MIN_PEPPER_CHARS} characters long"
+            )
+        return pepper.encode()
+    if redis_url:
+        raise ConfigurationError(
+            "REDIS_URL is set but RAPPORT_PEPPER is not: set RAPPORT_PEPPER to a secret of at "
+            f"least {MIN_PEPPER_CHARS} characters, shared by every process using that Redis"
+        )
+    path = data_dir / PEPPER_FILENAME
+    try:
+        if not path.exists():
+            _write_new_pepper(path)
+        stored = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigurationError("the generated pepper file cannot be read or written") from err
+    if len(stored) < MIN_PEPPER_CHARS:
+        raise ConfigurationError("the generated pepper file is too short; restore it from backup")
+    logger.warning(
+        "Caller keys use the generated pepper file in the data directory: back it up (losing "
+        "it orphans every stored memory) or set RAPPORT_PEPPER"
+    )
+    return stored.encode()
+
+
+def _write_new_pepper(path: Path) -> None:
+    """Create the pepper file atomically; if another process won the race, keep theirs."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secrets.token_hex(32))
+            file.flush()
+            os.fsync(file.fileno())
+        # link() fails if the target exists, unlike replace(): two processes starting at once
+        # must end up with one pepper, never overwrite each other's.
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)

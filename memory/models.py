@@ -1,0 +1,215 @@
+"""What Rapport remembers about a caller, as records.
+
+Pydantic models sit at the storage boundary: every value written to or read from Redis goes
+through one of them, so a malformed stored value is rejected by validation instead of leaking
+into a prompt. ``CallerMemory`` is the in-process bundle one call loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+#: Facts below this confidence are kept but never injected into a prompt.
+CONFIDENCE_FLOOR = 0.5
+#: Longest text kept for one turn or fact; longer input is truncated, never rejected.
+MAX_TEXT_CHARS = 2000
+#: Longest fact statement.
+MAX_FACT_CHARS = 280
+
+_SPACES = re.compile(r"\s+")
+
+
+def now() -> float:
+    """Current wall-clock time in epoch seconds (the unit of every timestamp here)."""
+    return time.time()
+
+
+def to_ms(epoch: float) -> float:
+    """A timestamp rounded to the millisecond: stored JSON stays short and nothing needs more."""
+    return round(epoch, 3)
+
+
+def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Collapse whitespace and cap the length of free text from a caller or an LLM."""
+    return _SPACES.sub(" ", text).strip()[:limit]
+
+
+def fact_id_for(text: str) -> str:
+    """Stable id of a fact statement: the same words (case, spacing, final dot aside) map to one id."""
+    canonical = clean_text(text).lower().rstrip(".!")
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class Sentiment(StrEnum):
+    """How the caller came across on a call."""
+
+    SATISFIED = "satisfied"
+    NEUTRAL = "neutral"
+    FRUSTRATED = "frustrated"
+
+
+class StoredModel(BaseModel):
+    """Base for stored records: unknown fields from newer versions are ignored, not fatal."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class CallerProfile(StoredModel):
+    """The durable summary of one caller for one agent."""
+
+    name: str | None = None
+    language: str | None = None
+    last_sentiment: Sentiment | None = None
+    last_summary: str | None = None
+    last_action: str | None = None
+    urgency: int | None = Field(default=None, ge=1, le=5)
+    call_count: int = 0
+    first_seen: float | None = None
+    last_seen: float | None = None
+    #: Masked caller number (``+1415•••1234``) for lists and screens; never the raw number.
+    masked_number: str | None = None
+
+
+class Fact(StoredModel):
+    """A short third-person statement about the caller ("Caller is vegetarian").
+
+    Stored JSON uses the short aliases (a caller keeps dozens of facts); everything else, exports
+    included, uses the field names.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str = ""
+    text: str = Field(alias="t")
+    confidence: float = Field(default=0.8, ge=0.0, le=1.0, alias="c")
+    source_call_id: str | None = Field(default=None, alias="call")
+    created_at: float = Field(default_factory=now, alias="ca")
+    last_confirmed_at: float = Field(default_factory=now, alias="lc")
+    #: Id of the newer fact that replaced this one; superseded facts are kept, not loaded.
+    superseded_by: str | None = Field(default=None, alias="sup")
+    #: Where the fact came from when it is not a call (e.g. a LoCoMo dialogue id in benchmarks).
+    source_ref: str | None = Field(default=None, alias="ref")
+    #: Compact embedding (see ``memory.embeddings``); stored beside the JSON, not inside it.
+    embedding: bytes | None = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("created_at", "last_confirmed_at")
+    @classmethod
+    def _round(cls, epoch: float) -> float:
+        return to_ms(epoch)
+
+    @field_validator("text")
+    @classmethod
+    def _clean(cls, text: str) -> str:
+        cleaned = clean_text(text, MAX_FACT_CHARS)
+        if not cleaned:
+            raise ValueError("a fact needs words")
+        return cleaned
+
+    def model_post_init(self, _context: object) -> None:
+        """Derive the id from the text when none was given."""
+        if not self.id:
+            self.id = fact_id_for(self.text)
+
+    def stored_json(self) -> str:
+        """The compact JSON Redis keeps (the id is its hash field, the embedding stored apart)."""
+        return self.model_dump_json(by_alias=True, exclude={"id"}, exclude_none=True)
+
+    @property
+    def injectable(self) -> bool:
+        """Whether this fact may be put in front of the LLM."""
+        return self.superseded_by is None and self.confidence >= CONFIDENCE_FLOOR
+
+
+class Turn(StoredModel):
+    """One utterance of a call, by the caller (``user``) or the agent (``assistant``)."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    at: float = Field(default_factory=now)
+    call_id: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _clean(cls, text: str) -> str:
+        return clean_text(text)
+
+    @field_validator("at")
+    @classmethod
+    def _round(cls, epoch: float) -> float:
+        return to_ms(epoch)
+
+
+class ExtractedFact(StoredModel):
+    """A fact as the post-call analysis proposes it."""
+
+    text: str = Field(min_length=1, max_length=MAX_FACT_CHARS)
+    confidence: float = Field(ge=0.0, le=1.0)
+    #: Ids of existing facts this one repeats or replaces.
+    supersedes: list[str] = Field(default_factory=list)
+
+
+class CallAnalysis(StoredModel):
+    """What the post-call analysis concluded about one call."""
+
+    summary: str = Field(min_length=1, max_length=600)
+    urgency: int = Field(ge=1, le=5)
+    action: str
+    sentiment: Sentiment
+    language: str = Field(min_length=2, max_length=35)
+    caller_name: str | None = Field(default=None, max_length=80)
+    facts: list[ExtractedFact] = Field(default_factory=list, max_length=5)
+
+
+class CallStatus(StrEnum):
+    """Where a call is in its life: taking turns, waiting for analysis, or analysed."""
+
+    OPEN = "open"
+    ENDED = "ended"
+    ANALYSED = "analysed"
+    FAILED = "failed"
+
+
+class CallRecord(StoredModel):
+    """One call: transcript, timings, how it ended, its analysis and its memory audit."""
+
+    call_id: str
+    agent_id: str
+    status: CallStatus = CallStatus.ENDED
+    started_at: float = Field(default_factory=now)
+    ended_at: float | None = None
+    ended_reason: str | None = None
+    transcript: list[Turn] = Field(default_factory=list)
+    analysis: CallAnalysis | None = None
+    facts_written: list[str] = Field(default_factory=list)
+    facts_confirmed: list[str] = Field(default_factory=list)
+    facts_superseded: list[str] = Field(default_factory=list)
+    #: Masked caller number, so a follow-up list can be shown without the profile.
+    masked_number: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class CallerMemory:
+    """Everything one call loads about its caller, in one round trip."""
+
+    profile: CallerProfile = field(default_factory=CallerProfile)
+    facts: list[Fact] = field(default_factory=list)
+    recent_turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        """True for a first-time caller (nothing worth rendering)."""
+        return self.profile.call_count == 0 and not self.facts and not self.recent_turns \
+            and self.profile.name is None
+
+    @property
+    def is_returning(self) -> bool:
+        """True when the caller has called this agent before."""
+        return self.profile.call_count > 0 or bool(self.recent_turns)

@@ -1,0 +1,540 @@
+"""Caller memory in Redis: profile, facts, recent turns, call records and key-value memory.
+
+Every key of one caller carries one hash tag, ``{agent:callerkey}``, so multi-key updates run
+atomically (a Lua script or MULTI/EXEC) and the same code runs on Redis Cluster. Agent-wide
+indexes (callers, calls, open calls) live under the agent's own tag and are updated next to,
+not inside, the caller's atomic step: they are idempotent and only ever point at caller data.
+
+The client is injected and must be created with ``decode_responses=False`` (embeddings are
+binary). Redis failures surface as :class:`MemoryUnavailableError`; stored values that fail
+validation are skipped with a warning and left in place, never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from loguru import logger
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from memory.errors import MemoryUnavailableError
+from memory.identity import CallerIdentity
+from memory.models import (
+    CallerMemory,
+    CallerProfile,
+    CallRecord,
+    CallStatus,
+    Fact,
+    Turn,
+    now,
+)
+
+#: Turns kept per call transcript; a runaway call cannot grow a record without bound.
+MAX_TRANSCRIPT_TURNS = 2000
+_DAY = 86_400
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
+# One validation call per list instead of one per item: most of a load's CPU is parsing.
+_LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {
+    Fact: TypeAdapter(list[Fact]),
+    Turn: TypeAdapter(list[Turn]),
+}
+
+# Writes a call record and the profile/fact changes it implies, once per call id and mode.
+# KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv
+# ARGV: call_id, mode, record json, at, ttl, masked, n_profile, (field, value)*n, n_facts,
+#       (id, json, embedding)*n_facts
+_RECORD_CALL = """
+local call_id, mode, at = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local state = redis.call('HGET', KEYS[6], call_id)
+if state == 'analysed' or (state == 'closed' and mode == 'close') then return 0 end
+if not state then
+  redis.call('HINCRBY', KEYS[1], 'call_count', 1)
+  local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '')
+  if not first or at < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[4]) end
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '0')
+  if at > last then redis.call('HSET', KEYS[1], 'last_seen', ARGV[4]) end
+end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'masked_number', ARGV[6]) end
+redis.call('SET', KEYS[5], ARGV[3])
+redis.call('ZADD', KEYS[4], at, call_id)
+local i = 8
+local n_profile = tonumber(ARGV[7])
+redis.call('HSET', KEYS[6], call_id, mode == 'analyse' and 'analysed' or 'closed')
+if mode == 'analyse' then
+  local analysed_at = tonumber(redis.call('HGET', KEYS[1], 'last_analysed_at') or '0')
+  if at >= analysed_at and n_profile > 0 then
+    redis.call('HSET', KEYS[1], 'last_analysed_at', ARGV[4], unpack(ARGV, i, i + 2 * n_profile - 1))
+  end
+end
+i = i + 2 * n_profile
+local n_facts = tonumber(ARGV[i])
+for j = 1, n_facts do
+  local base = i + (j - 1) * 3
+  redis.call('HSET', KEYS[2], ARGV[base + 1], ARGV[base + 2])
+  if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
+end
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSummary:
+    """One row of :meth:`MemoryStore.list_callers`."""
+
+    key: str
+    profile: CallerProfile
+
+
+@dataclass(frozen=True, slots=True)
+class CallRef:
+    """Where a call is stored: its caller (key and masked number) and id."""
+
+    agent_id: str
+    caller_key: str
+    call_id: str
+    masked: str = ""
+
+    @property
+    def caller(self) -> CallerIdentity:
+        """The caller identity the call belongs to."""
+        return CallerIdentity(agent_id=self.agent_id, key=self.caller_key, masked=self.masked)
+
+
+class MemoryStore:
+    """Reads and writes caller memory in Redis.
+
+    Args:
+        redis: An asyncio client created with ``decode_responses=False``.
+        prefix: First segment of every key; tests use a unique one per test.
+        retention_days: How long memory is kept and retrieved (0 = no cap).
+        recent_exchanges: Exchanges (a caller turn and an agent turn) kept for continuity.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "rapport",
+        retention_days: int = 90,
+        recent_exchanges: int = 10,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._retention_days = retention_days
+        self._recent_turns = 2 * recent_exchanges
+        self._record_call = redis.register_script(_RECORD_CALL)
+
+    @property
+    def ttl_seconds(self) -> int:
+        """TTL refreshed on every write, 0 when retention is unbounded."""
+        return self._retention_days * _DAY
+
+    # -- key layout -------------------------------------------------------------------------
+
+    def key_for(self, caller: CallerIdentity, part: str) -> str:
+        """The Redis key of one part (``profile``, ``facts``, …) of a caller's memory."""
+        return f"{self._prefix}:{{{caller.hash_tag}}}:{part}"
+
+    def _agent_key(self, agent_id: str, part: str) -> str:
+        return f"{self._prefix}:{{agent:{agent_id}}}:{part}"
+
+    def _caller_keys(self, caller: CallerIdentity) -> dict[str, str]:
+        parts = ("profile", "facts", "emb", "calls", "callstate", "turns", "kv")
+        return {part: self.key_for(caller, part) for part in parts}
+
+    def _call_keys(self, caller: CallerIdentity, call_id: str) -> tuple[str, str]:
+        return self.key_for(caller, f"call:{call_id}"), self.key_for(caller, f"call:{call_id}:turns")
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _run(self, awaitable: Awaitable[_T]) -> _T:
+        try:
+            return await awaitable
+        except (RedisError, OSError, TimeoutError) as e:
+            raise MemoryUnavailableError("Redis did not answer") from e
+
+    def _cutoff(self) -> float:
+        return now() - self.ttl_seconds if self.ttl_seconds else float("-inf")
+
+    @staticmethod
+    def _parse(model: type[_M], raw: bytes | str, *, what: str) -> _M | None:
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            logger.warning("Skipping a stored {} that failed validation", what)
+            return None
+
+    @classmethod
+    def _parse_all(cls, model: type[_M], raws: Sequence[bytes], *, what: str) -> list[_M | None]:
+        """Validate many stored values in one call (one per value only if some are bad).
+
+        Returns:
+            One entry per raw value, None where it failed validation.
+        """
+        try:
+            return _LIST_ADAPTERS[model].validate_json(b"[" + b",".join(raws) + b"]")
+        except ValidationError:
+            return [cls._parse(model, raw, what=what) for raw in raws]
+
+    @staticmethod
+    def _profile(raw: dict[bytes, bytes]) -> CallerProfile:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        try:
+            return CallerProfile.model_validate(fields)
+        except ValidationError:
+            logger.warning("Stored caller profile failed validation; using an empty one")
+            return CallerProfile()
+
+    def _facts(self, raw: dict[bytes, bytes], embeddings: dict[bytes, bytes]) -> list[Fact]:
+        facts = []
+        for fact_id, fact in zip(raw, self._parse_all(Fact, list(raw.values()), what="fact"),
+                                 strict=True):
+            if fact is not None:
+                fact.id = fact_id.decode()
+                fact.embedding = embeddings.get(fact_id)
+                facts.append(fact)
+        return facts
+
+    def _turns(self, raws: Sequence[bytes]) -> list[Turn]:
+        return [turn for turn in self._parse_all(Turn, raws, what="turn") if turn is not None]
+
+    # -- the call path ----------------------------------------------------------------------
+
+    async def load(self, caller: CallerIdentity) -> CallerMemory:
+        """Load what one call needs about its caller, in one round trip.
+
+        Facts are those within retention, above the confidence floor and not superseded;
+        turns are the most recent exchanges within retention.
+        """
+        keys = self._caller_keys(caller)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys["profile"])
+        pipe.hgetall(keys["facts"])
+        pipe.hgetall(keys["emb"])
+        pipe.lrange(keys["turns"], -self._recent_turns, -1)
+        profile_raw, facts_raw, emb_raw, turns_raw = await self._run(pipe.execute())
+        cutoff = self._cutoff()
+        facts = [
+            fact
+            for fact in self._facts(facts_raw, emb_raw)
+            if fact.injectable and fact.last_confirmed_at >= cutoff
+        ]
+        facts.sort(key=lambda fact: fact.last_confirmed_at, reverse=True)
+        turns = self._turns(turns_raw)
+        return CallerMemory(
+            profile=self._profile(profile_raw),
+            facts=facts,
+            recent_turns=[turn for turn in turns if turn.at >= cutoff],
+        )
+
+    async def append_turn(self, caller: CallerIdentity, turn: Turn) -> None:
+        """Append one finished turn to its call's transcript and to the recent turns.
+
+        The call is marked open until it is closed or analysed, so a call whose bot died
+        mid-call can still be found and analysed from these turns.
+        """
+        if not turn.call_id:
+            raise ValueError("a stored turn needs its call_id")
+        keys = self._caller_keys(caller)
+        record_key, transcript_key = self._call_keys(caller, turn.call_id)
+        # The transcript key already names the call; recent turns are told apart by time.
+        payload = turn.model_dump_json(exclude={"call_id"}, exclude_none=True)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(transcript_key, payload)
+        pipe.ltrim(transcript_key, 0, MAX_TRANSCRIPT_TURNS - 1)
+        pipe.rpush(keys["turns"], payload)
+        pipe.ltrim(keys["turns"], -self._recent_turns, -1)
+        pipe.hset(keys["profile"], "masked_number", caller.masked)
+        self._expire(pipe, transcript_key, keys["turns"], keys["profile"])
+        await self._run(pipe.execute())
+        open_calls = self._agent_key(caller.agent_id, "open")
+        await self._run(self._redis.zadd(open_calls, {self._member(caller, turn.call_id): turn.at}))
+
+    @staticmethod
+    def _member(caller: CallerIdentity, call_id: str) -> str:
+        return f"{caller.key}|{call_id}"
+
+    # -- after the call ---------------------------------------------------------------------
+
+    async def close_call(self, caller: CallerIdentity, record: CallRecord) -> bool:
+        """Store a call that just ended (before analysis); counts the call once.
+
+        Returns:
+            False when this call id was already closed or analysed (nothing changed).
+        """
+        return await self._write_call(caller, record.model_copy(update={"status": CallStatus.ENDED}), ())
+
+    async def record_call(
+        self, caller: CallerIdentity, record: CallRecord, *, facts: Sequence[Fact] = ()
+    ) -> bool:
+        """Store an analysed call: record, profile update and fact upserts in one atomic step.
+
+        Idempotent by call id: replaying an analysed call changes nothing.
+
+        Returns:
+            False when this call id was already analysed.
+        """
+        if record.analysis is None:
+            raise ValueError("record_call needs an analysed call record")
+        analysed = record.model_copy(update={"status": CallStatus.ANALYSED})
+        return await self._write_call(caller, analysed, facts)
+
+    async def _write_call(
+        self, caller: CallerIdentity, record: CallRecord, facts: Iterable[Fact]
+    ) -> bool:
+        keys = self._caller_keys(caller)
+        record_key, transcript_key = self._call_keys(caller, record.call_id)
+        at = record.ended_at or record.started_at
+        profile = _profile_update(record)
+        fact_args: list[str | bytes] = []
+        for fact in facts:
+            fact_args += [fact.id, fact.stored_json(), fact.embedding or b""]
+        args: list[str | bytes | int | float] = [
+            record.call_id,
+            "analyse" if record.status == CallStatus.ANALYSED else "close",
+            record.model_dump_json(exclude={"transcript"}, exclude_defaults=True),
+            repr(at),
+            self.ttl_seconds,
+            caller.masked,
+            len(profile),
+            *[item for pair in profile.items() for item in pair],
+            len(fact_args) // 3,
+            *fact_args,
+        ]
+        call_keys = [
+            keys["profile"], keys["facts"], keys["emb"], keys["calls"], record_key,
+            keys["callstate"], transcript_key, keys["turns"], keys["kv"],
+        ]
+        written = await self._run(self._record_call(keys=call_keys, args=args))
+        member = self._member(caller, record.call_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(self._agent_key(caller.agent_id, "open"), member)
+        pipe.zadd(self._agent_key(caller.agent_id, "callers"), {caller.key: at}, gt=True)
+        pipe.zadd(self._agent_key(caller.agent_id, "calls"), {member: at})
+        await self._run(pipe.execute())
+        return bool(written)
+
+    async def upsert_facts(self, caller: CallerIdentity, facts: Sequence[Fact]) -> None:
+        """Store facts at once (the ``remember`` tool), outside any call record."""
+        keys = self._caller_keys(caller)
+        pipe = self._redis.pipeline(transaction=True)
+        for fact in facts:
+            pipe.hset(keys["facts"], fact.id, fact.stored_json())
+            if fact.embedding:
+                pipe.hset(keys["emb"], fact.id, fact.embedding)
+        self._expire(pipe, keys["facts"], keys["emb"])
+        await self._run(pipe.execute())
+
+    async def set_name(self, caller: CallerIdentity, name: str) -> None:
+        """Store the caller's name as they gave it during a call."""
+        key = self.key_for(caller, "profile")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"name": name, "masked_number": caller.masked})
+        self._expire(pipe, key)
+        await self._run(pipe.execute())
+
+    def _expire(self, pipe: Any, *keys: str) -> None:
+        if self.ttl_seconds:
+            for key in keys:
+                pipe.expire(key, self.ttl_seconds)
+
+    async def get_call(self, caller: CallerIdentity, call_id: str) -> CallRecord | None:
+        """One call record with its transcript, or None if unknown (or expired)."""
+        record_key, transcript_key = self._call_keys(caller, call_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(record_key)
+        pipe.lrange(transcript_key, 0, -1)
+        raw, turns_raw = await self._run(pipe.execute())
+        if raw is None and not turns_raw:
+            return None
+        turns = [t.model_copy(update={"call_id": call_id}) for t in self._turns(turns_raw)]
+        if raw is None:
+            # Turns without a record: the call never ended (its bot died mid-call).
+            return CallRecord(
+                call_id=call_id,
+                agent_id=caller.agent_id,
+                status=CallStatus.OPEN,
+                started_at=turns[0].at if turns else now(),
+                transcript=turns,
+                masked_number=caller.masked,
+            )
+        record = self._parse(CallRecord, raw, what="call record")
+        return record.model_copy(update={"transcript": turns}) if record else None
+
+    async def all_facts(self, caller: CallerIdentity) -> list[Fact]:
+        """Every stored fact of a caller, superseded and low-confidence ones included."""
+        keys = self._caller_keys(caller)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys["facts"])
+        pipe.hgetall(keys["emb"])
+        facts_raw, emb_raw = await self._run(pipe.execute())
+        return self._facts(facts_raw, emb_raw)
+
+    async def open_calls(self, agent_id: str, *, idle_for: float) -> list[CallRef]:
+        """Calls with turns but no end, idle for at least ``idle_for`` seconds."""
+        members = await self._run(
+            self._redis.zrangebyscore(self._agent_key(agent_id, "open"), "-inf", now() - idle_for)
+        )
+        return [self._ref(agent_id, member) for member in members]
+
+    async def recent_calls(self, agent_id: str, *, since: float, limit: int = 500) -> list[CallRef]:
+        """Calls of one agent that ended since ``since``, newest first."""
+        members = await self._run(
+            self._redis.zrevrangebyscore(
+                self._agent_key(agent_id, "calls"), "+inf", since, start=0, num=limit
+            )
+        )
+        return [self._ref(agent_id, member) for member in members]
+
+    async def find_call(self, agent_id: str, call_id: str) -> CallRef | None:
+        """Locate a call of one agent by its id."""
+        cursor = 0
+        suffix = f"|{call_id}".encode()
+        calls = self._agent_key(agent_id, "calls")
+        while True:
+            cursor, page = await self._run(self._redis.zscan(calls, cursor, match=b"*" + suffix))
+            for member, _score in page:
+                return self._ref(agent_id, member)
+            if cursor == 0:
+                return None
+
+    @staticmethod
+    def _ref(agent_id: str, member: bytes) -> CallRef:
+        caller_key, _, call_id = member.decode().partition("|")
+        return CallRef(agent_id=agent_id, caller_key=caller_key, call_id=call_id)
+
+    # -- privacy and administration ---------------------------------------------------------
+
+    async def forget(self, caller: CallerIdentity) -> dict[str, int]:
+        """Remove everything stored about one caller, at once.
+
+        Returns:
+            How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``).
+        """
+        keys = self._caller_keys(caller)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrange(keys["calls"], 0, -1)
+        pipe.hkeys(keys["callstate"])
+        pipe.hlen(keys["facts"])
+        pipe.llen(keys["turns"])
+        call_ids, closed, n_facts, n_turns = await self._run(pipe.execute())
+        open_ids = await self._open_call_ids(caller)
+        ids = {i.decode() for i in (*call_ids, *closed)} | open_ids
+        doomed = list(keys.values())
+        for call_id in ids:
+            doomed.extend(self._call_keys(caller, call_id))
+        removed = await self._run(self._redis.delete(*doomed))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrem(self._agent_key(caller.agent_id, "callers"), caller.key)
+        members = [self._member(caller, call_id) for call_id in ids]
+        if members:
+            pipe.zrem(self._agent_key(caller.agent_id, "calls"), *members)
+            pipe.zrem(self._agent_key(caller.agent_id, "open"), *members)
+        await self._run(pipe.execute())
+        return {"keys": removed, "facts": n_facts, "calls": len(ids), "turns": n_turns}
+
+    async def _open_call_ids(self, caller: CallerIdentity) -> set[str]:
+        open_key = self._agent_key(caller.agent_id, "open")
+        prefix = f"{caller.key}|".encode()
+        found: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, page = await self._run(self._redis.zscan(open_key, cursor, match=prefix + b"*"))
+            found.update(member[len(prefix):].decode() for member, _ in page)
+            if cursor == 0:
+                return found
+
+    async def export(self, caller: CallerIdentity) -> dict[str, Any]:
+        """All of one caller's data as a JSON-serialisable dict (embeddings left out)."""
+        keys = self._caller_keys(caller)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys["profile"])
+        pipe.lrange(keys["turns"], 0, -1)
+        pipe.zrange(keys["calls"], 0, -1)
+        pipe.hgetall(keys["kv"])
+        profile_raw, turns_raw, call_ids, kv_raw = await self._run(pipe.execute())
+        open_ids = await self._open_call_ids(caller)
+        calls = []
+        for call_id in [i.decode() for i in call_ids] + sorted(open_ids):
+            record = await self.get_call(caller, call_id)
+            if record is not None:
+                calls.append(record.model_dump(mode="json"))
+        return {
+            "agent_id": caller.agent_id,
+            "caller": caller.masked,
+            "profile": self._profile(profile_raw).model_dump(mode="json"),
+            "facts": [f.model_dump(mode="json") for f in await self.all_facts(caller)],
+            "recent_turns": [json.loads(raw) for raw in turns_raw],
+            "calls": calls,
+            "values": {k.decode(): json.loads(v) for k, v in kv_raw.items()},
+        }
+
+    async def list_callers(
+        self, agent_id: str, *, offset: int = 0, limit: int = 50
+    ) -> list[CallerSummary]:
+        """One page of an agent's callers, most recently seen first."""
+        index = self._agent_key(agent_id, "callers")
+        members = await self._run(self._redis.zrevrange(index, offset, offset + limit - 1))
+        pipe = self._redis.pipeline(transaction=False)
+        for member in members:
+            caller = CallerIdentity(agent_id=agent_id, key=member.decode(), masked="")
+            pipe.hgetall(self.key_for(caller, "profile"))
+        profiles = await self._run(pipe.execute()) if members else []
+        return [
+            CallerSummary(key=member.decode(), profile=self._profile(raw))
+            for member, raw in zip(members, profiles, strict=True)
+            if raw
+        ]
+
+    # -- key-value memory for tools and integrations ----------------------------------------
+
+    async def get_value(self, caller: CallerIdentity, name: str) -> Any:
+        """One stored value (JSON-decoded), or None."""
+        raw = await self._run(self._redis.hget(self.key_for(caller, "kv"), name))
+        return None if raw is None else json.loads(raw)
+
+    async def set_value(self, caller: CallerIdentity, name: str, value: Any) -> None:
+        """Store one JSON-serialisable value under ``name``."""
+        key = self.key_for(caller, "kv")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, name, json.dumps(value))
+        self._expire(pipe, key)
+        await self._run(pipe.execute())
+
+    async def delete_value(self, caller: CallerIdentity, name: str) -> bool:
+        """Remove one value; True if it existed."""
+        return bool(await self._run(self._redis.hdel(self.key_for(caller, "kv"), name)))
+
+    async def items(self, caller: CallerIdentity) -> dict[str, Any]:
+        """Every stored value of a caller."""
+        raw = await self._run(self._redis.hgetall(self.key_for(caller, "kv")))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def _profile_update(record: CallRecord) -> dict[str, str]:
+    analysis = record.analysis
+    if analysis is None:
+        return {}
+    fields = {
+        "language": analysis.language,
+        "last_sentiment": analysis.sentiment.value,
+        "last_summary": analysis.summary,
+        "last_action": analysis.action,
+        "urgency": str(analysis.urgency),
+    }
+    if analysis.caller_name:
+        fields["name"] = analysis.caller_name
+    return fields

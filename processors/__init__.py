@@ -1,0 +1,1 @@
+"""Rapport's custom Pipecat frame processors, one per module."""

@@ -1,0 +1,208 @@
+"""ToolSilenceGuard: the caller never sits in silence because of a tool call.
+
+Sits after the LLM and before TTS. Pipecat leaves the line silent in three cases:
+
+- the LLM answers only with a tool call and its follow-up response is empty;
+- a tool returns a falsy result (`None`, `{}`, `""`): Pipecat 1.14 then never re-runs the LLM
+  (pipecat#4298), and likewise when the result asks for no re-run (`run_llm=False`);
+- a tool runs long and nothing was said before it started.
+
+The guard speaks a short phrase in the caller's language (a `TTSSpeakFrame`), at most once per
+trigger: a filler ("One moment…") once a tool has run `filler_after` seconds, and a closing
+phrase when the tool round ends with nothing said. It never speaks when the LLM's own text was
+heard, and forgets everything on interruption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FunctionCallInProgressFrame,
+    FunctionCallResultFrame,
+    FunctionCallsStartedFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+
+@dataclass(frozen=True)
+class SilencePhrases:
+    """What the guard says in one language.
+
+    Attributes:
+        filler: Said while a slow tool runs.
+        closing: Said when a tool round ends with nothing said.
+
+    """
+
+    filler: str
+    closing: str
+
+
+DEFAULT_PHRASES: Mapping[str, SilencePhrases] = {
+    "en": SilencePhrases("One moment…", "All right. Is there anything else I can help with?"),
+    "es": SilencePhrases("Un momento…", "De acuerdo. ¿Puedo ayudarle en algo más?"),
+    "ca": SilencePhrases("Un moment…", "D'acord. Us puc ajudar en alguna cosa més?"),
+}
+
+
+class ToolSilenceGuard(FrameProcessor):
+    """Makes sure the caller hears something, exactly once, around tool calls."""
+
+    def __init__(
+        self,
+        *,
+        filler_after: float = 1.2,
+        language: str = "en",
+        phrases: Mapping[str, SilencePhrases] = DEFAULT_PHRASES,
+        **kwargs: Any,
+    ) -> None:
+        """Create the guard.
+
+        Args:
+            filler_after: Seconds a tool may run in silence before the filler is said.
+            language: The caller's language (`"es"`, `"es-ES"`, ...); unknown ones use English.
+            phrases: Phrases per primary language subtag; must include `"en"`.
+            **kwargs: Passed to `FrameProcessor`.
+
+        """
+        super().__init__(**kwargs)
+        self._filler_after = filler_after
+        self._phrases = phrases
+        self._language = "en"
+        self.language = language
+        self._response_had_text = False  # the latest LLM response said something
+        self._response_called_tools = False  # a tool batch started since the last response end
+        self._pending_calls: set[str] = set()
+        self._round_heard: bool | None = None  # None outside a tool round
+        self._awaiting_follow_up = False
+        self._filler_said = False
+        self._filler_task: asyncio.Task | None = None
+
+    @property
+    def language(self) -> str:
+        """The language phrases are spoken in (a primary subtag such as `"es"`)."""
+        return self._language
+
+    @language.setter
+    def language(self, language: str) -> None:
+        primary = str(language).split("-")[0].lower()
+        self._language = primary if primary in self._phrases else "en"
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Watch LLM responses and tool calls; speak when the caller would hear nothing."""
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame):
+            await self._reset()
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            await self._cancel_filler()
+        elif direction == FrameDirection.DOWNSTREAM:
+            await self._watch(frame)
+
+    async def cleanup(self) -> None:
+        """Cancel a pending filler."""
+        await super().cleanup()
+        await self._cancel_filler()
+
+    async def _watch(self, frame: Frame) -> None:
+        if isinstance(frame, FunctionCallsStartedFrame):
+            # A system frame: it may overtake this response's text, never its end frame.
+            self._response_called_tools = True
+        elif isinstance(frame, LLMFullResponseStartFrame):
+            self._response_had_text = False
+        elif isinstance(frame, LLMTextFrame) and frame.text.strip() and not frame.skip_tts:
+            await self._heard()
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            await self._response_ended()
+        elif isinstance(frame, FunctionCallInProgressFrame) and frame.cancel_on_interruption:
+            self._call_started(frame.tool_call_id)
+        elif isinstance(frame, FunctionCallResultFrame):
+            await self._call_finished(frame)
+
+    async def _heard(self) -> None:
+        self._response_had_text = True
+        if self._round_heard is not None:
+            self._round_heard = True
+            await self._cancel_filler()
+
+    def _call_started(self, tool_call_id: str) -> None:
+        if self._round_heard is None:
+            # The response that asked for this call has ended by now (its end frame is queued
+            # ahead of this one), so its text, if any, is known.
+            self._round_heard = self._response_had_text
+            self._filler_said = False
+        self._pending_calls.add(tool_call_id)
+        if not self._round_heard and not self._filler_said and not self._filler_task:
+            self._filler_task = self.create_task(self._say_filler_later())
+
+    async def _call_finished(self, frame: FunctionCallResultFrame) -> None:
+        if frame.tool_call_id not in self._pending_calls:
+            return  # an async tool, or a call the interruption already forgot
+        if frame.properties and not frame.properties.is_final:
+            return
+        self._pending_calls.discard(frame.tool_call_id)
+        if self._pending_calls:
+            return
+        await self._cancel_filler()
+        if _llm_runs_again(frame):
+            self._awaiting_follow_up = True
+        else:
+            await self._end_round()
+
+    async def _response_ended(self) -> None:
+        called_tools, self._response_called_tools = self._response_called_tools, False
+        if self._awaiting_follow_up:
+            self._awaiting_follow_up = False
+            if not called_tools:  # a follow-up that calls tools again continues the round
+                await self._end_round()
+
+    async def _end_round(self) -> None:
+        heard, self._round_heard = self._round_heard, None
+        if not heard:
+            await self._say(self._phrases[self._language].closing, append_to_context=True)
+
+    async def _say_filler_later(self) -> None:
+        await asyncio.sleep(self._filler_after)
+        self._filler_task = None
+        self._filler_said = True
+        # Kept out of the context: a turn between a tool call and its result would break the
+        # tool_use/tool_result pairing Anthropic requires, and the LLM did not say it.
+        await self._say(self._phrases[self._language].filler, append_to_context=False)
+
+    async def _say(self, text: str, *, append_to_context: bool) -> None:
+        await self.push_frame(TTSSpeakFrame(text, append_to_context=append_to_context))
+
+    async def _cancel_filler(self) -> None:
+        if self._filler_task:
+            task, self._filler_task = self._filler_task, None
+            await self.cancel_task(task)
+
+    async def _reset(self) -> None:
+        await self._cancel_filler()
+        self._response_had_text = False
+        self._response_called_tools = False
+        self._pending_calls.clear()
+        self._round_heard = None
+        self._awaiting_follow_up = False
+        self._filler_said = False
+
+
+def _llm_runs_again(frame: FunctionCallResultFrame) -> bool:
+    """Whether Pipecat 1.14's assistant aggregator re-runs the LLM after this final result."""
+    if not frame.result:
+        return False
+    if frame.properties and frame.properties.run_llm is not None:
+        return frame.properties.run_llm
+    return frame.run_llm is not False

@@ -1,0 +1,34 @@
+"""Rapport's one entry point.
+
+``python runner.py`` runs the bot (local WebRTC test room by default; ``-t daily`` or
+``-t twilio`` for the phone line). Sub-commands manage what the bot remembers::
+
+    python runner.py memory list|show|export|forget --agent A [--caller NUMBER]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from memory.cli import add_memory_commands
+
+COMMANDS = ("memory",)
+
+
+def main(argv: list[str]) -> int:
+    """Run a sub-command, or the bot when the first argument is not one."""
+    if not argv or argv[0] not in COMMANDS:
+        from bot.main import run_bot
+
+        return run_bot(argv)
+    parser = argparse.ArgumentParser(prog="runner.py", description="Rapport phone agent")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_memory_commands(subparsers)
+    args = parser.parse_args(argv)
+    return asyncio.run(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
