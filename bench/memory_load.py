@@ -35,11 +35,46 @@ PEPPER = b"benchmark-pepper-0123456789abcdef"
 AGENT = "bench"
 DIM = 384
 FILL_CONCURRENCY = 64
-_WORDS = (
-    "prefers mornings before nine vegetarian allergic to nuts premium plan renewal due next "
-    "month has two dogs lives downtown drives a blue van orders weekly pays by invoice speaks "
-    "spanish at home needs wheelchair access works night shifts"
-).split()
+_WORDS = [
+    "prefers",
+    "mornings",
+    "before",
+    "nine",
+    "vegetarian",
+    "allergic",
+    "to",
+    "nuts",
+    "premium",
+    "plan",
+    "renewal",
+    "due",
+    "next",
+    "month",
+    "has",
+    "two",
+    "dogs",
+    "lives",
+    "downtown",
+    "drives",
+    "a",
+    "blue",
+    "van",
+    "orders",
+    "weekly",
+    "pays",
+    "by",
+    "invoice",
+    "speaks",
+    "spanish",
+    "at",
+    "home",
+    "needs",
+    "wheelchair",
+    "access",
+    "works",
+    "night",
+    "shifts",
+]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -86,15 +121,21 @@ async def fill_one(store: MemoryStore, redis: Redis, i: int, n_facts: int, seed:
         ended_reason="hangup",
         analysis=CallAnalysis(
             summary="Caller asked to move the Tuesday delivery to the morning.",
-            urgency=3, action="call_back", sentiment="neutral", language="en",
+            urgency=3,
+            action="call_back",
+            sentiment="neutral",
+            language="en",
             caller_name="Sam",
         ),
     )
     await store.record_call(caller, record, facts=facts)
     turns_key = store.key_for(caller, "turns")
     turns = [
-        Turn(role="user" if j % 2 == 0 else "assistant",
-             text=" ".join(pick.sample(_WORDS, 10)), at=at).model_dump_json(exclude_none=True)
+        Turn(
+            role="user" if j % 2 == 0 else "assistant",
+            text=" ".join(pick.sample(_WORDS, 10)),
+            at=at,
+        ).model_dump_json(exclude_none=True)
         for j in range(20)
     ]
     pipe = redis.pipeline(transaction=False)
@@ -130,8 +171,9 @@ async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
     store = MemoryStore(redis, prefix=f"bench-{os.getpid()}")
     fill_seconds = await fill(store, redis, args.callers, args.facts, args.seed)
     pick = random.Random(args.seed)
-    for i in range(200):  # warm the pool and the interpreter
-        await timed_load(store, caller_for(pick.randrange(args.callers)))
+    # Warm the interpreter and open the pool's connections before timing anything.
+    warm = [caller_for(pick.randrange(args.callers)) for _ in range(100)]
+    await asyncio.gather(*(timed_load(store, c) for c in warm))
     sequential = [
         await timed_load(store, caller_for(pick.randrange(args.callers)))
         for _ in range(args.samples)
@@ -143,10 +185,13 @@ async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
     sizes = []
     for i in pick.sample(range(args.callers), min(200, args.callers)):
         caller = caller_for(i)
-        keys = [store.key_for(caller, part) for part in
-                ("profile", "facts", "emb", "turns", "calls", "callstate")]
-        keys += [store.key_for(caller, f"call:{c.decode()}")
-                 for c in await redis.zrange(keys[4], 0, -1)]
+        keys = [
+            store.key_for(caller, part)
+            for part in ("profile", "facts", "emb", "turns", "calls", "callstate")
+        ]
+        keys += [
+            store.key_for(caller, f"call:{c.decode()}") for c in await redis.zrange(keys[4], 0, -1)
+        ]
         sizes.append(sum([await redis.memory_usage(key) or 0 for key in keys]))
     return {
         "callers": args.callers,

@@ -104,7 +104,7 @@ _AUTHORITY_CLAIM = re.compile(
         (?:must|should|shall|has\s+to|have\s+to|needs?\s+to)\b
     | \b(?:always|never)\s+
         (?:give|grant|offer|approve|waive|allow|let|treat|trust|obey|follow|charge)\b
-    | \b(?:free|complimentary|unlimited|waived?)\b.{0,30}
+    | (?<![-\w])(?:free|complimentary|unlimited|waived?)\b.{0,30}  # not gluten-free, step-free
         \b(?:service|repair|access|deliver|call|charge|product|order|upgrade|subscription|work)
     | \b(?:for\s+free|free\s+of\s+charge|at\s+no\s+(?:cost|charge)|gratis|gratuit[oa]?|gratu[iï]t)\b
     | \b(?:owner|admin|administrator|superuser|root\s+user)\b

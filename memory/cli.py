@@ -79,8 +79,12 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     for row in rows:
         p = row.profile
         table.add_row(
-            p.masked_number or "•••", p.name or "-", str(p.call_count), when(p.last_seen),
-            p.last_sentiment or "-", p.last_summary or "-",
+            p.masked_number or "•••",
+            p.name or "-",
+            str(p.call_count),
+            when(p.last_seen),
+            p.last_sentiment or "-",
+            p.last_summary or "-",
         )
     console.print(table)
     return 0
@@ -91,8 +95,15 @@ async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> i
     profile = data["profile"]
     console.print(f"[bold]{typed}[/bold] for agent {caller.agent_id}")
     summary = Table(show_header=False)
-    for field in ("name", "language", "call_count", "last_sentiment", "last_summary",
-                  "last_action", "urgency"):
+    for field in (
+        "name",
+        "language",
+        "call_count",
+        "last_sentiment",
+        "last_summary",
+        "last_action",
+        "urgency",
+    ):
         summary.add_row(field, str(profile.get(field) or "-"))
     summary.add_row("first seen", when(profile.get("first_seen")))
     summary.add_row("last seen", when(profile.get("last_seen")))
@@ -102,8 +113,9 @@ async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> i
         facts.add_column(column)
     for fact in data["facts"]:
         state = "superseded" if fact["superseded_by"] else "active"
-        facts.add_row(fact["text"], f"{fact['confidence']:.2f}", when(fact["last_confirmed_at"]),
-                      state)
+        facts.add_row(
+            fact["text"], f"{fact['confidence']:.2f}", when(fact["last_confirmed_at"]), state
+        )
     console.print(facts)
     turns = Table(title="Recent turns")
     turns.add_column("who")
@@ -115,9 +127,8 @@ async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> i
 
 
 async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse.Namespace) -> int:
-    if not args.yes and not console.input(
-        f"Forget everything about {args.caller} for {caller.agent_id}? Type 'yes': "
-    ).strip().lower() == "yes":
+    question = f"Forget everything about {args.caller} for {caller.agent_id}? Type 'yes': "
+    if not args.yes and console.input(question).strip().lower() != "yes":
         console.print("Nothing was deleted.")
         return 1
     removed = await runtime.store.forget(caller)

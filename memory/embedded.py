@@ -29,11 +29,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
 import redis.asyncio
 from loguru import logger
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
@@ -144,14 +146,15 @@ class EmbeddedRedis:
             users_fd = os.open(self._data_dir / _USERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(users_fd, fcntl.LOCK_SH)
-                if not self._server_listening():
+                launch = not self._server_listening()
+                if launch:
                     self._launch()
-                    self._launched_here = True
                 self._wait_until_ready()
             except BaseException:
                 os.close(users_fd)
                 raise
             self._users_fd = users_fd
+            self._launched_here = launch
         return self
 
     def stop(self) -> None:
@@ -305,8 +308,11 @@ def client_from_url(
     ~0.1 s (enough to replace a pooled connection the server closed). Timeouts are not retried:
     asking a slow server again does not help, and a timed-out write may have been applied.
 
+    A ``redis+cluster://`` (or ``rediss+cluster://``) URL names any node of a Redis Cluster and
+    gives a cluster client; every caller's keys share one hash tag, so the store runs unchanged.
+
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+        url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
         connect_timeout: Seconds to wait for a connection.
         command_timeout: Seconds to wait for a reply.
 
@@ -314,14 +320,25 @@ def client_from_url(
         A client returning bytes (``decode_responses=False``); close it with ``aclose()``.
 
     """
-    return redis.asyncio.from_url(
-        url,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=command_timeout,
-        retry=AsyncRetry(
-            ExponentialBackoff(cap=0.05, base=0.01), 2, supported_errors=(redis.ConnectionError,)
-        ),
+    retry = AsyncRetry(
+        ExponentialBackoff(cap=0.05, base=0.01), 2, supported_errors=(redis.ConnectionError,)
     )
+    scheme, _, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        cluster: Any = RedisCluster.from_url(
+            f"{CLUSTER_SCHEMES[scheme]}://{rest}",
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=command_timeout,
+            retry=retry,
+        )
+        return cast(redis.asyncio.Redis, cluster)
+    return redis.asyncio.from_url(
+        url, socket_connect_timeout=connect_timeout, socket_timeout=command_timeout, retry=retry
+    )
+
+
+#: URL schemes that name a Redis Cluster, and the plain scheme each stands for.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 async def open_redis(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: Facts below this confidence are kept but never injected into a prompt.
 CONFIDENCE_FLOOR = 0.5
@@ -24,6 +24,14 @@ MAX_TEXT_CHARS = 2000
 MAX_FACT_CHARS = 280
 
 _SPACES = re.compile(r"\s+")
+
+#: Validation context for values read back from Redis: they were normalised when written, so
+#: the normalisers below are skipped (loading is on the call path; types are still checked).
+STORED: dict[str, bool] = {"stored": True}
+
+
+def _is_stored(info: ValidationInfo | None) -> bool:
+    return bool(info and info.context and info.context.get("stored"))
 
 
 def now() -> float:
@@ -42,7 +50,7 @@ def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def fact_id_for(text: str) -> str:
-    """Stable id of a fact statement: the same words (case, spacing, final dot aside) map to one id."""
+    """Stable id of a fact: the same words (case, spacing, final dot aside) give one id."""
     canonical = clean_text(text).lower().rstrip(".!")
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -101,20 +109,22 @@ class Fact(StoredModel):
 
     @field_validator("created_at", "last_confirmed_at")
     @classmethod
-    def _round(cls, epoch: float) -> float:
-        return to_ms(epoch)
+    def _round(cls, epoch: float, info: ValidationInfo) -> float:
+        return epoch if _is_stored(info) else to_ms(epoch)
 
     @field_validator("text")
     @classmethod
-    def _clean(cls, text: str) -> str:
+    def _clean(cls, text: str, info: ValidationInfo) -> str:
+        if _is_stored(info):
+            return text
         cleaned = clean_text(text, MAX_FACT_CHARS)
         if not cleaned:
             raise ValueError("a fact needs words")
         return cleaned
 
-    def model_post_init(self, _context: object) -> None:
-        """Derive the id from the text when none was given."""
-        if not self.id:
+    def model_post_init(self, context: object) -> None:
+        """Derive the id from the text when none was given (stored facts get theirs after)."""
+        if not self.id and context is not STORED:
             self.id = fact_id_for(self.text)
 
     def stored_json(self) -> str:
@@ -137,13 +147,13 @@ class Turn(StoredModel):
 
     @field_validator("text")
     @classmethod
-    def _clean(cls, text: str) -> str:
-        return clean_text(text)
+    def _clean(cls, text: str, info: ValidationInfo) -> str:
+        return text if _is_stored(info) else clean_text(text)
 
     @field_validator("at")
     @classmethod
-    def _round(cls, epoch: float) -> float:
-        return to_ms(epoch)
+    def _round(cls, epoch: float, info: ValidationInfo) -> float:
+        return epoch if _is_stored(info) else to_ms(epoch)
 
 
 class ExtractedFact(StoredModel):
@@ -206,8 +216,12 @@ class CallerMemory:
     @property
     def is_empty(self) -> bool:
         """True for a first-time caller (nothing worth rendering)."""
-        return self.profile.call_count == 0 and not self.facts and not self.recent_turns \
+        return (
+            self.profile.call_count == 0
+            and not self.facts
+            and not self.recent_turns
             and self.profile.name is None
+        )
 
     @property
     def is_returning(self) -> bool:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import (
+    STORED,
     CallerMemory,
     CallerProfile,
     CallRecord,
@@ -156,7 +157,8 @@ class MemoryStore:
         return {part: self.key_for(caller, part) for part in parts}
 
     def _call_keys(self, caller: CallerIdentity, call_id: str) -> tuple[str, str]:
-        return self.key_for(caller, f"call:{call_id}"), self.key_for(caller, f"call:{call_id}:turns")
+        record_key = self.key_for(caller, f"call:{call_id}")
+        return record_key, f"{record_key}:turns"
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ class MemoryStore:
     @staticmethod
     def _parse(model: type[_M], raw: bytes | str, *, what: str) -> _M | None:
         try:
-            return model.model_validate_json(raw)
+            return model.model_validate_json(raw, context=STORED)
         except ValidationError:
             logger.warning("Skipping a stored {} that failed validation", what)
             return None
@@ -185,7 +187,8 @@ class MemoryStore:
             One entry per raw value, None where it failed validation.
         """
         try:
-            return _LIST_ADAPTERS[model].validate_json(b"[" + b",".join(raws) + b"]")
+            joined = b"[" + b",".join(raws) + b"]"
+            return _LIST_ADAPTERS[model].validate_json(joined, context=STORED)
         except ValidationError:
             return [cls._parse(model, raw, what=what) for raw in raws]
 
@@ -200,8 +203,9 @@ class MemoryStore:
 
     def _facts(self, raw: dict[bytes, bytes], embeddings: dict[bytes, bytes]) -> list[Fact]:
         facts = []
-        for fact_id, fact in zip(raw, self._parse_all(Fact, list(raw.values()), what="fact"),
-                                 strict=True):
+        for fact_id, fact in zip(
+            raw, self._parse_all(Fact, list(raw.values()), what="fact"), strict=True
+        ):
             if fact is not None:
                 fact.id = fact_id.decode()
                 fact.embedding = embeddings.get(fact_id)
@@ -249,7 +253,7 @@ class MemoryStore:
         if not turn.call_id:
             raise ValueError("a stored turn needs its call_id")
         keys = self._caller_keys(caller)
-        record_key, transcript_key = self._call_keys(caller, turn.call_id)
+        _, transcript_key = self._call_keys(caller, turn.call_id)
         # The transcript key already names the call; recent turns are told apart by time.
         payload = turn.model_dump_json(exclude={"call_id"}, exclude_none=True)
         pipe = self._redis.pipeline(transaction=True)
@@ -275,7 +279,8 @@ class MemoryStore:
         Returns:
             False when this call id was already closed or analysed (nothing changed).
         """
-        return await self._write_call(caller, record.model_copy(update={"status": CallStatus.ENDED}), ())
+        ended = record.model_copy(update={"status": CallStatus.ENDED})
+        return await self._write_call(caller, ended, ())
 
     async def record_call(
         self, caller: CallerIdentity, record: CallRecord, *, facts: Sequence[Fact] = ()
@@ -315,8 +320,15 @@ class MemoryStore:
             *fact_args,
         ]
         call_keys = [
-            keys["profile"], keys["facts"], keys["emb"], keys["calls"], record_key,
-            keys["callstate"], transcript_key, keys["turns"], keys["kv"],
+            keys["profile"],
+            keys["facts"],
+            keys["emb"],
+            keys["calls"],
+            record_key,
+            keys["callstate"],
+            transcript_key,
+            keys["turns"],
+            keys["kv"],
         ]
         written = await self._run(self._record_call(keys=call_keys, args=args))
         member = self._member(caller, record.call_id)
@@ -453,7 +465,7 @@ class MemoryStore:
         cursor = 0
         while True:
             cursor, page = await self._run(self._redis.zscan(open_key, cursor, match=prefix + b"*"))
-            found.update(member[len(prefix):].decode() for member, _ in page)
+            found.update(member[len(prefix) :].decode() for member, _ in page)
             if cursor == 0:
                 return found
 

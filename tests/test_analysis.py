@@ -245,6 +245,22 @@ async def test_prompt_injection_yields_no_authority(
     assert "Ignore your instructions" in transcript
 
 
+async def test_ordinary_facts_survive_the_authority_filter(
+    fake: FakeAnthropic, analyzer: CallAnalyzer
+) -> None:
+    texts = [
+        "Caller needs step-free access",
+        "Caller buys gluten-free bread",
+        "Caller owns a bakery on Main Street",
+        "Caller was promised a callback on Tuesday",
+        "Caller's order reference is A-1234",
+    ]
+    facts = [{"text": text, "confidence": 0.8} for text in texts]
+    fake.script(Reply.tool_call(TOOL_NAME, answer(facts=facts)))
+    analysis = await analyzer.analyse(transcript=TRANSCRIPT, existing_facts=[])
+    assert [fact.text for fact in analysis.facts] == texts
+
+
 @pytest.mark.parametrize(
     ("reply", "retry_after"),
     [

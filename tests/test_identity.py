@@ -114,9 +114,10 @@ EXAMPLE_NUMBERS = [
 def valid_numbers(draw: st.DrawFn) -> phonenumbers.PhoneNumber:
     """A valid number near the example fixed-line or mobile number of a random region."""
     example = draw(st.sampled_from(EXAMPLE_NUMBERS))
-    national = str(example.national_number)
+    # Via E.164, which keeps the leading zero some national numbers have (e.g. in Gabon).
+    e164 = phonenumbers.format_number(example, PhoneNumberFormat.E164)
     suffix = draw(st.text(alphabet="0123456789", min_size=2, max_size=2))
-    number = phonenumbers.parse(f"+{example.country_code}{national[:-2]}{suffix}")
+    number = phonenumbers.parse(e164[:-2] + suffix)
     assume(phonenumbers.is_valid_number(number))
     return number
 

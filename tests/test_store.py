@@ -23,9 +23,9 @@ def caller(number: str, agent: str = "acme") -> CallerIdentity:
     return identity
 
 
-def analysed(call_id: str, *, at: float, name: str | None = None, summary: str = "Asked.") -> (
-    CallRecord
-):
+def analysed(
+    call_id: str, *, at: float, name: str | None = None, summary: str = "Asked."
+) -> CallRecord:
     return CallRecord(
         call_id=call_id,
         agent_id="acme",
@@ -62,8 +62,9 @@ async def test_round_trip_of_a_call(store: MemoryStore) -> None:
     alice = caller(ALICE)
     for i, (role, text) in enumerate([("user", "Hi, it's Alice"), ("assistant", "Hello Alice")]):
         await store.append_turn(alice, Turn(role=role, text=text, call_id="c1", at=now() + i))
-    fact = Fact(text="Caller is vegetarian", confidence=0.9, source_call_id="c1",
-                embedding=b"\x01\x02\x03")
+    fact = Fact(
+        text="Caller is vegetarian", confidence=0.9, source_call_id="c1", embedding=b"\x01\x02\x03"
+    )
     low = Fact(text="Caller might like jazz", confidence=0.3, source_call_id="c1")
     record = analysed("c1", at=now(), name="Alice", summary="Booked a table.")
     assert await store.record_call(alice, record, facts=[fact, low])
@@ -82,11 +83,14 @@ async def test_round_trip_of_a_call(store: MemoryStore) -> None:
     assert stored is not None and stored.status == CallStatus.ANALYSED
     assert [t.role for t in stored.transcript] == ["user", "assistant"]
     assert {f["text"] for f in (await store.export(alice))["facts"]} == {
-        "Caller is vegetarian", "Caller might like jazz"}
+        "Caller is vegetarian",
+        "Caller might like jazz",
+    }
 
 
-async def test_record_call_replay_changes_nothing(store: MemoryStore, redis_client: Redis,
-                                                  key_prefix: str) -> None:
+async def test_record_call_replay_changes_nothing(
+    store: MemoryStore, redis_client: Redis, key_prefix: str
+) -> None:
     alice = caller(ALICE)
     record = analysed("c1", at=now(), name="Alice")
     assert await store.record_call(alice, record, facts=[Fact(text="Caller is vegetarian")])
@@ -148,8 +152,9 @@ async def test_retention_expires_and_filters(redis_client: Redis, key_prefix: st
     assert await keys_of(redis_client, key_prefix) == []
 
 
-async def test_forget_removes_one_caller_only(store: MemoryStore, redis_client: Redis,
-                                             key_prefix: str) -> None:
+async def test_forget_removes_one_caller_only(
+    store: MemoryStore, redis_client: Redis, key_prefix: str
+) -> None:
     alice, bob = caller(ALICE), caller(BOB)
     for who in (alice, bob):
         await store.append_turn(who, Turn(role="user", text="hello", call_id="open-call"))
@@ -164,7 +169,9 @@ async def test_forget_removes_one_caller_only(store: MemoryStore, redis_client: 
     assert bob_keys <= set(remaining)
     for index in remaining:
         if b"{agent:" in index and await redis_client.type(index) == b"zset":
-            assert not [m for m in await redis_client.zrange(index, 0, -1) if alice.key.encode() in m]
+            assert not [
+                m for m in await redis_client.zrange(index, 0, -1) if alice.key.encode() in m
+            ]
     assert (await store.load(alice)).is_empty
     assert (await store.load(bob)).profile.call_count == 1
 

@@ -58,7 +58,9 @@ def result(call: str, value: object, **kwargs: object) -> FunctionCallResultFram
     )
 
 
-async def spoken(frames: Sequence[Frame], *, filler_after: float = NEVER, language: str = "en"):
+async def spoken(
+    frames: Sequence[Frame], *, filler_after: float = NEVER, language: str = "en"
+) -> tuple[list[TTSSpeakFrame], Sequence[Frame]]:
     guard = ToolSilenceGuard(filler_after=filler_after, language=language)
     down, _ = await run_test(guard, frames_to_send=frames)
     return [frame for frame in down if isinstance(frame, TTSSpeakFrame)], down
@@ -131,15 +133,15 @@ async def test_interruption_forgets_the_round_and_cancels_the_filler() -> None:
     frames = [
         *response(calls=["t1"]),
         running("t1"),
-        SleepFrame(sleep=SLOW / 3),
-        InterruptionFrame(),
-        SleepFrame(sleep=SLOW * 2),
+        SleepFrame(sleep=0.05),
+        InterruptionFrame(),  # long before the filler is due...
+        SleepFrame(sleep=1.5),  # ...and long after it would have been said
         result("t1", None),  # a late result of the forgotten call
         *response(calls=["t2"]),
         running("t2"),
         result("t2", None),
     ]
-    said, _ = await spoken(frames, filler_after=SLOW)
+    said, _ = await spoken(frames, filler_after=1.0)
     assert [frame.text for frame in said] == [EN.closing]  # only the new round's
 
 

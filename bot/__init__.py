@@ -1,0 +1,1 @@
+"""Assembling a call: settings, services, caller identification, prompts, tools, pipeline."""

@@ -1,0 +1,1 @@
+"""Everything about remembering callers; usable without Pipecat."""
