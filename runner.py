@@ -4,6 +4,9 @@
 ``-t twilio`` for the phone line). Sub-commands manage what the bot remembers::
 
     python runner.py memory list|show|export|forget --agent A [--caller NUMBER]
+    python runner.py worker [--retry-dead] [--concurrency N]
+    python runner.py calls list --agent A [--action ACTION] [--since 7d]
+    python runner.py calls show CALL_ID --agent A
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import argparse
 import asyncio
 import sys
 
+from memory.calls_cli import add_calls_commands, add_worker_command
 from memory.cli import add_memory_commands
 
-COMMANDS = ("memory",)
+COMMANDS = ("memory", "worker", "calls")
 
 
 def main(argv: list[str]) -> int:
@@ -26,6 +30,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="runner.py", description="Rapport phone agent")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_memory_commands(subparsers)
+    add_worker_command(subparsers)
+    add_calls_commands(subparsers)
     args = parser.parse_args(argv)
     return asyncio.run(args.handler(args))
 

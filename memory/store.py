@@ -90,6 +90,47 @@ end
 return 1
 """
 
+# Rewrites changed turns of one call's transcript, and the same turns among the recent turns
+# (stored with the same JSON), so a scrubbed transcript leaves no copy of what it replaced.
+# KEYS: call turns, recent turns. ARGV: (index, turn json)*
+_REPLACE_TURNS = """
+for i = 1, #ARGV, 2 do
+  local index = tonumber(ARGV[i])
+  local before = redis.call('LINDEX', KEYS[1], index)
+  if before and before ~= ARGV[i + 1] then
+    redis.call('LSET', KEYS[1], index, ARGV[i + 1])
+    local recent = redis.call('LPOS', KEYS[2], before)
+    if recent then redis.call('LSET', KEYS[2], recent, ARGV[i + 1]) end
+  end
+end
+return 1
+"""
+
+# Marks a stored call record failed unless the call was analysed meanwhile. A missing record
+# (forgotten or expired caller) is not recreated.
+# KEYS: call states, record. ARGV: call_id, record json
+_MARK_FAILED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'analysed' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL')
+return 1
+"""
+
+# Stores embeddings of facts that still exist (a fact forgotten meanwhile gets none back).
+# KEYS: facts, embeddings. ARGV: ttl, (fact id, embedding)*
+_SET_EMBEDDINGS = """
+local stored = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    stored = stored + 1
+  end
+end
+local ttl = tonumber(ARGV[1])
+if stored > 0 and ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return stored
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class CallerSummary:
@@ -137,6 +178,9 @@ class MemoryStore:
         self._retention_days = retention_days
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
+        self._replace_turns = redis.register_script(_REPLACE_TURNS)
+        self._mark_failed = redis.register_script(_MARK_FAILED)
+        self._set_embeddings = redis.register_script(_SET_EMBEDDINGS)
 
     @property
     def ttl_seconds(self) -> int:
@@ -350,6 +394,20 @@ class MemoryStore:
         self._expire(pipe, keys["facts"], keys["emb"])
         await self._run(pipe.execute())
 
+    async def set_embeddings(self, caller: CallerIdentity, embeddings: dict[str, bytes]) -> int:
+        """Store the embeddings of existing facts, by fact id, leaving the facts as they are.
+
+        Returns:
+            How many were stored (ids of facts no longer stored are skipped).
+        """
+        if not embeddings:
+            return 0
+        keys = [self.key_for(caller, "facts"), self.key_for(caller, "emb")]
+        args: list[str | bytes | int] = [self.ttl_seconds]
+        for fact_id, embedding in embeddings.items():
+            args += [fact_id, embedding]
+        return int(await self._run(self._set_embeddings(keys=keys, args=args)))
+
     async def set_name(self, caller: CallerIdentity, name: str) -> None:
         """Store the caller's name as they gave it during a call."""
         key = self.key_for(caller, "profile")
@@ -401,6 +459,65 @@ class MemoryStore:
             self._redis.zrangebyscore(self._agent_key(agent_id, "open"), "-inf", now() - idle_for)
         )
         return [self._ref(agent_id, member) for member in members]
+
+    async def agents_with_open_calls(self) -> list[str]:
+        """Agents with at least one call that has turns but no end.
+
+        Scans the keyspace (``SCAN``, never ``KEYS``): meant for a periodic sweeper, not the
+        call path.
+        """
+        prefix = f"{self._prefix}:{{agent:"
+        pattern = _glob_escaped(prefix) + "*}:open"
+        agents: set[str] = set()
+        try:
+            async for key in self._redis.scan_iter(match=pattern, count=1000, _type="ZSET"):
+                agents.add(key.decode()[len(prefix) : -len("}:open")])
+        except (RedisError, OSError, TimeoutError) as e:
+            raise MemoryUnavailableError("Redis did not answer") from e
+        return sorted(agents)
+
+    async def caller_of(self, ref: CallRef) -> CallerIdentity:
+        """The caller of a call reference, with the masked number their profile keeps."""
+        caller = ref.caller
+        masked = await self._run(self._redis.hget(self.key_for(caller, "profile"), "masked_number"))
+        return CallerIdentity(
+            agent_id=ref.agent_id,
+            key=ref.caller_key,
+            masked=masked.decode() if masked else ref.masked,
+        )
+
+    async def replace_transcript(
+        self, caller: CallerIdentity, call_id: str, turns: Sequence[Turn]
+    ) -> None:
+        """Overwrite a call's stored turns with edited copies (e.g. scrubbed), in one step.
+
+        ``turns`` are the call's turns as :meth:`get_call` returned them, in order, with their
+        text changed; the same turns among the caller's recent turns are replaced too. A turn
+        that is no longer stored at its position is left alone.
+        """
+        _, transcript_key = self._call_keys(caller, call_id)
+        args: list[str | int] = []
+        for index, turn in enumerate(turns):
+            args += [index, turn.model_dump_json(exclude={"call_id"}, exclude_none=True)]
+        if args:
+            keys = [transcript_key, self.key_for(caller, "turns")]
+            await self._run(self._replace_turns(keys=keys, args=args))
+
+    async def mark_failed(self, caller: CallerIdentity, call_id: str, reason: str) -> bool:
+        """Record that a closed call's analysis failed; its transcript and record stay.
+
+        Returns:
+            False when the call was analysed meanwhile, or is not stored (forgotten, expired).
+        """
+        record_key, _ = self._call_keys(caller, call_id)
+        raw = await self._run(self._redis.get(record_key))
+        record = self._parse(CallRecord, raw, what="call record") if raw is not None else None
+        if record is None:
+            return False
+        failed = record.model_copy(update={"status": CallStatus.FAILED, "error": reason})
+        payload = failed.model_dump_json(exclude={"transcript"}, exclude_defaults=True)
+        keys = [self.key_for(caller, "callstate"), record_key]
+        return bool(await self._run(self._mark_failed(keys=keys, args=[call_id, payload])))
 
     async def recent_calls(self, agent_id: str, *, since: float, limit: int = 500) -> list[CallRef]:
         """Calls of one agent that ended since ``since``, newest first."""
@@ -534,6 +651,11 @@ class MemoryStore:
         """Every stored value of a caller."""
         raw = await self._run(self._redis.hgetall(self.key_for(caller, "kv")))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` as a literal in a Redis ``MATCH`` pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 def _profile_update(record: CallRecord) -> dict[str, str]:

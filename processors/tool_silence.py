@@ -9,8 +9,9 @@ Sits after the LLM and before TTS. Pipecat leaves the line silent in three cases
 
 The guard speaks a short phrase in the caller's language (a `TTSSpeakFrame`), at most once per
 trigger: a filler ("One moment…") once a tool has run `filler_after` seconds, and a closing
-phrase when the tool round ends with nothing said. It never speaks when the LLM's own text was
-heard, and forgets everything on interruption.
+phrase when the tool round ends with nothing but the filler said. It never speaks when the LLM's
+own text was heard, and forgets everything on interruption. Set `guard.language` ("es", "ca-ES")
+once the caller's language is known.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TTSSpeakFrame,
+    TTSUpdateSettingsFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -83,7 +85,7 @@ class ToolSilenceGuard(FrameProcessor):
         self._language = "en"
         self.language = language
         self._response_had_text = False  # the latest LLM response said something
-        self._response_called_tools = False  # a tool batch started since the last response end
+        self._tool_batches_unended = 0  # tool batches whose response end is still to come
         self._pending_calls: set[str] = set()
         self._round_heard: bool | None = None  # None outside a tool round
         self._awaiting_follow_up = False
@@ -117,13 +119,18 @@ class ToolSilenceGuard(FrameProcessor):
         await self._cancel_filler()
 
     async def _watch(self, frame: Frame) -> None:
-        if isinstance(frame, FunctionCallsStartedFrame):
-            # A system frame: it may overtake this response's text, never its end frame.
-            self._response_called_tools = True
+        if isinstance(frame, TTSUpdateSettingsFrame) and isinstance(frame.delta.language, str):
+            # The voice follows the caller's language; so do the guard's phrases.
+            self.language = frame.delta.language
+        elif isinstance(frame, FunctionCallsStartedFrame):
+            # A system frame: it overtakes queued frames, but never its own response's end.
+            self._tool_batches_unended += 1
         elif isinstance(frame, LLMFullResponseStartFrame):
             self._response_had_text = False
         elif isinstance(frame, LLMTextFrame) and frame.text.strip() and not frame.skip_tts:
-            await self._heard()
+            self._response_had_text = True
+            if self._round_heard is not None:
+                self._round_heard = True
         elif isinstance(frame, LLMFullResponseEndFrame):
             await self._response_ended()
         elif isinstance(frame, FunctionCallInProgressFrame) and frame.cancel_on_interruption:
@@ -131,16 +138,9 @@ class ToolSilenceGuard(FrameProcessor):
         elif isinstance(frame, FunctionCallResultFrame):
             await self._call_finished(frame)
 
-    async def _heard(self) -> None:
-        self._response_had_text = True
-        if self._round_heard is not None:
-            self._round_heard = True
-            await self._cancel_filler()
-
     def _call_started(self, tool_call_id: str) -> None:
         if self._round_heard is None:
-            # The response that asked for this call has ended by now (its end frame is queued
-            # ahead of this one), so its text, if any, is known.
+            # The text of the response asking for this call was queued ahead of this frame.
             self._round_heard = self._response_had_text
             self._filler_said = False
         self._pending_calls.add(tool_call_id)
@@ -149,9 +149,7 @@ class ToolSilenceGuard(FrameProcessor):
 
     async def _call_finished(self, frame: FunctionCallResultFrame) -> None:
         if frame.tool_call_id not in self._pending_calls:
-            return  # an async tool, or a call the interruption already forgot
-        if frame.properties and not frame.properties.is_final:
-            return
+            return  # an async tool (whose results may be intermediate), or a forgotten call
         self._pending_calls.discard(frame.tool_call_id)
         if self._pending_calls:
             return
@@ -162,14 +160,16 @@ class ToolSilenceGuard(FrameProcessor):
             await self._end_round()
 
     async def _response_ended(self) -> None:
-        called_tools, self._response_called_tools = self._response_called_tools, False
-        if self._awaiting_follow_up:
-            self._awaiting_follow_up = False
-            if not called_tools:  # a follow-up that calls tools again continues the round
-                await self._end_round()
+        # A response that called tools is never the (empty) follow-up: either it continues the
+        # round with more calls, or it is the round's opening response, ending late.
+        if self._tool_batches_unended:
+            self._tool_batches_unended -= 1
+        elif self._awaiting_follow_up:
+            await self._end_round()
 
     async def _end_round(self) -> None:
         heard, self._round_heard = self._round_heard, None
+        self._awaiting_follow_up = False
         if not heard:
             await self._say(self._phrases[self._language].closing, append_to_context=True)
 
@@ -192,7 +192,7 @@ class ToolSilenceGuard(FrameProcessor):
     async def _reset(self) -> None:
         await self._cancel_filler()
         self._response_had_text = False
-        self._response_called_tools = False
+        self._tool_batches_unended = 0
         self._pending_calls.clear()
         self._round_heard = None
         self._awaiting_follow_up = False

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from memory.embedded import client_from_url
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now
@@ -232,7 +233,7 @@ async def test_corrupt_stored_values_are_skipped_not_lost(
 
 
 async def test_dead_redis_raises_memory_unavailable() -> None:
-    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
+    dead = client_from_url("redis://127.0.0.1:1", connect_timeout=0.1, command_timeout=0.1)
     store = MemoryStore(dead)
     with pytest.raises(MemoryUnavailableError):
         await store.load(caller(ALICE))

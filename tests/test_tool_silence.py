@@ -123,6 +123,14 @@ async def test_text_before_tool_call_means_no_filler_and_no_closing() -> None:
     assert said == []
 
 
+async def test_text_the_caller_does_not_hear_does_not_count() -> None:
+    unspoken = response("(noting the fact)", calls=["t1"])
+    unspoken[1].skip_tts = True
+    frames = [*unspoken, running("t1"), result("t1", None)]
+    said, _ = await spoken(frames)
+    assert [frame.text for frame in said] == [EN.closing]
+
+
 async def test_slow_tool_then_falsy_result_says_filler_then_closing() -> None:
     frames = [*response(calls=["t1"]), running("t1"), SleepFrame(sleep=SLOW * 3), result("t1", {})]
     said, _ = await spoken(frames, filler_after=SLOW)
@@ -160,6 +168,28 @@ async def test_chained_tools_are_one_round() -> None:
     ]
     said, _ = await spoken(frames, filler_after=SLOW)
     assert [frame.text for frame in said] == [EN.filler, EN.closing]
+
+
+async def test_opening_response_ending_after_the_result_still_waits_for_the_follow_up() -> None:
+    opening = response(calls=["t1"])
+    frames = [*opening[:-1], running("t1"), result("t1", {"saved": True}), opening[-1]]
+    said, _ = await spoken([*frames, *response()])
+    assert [frame.text for frame in said] == [EN.closing]
+
+
+async def test_round_ended_by_a_falsy_result_is_over_for_later_responses() -> None:
+    frames = [
+        *response(calls=["t1"]),
+        running("t1"),
+        result("t1", {"saved": True}),
+        *response(calls=["t2"]),
+        running("t2"),
+        result("t2", None),
+        *response(),  # a later response (no interruption in between) is not a follow-up
+        *response("Anything else?"),
+    ]
+    said, _ = await spoken(frames)
+    assert [frame.text for frame in said] == [EN.closing]
 
 
 async def test_parallel_calls_wait_for_the_last_result() -> None:

@@ -14,9 +14,11 @@ Behaviour is scripted: queue replies with `script()` (or answer from a `handler`
         fake.script(Reply.tool_call("remember", {"fact": "Vegetarian"}), Reply.text("Done."))
         client = AsyncAnthropic(api_key="test-key", base_url=fake.base_url)
         ...
-        assert "vegetarian" in fake.requests[1].tool_results()[0]
+        assert fake.requests[1].tool_results() == ['{"saved": true}']
 
 Point `AnthropicLLMService` at it with `client=AsyncAnthropic(api_key=..., base_url=fake.base_url)`.
+Pipecat 1.14's `AnthropicLLMService` runs only the last `tool_use` block of a response, so script
+one tool call per reply when driving it.
 """
 
 from __future__ import annotations
@@ -482,6 +484,8 @@ def _check_tools(body: dict[str, Any]) -> ErrorReply | None:
             return _invalid(f"tools.{index}: name and input_schema are required")
         names.add(tool["name"])
     choice = body.get("tool_choice") or {}
+    if choice.get("type") in ("auto", "any", "tool") and not names:
+        return _invalid("tool_choice: may only be specified while providing tools")
     if choice.get("type") == "tool" and choice.get("name") not in names:
         return _invalid(f"tool_choice: tool '{choice.get('name')}' is not in tools")
     return None

@@ -1,0 +1,84 @@
+"""The cloud services of a call, built from settings: Deepgram STT, Anthropic LLM, Azure TTS.
+
+:func:`build_services` is the production factory. Tests pass their own :class:`CallServices`
+(text in place of audio for STT and TTS) while keeping the real ``AnthropicLLMService`` from
+:func:`build_llm`, pointed at a local fake of the Messages API through ``ANTHROPIC_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from anthropic import AsyncAnthropic
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.anthropic.llm import AnthropicLLMService
+from pipecat.services.azure.tts import AzureTTSService
+from pipecat.services.deepgram.stt import DeepgramSTTService
+
+from bot.settings import KEYS_FOR_SERVICES, BotSettings
+
+#: Pipecat 1.14 runs only the last ``tool_use`` block of a response (the others get no result),
+#: and its Anthropic adapter ignores ``LLMContext.tool_choice``: ask for one tool call at a time
+#: in the request itself. Only valid with tools configured (the API rejects it without).
+ONE_TOOL_CALL_AT_A_TIME = {"type": "auto", "disable_parallel_tool_use": True}
+
+
+@dataclass(slots=True)
+class CallServices:
+    """The three services one call's pipeline runs (each instance serves one call)."""
+
+    stt: FrameProcessor
+    llm: AnthropicLLMService
+    tts: FrameProcessor
+
+
+#: Builds a call's services from settings and the initial system prompt.
+ServicesFactory = Callable[[BotSettings, str], CallServices]
+
+
+def voice_locale(voice: str) -> str:
+    """The locale an Azure voice speaks: ``es-ES-ElviraNeural`` -> ``es-ES``."""
+    return "-".join(voice.split("-")[:2])
+
+
+def build_llm(settings: BotSettings, system_instruction: str) -> AnthropicLLMService:
+    """The Anthropic LLM, at ``settings.llm_base_url`` when set (a gateway, or a local fake).
+
+    Raises:
+        ConfigurationError: ``ANTHROPIC_API_KEY`` is missing.
+    """
+    settings.require("ANTHROPIC_API_KEY")
+    api_key = settings.anthropic_api_key or ""
+    return AnthropicLLMService(
+        api_key=api_key,
+        client=AsyncAnthropic(api_key=api_key, base_url=settings.llm_base_url),
+        settings=AnthropicLLMService.Settings(
+            model=settings.llm_model,
+            system_instruction=system_instruction,
+            max_tokens=1024,
+            extra={"tool_choice": ONE_TOOL_CALL_AT_A_TIME},
+        ),
+    )
+
+
+def build_services(settings: BotSettings, system_instruction: str) -> CallServices:
+    """Deepgram nova-3 (multilingual), the Anthropic LLM and Azure TTS in the default language.
+
+    Raises:
+        ConfigurationError: One or more service keys are missing (all are named at once).
+    """
+    settings.require(*KEYS_FOR_SERVICES)
+    stt = DeepgramSTTService(
+        api_key=settings.deepgram_api_key or "",
+        settings=DeepgramSTTService.Settings(
+            model=settings.stt_model, language=settings.stt_language, smart_format=True
+        ),
+    )
+    voice = settings.voices[settings.default_language]
+    tts = AzureTTSService(
+        api_key=settings.azure_speech_key or "",
+        region=settings.azure_speech_region,
+        settings=AzureTTSService.Settings(voice=voice, language=voice_locale(voice)),
+    )
+    return CallServices(stt=stt, llm=build_llm(settings, system_instruction), tts=tts)

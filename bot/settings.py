@@ -1,0 +1,105 @@
+"""Bot settings, from the environment and ``.env``.
+
+Keys are checked when the bot starts, not when a call first needs them: a missing key fails
+start-up with one line naming the variable and the README section that explains it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from memory.errors import ConfigurationError
+from memory.settings import MemorySettings
+
+#: Where the README explains each group of variables.
+README_KEYS = "README.md#configuration"
+
+DEFAULT_PROMPT = Path(__file__).with_name("prompts") / "system.md"
+
+
+class BotSettings(BaseSettings):
+    """Everything a call needs besides memory: keys, models, voices, the agent and its prompt."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    deepgram_api_key: str | None = Field(default=None, alias="DEEPGRAM_API_KEY", repr=False)
+    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
+    azure_speech_key: str | None = Field(default=None, alias="AZURE_SPEECH_KEY", repr=False)
+    azure_speech_region: str | None = Field(default=None, alias="AZURE_SPEECH_REGION")
+    daily_api_key: str | None = Field(default=None, alias="DAILY_API_KEY", repr=False)
+    twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: str | None = Field(default=None, alias="TWILIO_AUTH_TOKEN", repr=False)
+
+    llm_model: str = Field(default="claude-haiku-4-5", alias="RAPPORT_LLM_MODEL")
+    #: Gateways, or the local fake in tests, speak the Anthropic API at another address.
+    llm_base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")
+    stt_model: str = Field(default="nova-3", alias="RAPPORT_STT_MODEL")
+    #: ``multi`` lets Deepgram detect the caller's language turn by turn.
+    stt_language: str = Field(default="multi", alias="RAPPORT_STT_LANGUAGE")
+    voices: dict[str, str] = Field(
+        default={
+            "en": "en-US-AvaMultilingualNeural",
+            "es": "es-ES-ElviraNeural",
+            "ca": "ca-ES-JoanaNeural",
+        },
+        alias="RAPPORT_VOICES",
+    )
+    default_language: str = Field(default="en", alias="RAPPORT_DEFAULT_LANGUAGE")
+
+    agent_id: str = Field(default="default", alias="RAPPORT_AGENT_ID")
+    business_name: str = Field(default="our business", alias="RAPPORT_BUSINESS_NAME")
+    #: What the agent is for; it also steers which memories are chosen at call start.
+    agent_purpose: str = Field(
+        default="Answer questions, take bookings and messages, and arrange call-backs.",
+        alias="RAPPORT_AGENT_PURPOSE",
+    )
+    prompt_file: Path = Field(default=DEFAULT_PROMPT, alias="RAPPORT_PROMPT_FILE")
+
+    memory_enabled: bool = Field(default=True, alias="RAPPORT_MEMORY_ENABLED")
+    max_facts: int = Field(default=10, ge=0, le=100, alias="RAPPORT_MAX_FACTS")
+    memory_token_budget: int = Field(default=400, ge=50, alias="RAPPORT_MEMORY_TOKEN_BUDGET")
+    memory_load_budget_ms: float = Field(default=150, gt=0, alias="RAPPORT_MEMORY_LOAD_BUDGET_MS")
+    recall_budget_ms: float = Field(default=15, gt=0, alias="RAPPORT_RECALL_BUDGET_MS")
+    filler_after_s: float = Field(default=1.2, gt=0, alias="RAPPORT_FILLER_AFTER_S")
+    idle_timeout_s: float = Field(default=300, gt=0, alias="RAPPORT_IDLE_TIMEOUT_S")
+    #: Run the post-call analysis worker inside the bot process (``python runner.py worker``
+    #: runs it on its own).
+    run_worker: bool = Field(default=True, alias="RAPPORT_RUN_WORKER")
+
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+
+    def system_prompt_template(self) -> str:
+        """The system prompt with its ``{{memory}}`` placeholder, read from ``prompt_file``."""
+        try:
+            return self.prompt_file.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigurationError(
+                f"RAPPORT_PROMPT_FILE cannot be read ({self.prompt_file}); see {README_KEYS}"
+            ) from e
+
+    def require(self, *names: str) -> None:
+        """Fail with one line naming every missing variable among ``names`` (env aliases)."""
+        fields = type(self).model_fields
+        missing = [
+            name
+            for name in names
+            for field, info in fields.items()
+            if info.alias == name and not getattr(self, field)
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"Missing {', '.join(missing)}: set {'it' if len(missing) == 1 else 'them'} "
+                f"in the environment or .env (see {README_KEYS})"
+            )
+
+
+#: The keys each part of a call needs, by transport.
+KEYS_FOR_SERVICES = ("DEEPGRAM_API_KEY", "ANTHROPIC_API_KEY", "AZURE_SPEECH_KEY", "AZURE_SPEECH_REGION")
+KEYS_FOR_TRANSPORT = {
+    "webrtc": (),
+    "daily": ("DAILY_API_KEY",),
+    "twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"),
+}

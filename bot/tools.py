@@ -1,0 +1,141 @@
+"""The LLM's tools: ``save_caller_name(name)`` and ``remember(fact)``, written to memory at once.
+
+Each returns a non-empty result, always: Pipecat 1.14 does not run the LLM again after a falsy
+tool result (pipecat#4298), which would leave the caller in silence. For an anonymous caller,
+or with memory off or down, the result says nothing can be stored, and the LLM tells the caller
+so politely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.services.llm_service import FunctionCallParams, LLMService
+
+from memory.embeddings import Embedder, with_embeddings
+from memory.errors import MemoryUnavailableError
+from memory.identity import CallerIdentity
+from memory.models import Fact, clean_text
+from memory.scrub import scrub_fact
+from memory.store import MemoryStore
+
+#: Confidence of a fact the caller explicitly asked to be remembered.
+REMEMBERED_CONFIDENCE = 0.95
+#: Longest name stored (the analysis caps names the same way).
+MAX_NAME_CHARS = 80
+
+SAVE_CALLER_NAME = FunctionSchema(
+    name="save_caller_name",
+    description="Save the caller's name, as they said it, so they are greeted by name next time.",
+    properties={"name": {"type": "string", "description": "The caller's name, e.g. 'Ana Puig'."}},
+    required=["name"],
+)
+REMEMBER = FunctionSchema(
+    name="remember",
+    description=(
+        "Remember something the caller asked you to remember for future calls. Never use it "
+        "for passwords, PINs, card or account numbers."
+    ),
+    properties={
+        "fact": {
+            "type": "string",
+            "description": "One short third-person sentence, e.g. 'Caller is vegetarian'.",
+        }
+    },
+    required=["fact"],
+)
+
+_ANONYMOUS = {
+    "saved": False,
+    "reason": "The caller's number is withheld, so nothing can be remembered for next time. "
+    "Tell them politely.",
+}
+_UNAVAILABLE = {
+    "saved": False,
+    "reason": "Memory is unavailable right now, so this was not saved. Tell them politely.",
+}
+
+
+class CallerTools:
+    """The memory tools of one call.
+
+    Args:
+        store: The memory store; None with memory off or unavailable.
+        caller: The caller; None when anonymous.
+        call_id: The call the facts come from.
+        embedder: Embeds remembered facts for recall (None: stored without an embedding; the
+            analysis worker embeds them later).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: MemoryStore | None,
+        caller: CallerIdentity | None,
+        call_id: str,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self._store = store
+        self._caller = caller
+        self._call_id = call_id
+        self._embedder = embedder
+
+    @staticmethod
+    def schema() -> ToolsSchema:
+        """The tools, for the LLM context."""
+        return ToolsSchema(standard_tools=[SAVE_CALLER_NAME, REMEMBER])
+
+    def register(self, llm: LLMService) -> None:
+        """Register the handlers on the call's LLM service."""
+        llm.register_function(SAVE_CALLER_NAME.name, self.save_caller_name)
+        llm.register_function(REMEMBER.name, self.remember)
+
+    async def save_caller_name(self, params: FunctionCallParams) -> None:
+        """Handle ``save_caller_name(name)``."""
+        await params.result_callback(await self._save_name(params.arguments.get("name")))
+
+    async def remember(self, params: FunctionCallParams) -> None:
+        """Handle ``remember(fact)``."""
+        await params.result_callback(await self._remember(params.arguments.get("fact")))
+
+    async def _save_name(self, raw: Any) -> dict[str, Any]:
+        name = clean_text(raw, MAX_NAME_CHARS) if isinstance(raw, str) else ""
+        if not name:
+            return {"saved": False, "reason": "No name was given; ask the caller for it."}
+        if self._store is None or self._caller is None:
+            return _ANONYMOUS if self._caller is None else _UNAVAILABLE
+        try:
+            await self._store.set_name(self._caller, name)
+        except MemoryUnavailableError:
+            logger.warning("Could not save the name of {}: memory unavailable", self._caller.masked)
+            return _UNAVAILABLE
+        logger.info("Saved the name of {}", self._caller.masked)
+        return {"saved": True, "name": name}
+
+    async def _remember(self, raw: Any) -> dict[str, Any]:
+        text = scrub_fact(raw) if isinstance(raw, str) else None
+        if text is None:
+            return {
+                "saved": False,
+                "reason": "Nothing to remember, or it held a secret (a password, PIN, card or "
+                "account number), which is never stored. Tell the caller.",
+            }
+        if self._store is None or self._caller is None:
+            return _ANONYMOUS if self._caller is None else _UNAVAILABLE
+        fact = Fact(
+            text=text, confidence=REMEMBERED_CONFIDENCE, source_call_id=self._call_id
+        )
+        if self._embedder is not None:
+            # Model inference: in a thread, so the call's audio keeps flowing meanwhile.
+            (fact,) = await asyncio.to_thread(with_embeddings, [fact], self._embedder)
+        try:
+            await self._store.upsert_facts(self._caller, [fact])
+        except MemoryUnavailableError:
+            logger.warning("Could not store a fact of {}: memory unavailable", self._caller.masked)
+            return _UNAVAILABLE
+        logger.info("Stored a fact the caller of {} asked to be remembered", self._caller.masked)
+        return {"saved": True, "fact": text}

@@ -1,0 +1,152 @@
+"""Recording one call as it happens: each finished turn appended in order, then the call closed.
+
+The recorder is fed synchronously from the call path (``add_turn`` and ``finish`` never wait)
+and writes from its own task. That task belongs to the recorder, not to the pipeline, on
+purpose: a call's record must outlive the pipeline that produced it, since the end of a call
+(hang-up, error, idle timeout) is exactly when the pipeline is torn down. The process drains
+unfinished recorders at shutdown with :meth:`CallRecorder.drain_all`; a process that dies
+anyway leaves its turns stored and the call open, and the analysis worker's sweeper finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, Literal, TypeVar
+
+from loguru import logger
+
+from memory.errors import MemoryUnavailableError
+from memory.identity import CallerIdentity
+from memory.models import CallRecord, Turn, now
+from memory.queue import AnalysisQueue, end_call
+from memory.scrub import scrub
+from memory.store import MemoryStore
+
+#: Attempts per write before a turn is held back for the close, and the pause between them.
+WRITE_ATTEMPTS = 3
+RETRY_PAUSE_S = 0.2
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    reason: str
+    at: float
+
+
+class CallRecorder:
+    """Stores one call's turns as they happen and closes the call exactly once.
+
+    Args:
+        store: Where turns and the call record go.
+        queue: Where the ended call is queued for analysis.
+        caller: The caller (anonymous callers get no recorder: they are never recorded).
+        call_id: The call's id (the transport's call id, or a fresh one).
+    """
+
+    _unfinished: ClassVar[set[CallRecorder]] = set()
+
+    def __init__(
+        self, *, store: MemoryStore, queue: AnalysisQueue, caller: CallerIdentity, call_id: str
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._caller = caller
+        self._call_id = call_id
+        self._started_at = now()
+        self._pending: asyncio.Queue[Turn | _Finish] = asyncio.Queue()
+        self._held_back: list[Turn] = []
+        self._finished = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def call_id(self) -> str:
+        """The id the call is stored under."""
+        return self._call_id
+
+    def add_turn(self, role: Literal["user", "assistant"], text: str) -> None:
+        """Queue one finished turn for storage (scrubbed first); never waits."""
+        if self._finished or not text.strip():
+            return
+        self._put(Turn(role=role, text=scrub(text), call_id=self._call_id))
+
+    def finish(self, reason: str) -> None:
+        """Close the call after its queued turns are stored; only the first call counts."""
+        if self._finished:
+            return
+        self._finished = True
+        self._put(_Finish(reason=reason, at=now()))
+
+    async def wait_closed(self) -> None:
+        """Wait until the call is closed (bound it with ``asyncio.timeout``)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    @classmethod
+    async def drain_all(cls) -> None:
+        """Wait for every unfinished recorder of this process, at shutdown.
+
+        Bound it with ``asyncio.timeout``; leaving early only cancels the wait, not the writes.
+        """
+        tasks = [r._task for r in cls._unfinished if r._task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _put(self, item: Turn | _Finish) -> None:
+        self._pending.put_nowait(item)
+        if self._task is None:
+            self._unfinished.add(self)
+            self._task = asyncio.get_running_loop().create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        try:
+            while True:
+                item = await self._pending.get()
+                if isinstance(item, _Finish):
+                    await self._close(item)
+                    return
+                if self._held_back or not await self._attempt(self._store_turn, item):
+                    self._held_back.append(item)  # keep order: later turns wait behind it
+        finally:
+            self._unfinished.discard(self)
+
+    async def _store_turn(self, turn: Turn) -> None:
+        await self._store.append_turn(self._caller, turn)
+
+    async def _close(self, finish: _Finish) -> None:
+        for turn in list(self._held_back):
+            if not await self._attempt(self._store_turn, turn):
+                break
+            self._held_back.remove(turn)
+        record = CallRecord(
+            call_id=self._call_id,
+            agent_id=self._caller.agent_id,
+            started_at=self._started_at,
+            ended_at=finish.at,
+            ended_reason=finish.reason,
+            masked_number=self._caller.masked,
+        )
+        if not await self._attempt(self._end_call, record):
+            logger.warning(
+                "Call {} of {} could not be closed; {} turns were not stored",
+                self._call_id,
+                self._caller.masked,
+                len(self._held_back),
+            )
+
+    async def _end_call(self, record: CallRecord) -> None:
+        await end_call(self._store, self._queue, self._caller, record)
+
+    async def _attempt(self, write: Callable[[_T], Awaitable[None]], item: _T) -> bool:
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                await write(item)
+                return True
+            except MemoryUnavailableError:
+                if attempt + 1 < WRITE_ATTEMPTS:
+                    await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
+        logger.warning("Memory unavailable while recording a call of {}", self._caller.masked)
+        return False

@@ -1,0 +1,532 @@
+"""The one ranking of memories: lexical + dense relevance, conversational context, recency, trust.
+
+Every place that picks memories uses :class:`RecallIndex`: the call-start selection
+(:func:`select_for_call_start`), per-turn recall, and the LoCoMo benchmark. For a query, each
+memory (a fact or a past turn) gets
+
+    relevance = w·minmax(BM25) + (1-w)·minmax(cosine)       lexical and dense, equal weights
+    relevance += c·max over neighbouring turns of a call    a reply inherits its question
+    score = confidence · ((1-γ)·relevance/max + γ·0.5^(age/half_life))
+
+Facts under ``CONFIDENCE_FLOOR`` and superseded facts are never indexed. Everything that does not
+depend on the query (BM25 postings, the embedding matrix, neighbour tables) is computed once
+when the index is built, so a search is a few numpy operations: well under a millisecond for
+hundreds of memories. Embedding the query is the expensive part (milliseconds); it is done by
+the caller (:meth:`RecallIndex.embed_query`) so that it can be timed, skipped or run off the
+event loop. Without a query vector the ranking is lexical only.
+
+The parameters and the measurements that chose them are in the README (``bench/locomo.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import snowballstemmer
+
+from memory.embeddings import Embedder, compact_matches, decode_compact
+from memory.models import CONFIDENCE_FLOOR, CallerMemory, Fact, Turn
+
+MemoryKind = Literal["fact", "turn"]
+
+_SECONDS_PER_DAY = 86_400.0
+_WORD = re.compile(r"\w+")
+
+# Short function-word lists: words that match everywhere and carry no topic.
+_STOPWORDS: dict[str, frozenset[str]] = {
+    "english": frozenset(
+        """a about above after again against all am an and any are as at be because been
+        before being below between both but by can could did do does doing down during each
+        few for from further had has have having he her here hers herself him himself his how
+        i if in into is it its itself just me more most my myself no nor not now of off on
+        once only or other our ours ourselves out over own same she should so some such than
+        that the their theirs them themselves then there these they this those through to too
+        under until up very was we were what when where which while who whom why will with
+        would you your yours yourself yourselves s t d ll m o re ve y don""".split()
+    ),
+    "spanish": frozenset(
+        """a al algo algunas algunos ante antes como con contra cual cuando de del desde donde
+        durante e el ella ellas ellos en entre era eran es esa esas ese eso esos esta estaba
+        estas este esto estos estoy fue fueron ha han hasta hay la las le les lo los me mi mis
+        mucho muy nada ni no nos nosotros o os otra otro para pero poco por porque que quien
+        se sea ser si sin sobre son su sus también te tiene tu tus un una uno unos y ya yo""".split()
+    ),
+    "catalan": frozenset(
+        """a al als amb aquell aquella aquelles aquells aquest aquesta aquestes aquests com
+        d de del dels des doncs el ell ella elles ells els em en ens entre era eren es és està
+        estan et fins ha han havia hi i jo l la les li lo m me meu meva ja mes més molt n ne
+        no nosaltres o per perquè però poc qual quan que qui s sa se seu seva si sense sobre
+        són sou t també te tu té un una uns unes vaig va van vosaltres""".split()
+    ),
+}
+_SNOWBALL_BY_CODE = {
+    "en": "english",
+    "es": "spanish",
+    "ca": "catalan",
+    "fr": "french",
+    "de": "german",
+    "it": "italian",
+    "pt": "portuguese",
+    "nl": "dutch",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RankingConfig:
+    """Weights of the ranking. The defaults are the ones measured in the README."""
+
+    #: Share of BM25 in relevance when a query vector is given; the rest is dense similarity.
+    lexical_weight: float = 0.5
+    #: How much of its best neighbour's relevance a turn inherits (0 disables).
+    context_weight: float = 0.7
+    #: How many turns either side count as neighbours.
+    context_window: int = 2
+    #: Share of recency in the final score (the rest is relevance).
+    recency_weight: float = 0.1
+    #: Age at which recency counts half.
+    half_life_days: float = 30.0
+    #: BM25 term-frequency saturation and length normalisation (the usual values).
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+
+DEFAULT_RANKING = RankingConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryItem:
+    """One searchable memory: a fact or a past turn, with what the ranking needs of it."""
+
+    kind: MemoryKind
+    id: str
+    text: str
+    #: When it was said or last confirmed (epoch seconds), for recency.
+    at: float
+    confidence: float = 1.0
+    #: Items of one thread (the turns of one call) in list order are context for each other.
+    thread: str | None = None
+    #: Its embedding, when already known (e.g. stored with a fact).
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A search result."""
+
+    kind: MemoryKind
+    id: str
+    text: str
+    score: float
+    at: float
+    #: Raw BM25 score against the query (0: no word in common).
+    lexical: float
+    #: Cosine similarity to the query vector; None when the search had no vector.
+    similarity: float | None
+
+
+def turn_id(turn: Turn) -> str:
+    """Stable id of a stored turn: its call and the millisecond it was said."""
+    return f"{turn.call_id or 'call'}:{round(turn.at * 1000)}"
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count of a prompt line (about four characters per token, plus one)."""
+    return len(text) // 4 + 1
+
+
+def fact_items(facts: Sequence[Fact], *, model: str | None = None) -> list[MemoryItem]:
+    """Items for the facts that may be injected (confident enough, not superseded).
+
+    Args:
+        facts: the caller's facts.
+        model: the embedder name; stored embeddings of another model are ignored.
+    """
+    items = []
+    for fact in facts:
+        if not fact.injectable:
+            continue
+        vector = None
+        if model is not None and fact.embedding is not None:
+            try:
+                vector = decode_compact(fact.embedding, model=model)
+            except ValueError:
+                vector = None
+        items.append(
+            MemoryItem(
+                kind="fact",
+                id=fact.id,
+                text=fact.text,
+                at=fact.last_confirmed_at,
+                confidence=fact.confidence,
+                vector=vector,
+            )
+        )
+    return items
+
+
+def turn_items(turns: Sequence[Turn]) -> list[MemoryItem]:
+    """Items for past turns, labelled by who spoke; the turns of one call are neighbours."""
+    return [
+        MemoryItem(
+            kind="turn",
+            id=turn_id(turn),
+            text=f"{'Caller' if turn.role == 'user' else 'Agent'}: {turn.text}",
+            at=turn.at,
+            thread=turn.call_id or "call",
+        )
+        for turn in turns
+        if turn.text
+    ]
+
+
+def embedding_texts(items: Sequence[MemoryItem]) -> list[str]:
+    """What to embed for each item: a turn together with the turn before it in its call.
+
+    A reply ("Yes, last Sunday!") means little alone; with its question it can be found.
+    """
+    texts = []
+    previous: dict[str, str] = {}
+    for item in items:
+        if item.thread is None:
+            texts.append(item.text)
+            continue
+        before = previous.get(item.thread)
+        texts.append(item.text if before is None else f"{before}\n{item.text}")
+        previous[item.thread] = item.text
+    return texts
+
+
+class _Analyzer:
+    """Lower-cased words, function words dropped, stemmed in the memory's language."""
+
+    def __init__(self, language: str | None) -> None:
+        code = (language or "en").split("-")[0].split("_")[0].lower()
+        algorithm = _SNOWBALL_BY_CODE.get(code)
+        self._stopwords = _STOPWORDS.get(algorithm or "", frozenset())
+        self._stem = _stemmer(algorithm) if algorithm else _identity
+
+    def terms(self, text: str) -> list[str]:
+        return [
+            self._stem(word) for word in _WORD.findall(text.lower()) if word not in self._stopwords
+        ]
+
+
+def _identity(word: str) -> str:
+    return word
+
+
+@functools.cache
+def _stemmer(algorithm: str):  # noqa: ANN202 - a cached callable
+    # Snowball stemmers keep the word being stemmed as state: one lock per language.
+    stemmer = snowballstemmer.stemmer(algorithm)
+    lock = threading.Lock()
+
+    @functools.lru_cache(maxsize=50_000)
+    def stem(word: str) -> str:
+        with lock:
+            return stemmer.stemWord(word)
+
+    return stem
+
+
+class RecallIndex:
+    """Memories of one caller, prepared for fast repeated search. Immutable once built.
+
+    Build it once per call (off the event loop: building may embed memories that have no
+    vector yet), then search it on every turn.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[MemoryItem],
+        *,
+        embedder: Embedder | None = None,
+        config: RankingConfig = DEFAULT_RANKING,
+        language: str | None = None,
+    ) -> None:
+        """Index the items.
+
+        Args:
+            items: the memories; facts under the confidence floor are left out.
+            embedder: embeds the items that have no vector; without it, only the vectors
+                the items carry are used and the rest count as dissimilar.
+            config: ranking weights.
+            language: the memories' language (BCP-47, e.g. ``es-ES``) for stemming and
+                function words; English when unknown.
+        """
+        self._items = [
+            item
+            for item in items
+            if item.kind != "fact" or item.confidence >= CONFIDENCE_FLOOR
+        ]
+        self._config = config
+        self._embedder = embedder
+        self._analyzer = _Analyzer(language)
+        count = len(self._items)
+        self._position = {item.id: index for index, item in enumerate(self._items)}
+        self._at = np.array([item.at for item in self._items], dtype=np.float64)
+        self._confidence = np.array([item.confidence for item in self._items], dtype=np.float64)
+        # Tie-break on recency then id, so equal scores always come out in one order.
+        id_rank = np.empty(count, dtype=np.int64)
+        id_rank[np.argsort(np.array([item.id for item in self._items], dtype=object))] = (
+            np.arange(count)
+        )
+        self._id_rank = id_rank
+        self._kind_masks = {
+            kind: np.array([item.kind == kind for item in self._items], dtype=bool)
+            for kind in ("fact", "turn")
+        }
+        self._build_postings()
+        self._build_neighbours()
+        self._vectors, self._has_vector = self._build_vectors()
+
+    @classmethod
+    def from_memory(
+        cls,
+        memory: CallerMemory,
+        *,
+        embedder: Embedder | None = None,
+        include_turns: bool = True,
+        config: RankingConfig = DEFAULT_RANKING,
+    ) -> RecallIndex:
+        """Index a caller's injectable facts and (by default) recent turns."""
+        items = fact_items(memory.facts, model=embedder.name if embedder else None)
+        if include_turns:
+            items += turn_items(memory.recent_turns)
+        return cls(items, embedder=embedder, config=config, language=memory.profile.language)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedder the memory vectors come from (queries must use the same)."""
+        return self._embedder
+
+    def embed_query(self, query: str) -> np.ndarray | None:
+        """Embed a query for :meth:`search` (milliseconds of CPU: call it off the event loop)."""
+        if self._embedder is None or not query.strip():
+            return None
+        return self._embedder.embed_query([query])[0]
+
+    def _build_postings(self) -> None:
+        config = self._config
+        documents = [Counter(self._analyzer.terms(item.text)) for item in self._items]
+        lengths = np.array([sum(terms.values()) for terms in documents], dtype=np.float64)
+        average = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
+        norm = config.bm25_k1 * (1 - config.bm25_b + config.bm25_b * lengths / average)
+        postings: dict[str, tuple[list[int], list[float]]] = {}
+        for index, terms in enumerate(documents):
+            for term, frequency in terms.items():
+                docs, weights = postings.setdefault(term, ([], []))
+                docs.append(index)
+                weights.append(frequency * (config.bm25_k1 + 1) / (frequency + norm[index]))
+        count = len(documents)
+        self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for term, (docs, weights) in postings.items():
+            idf = math.log(1 + (count - len(docs) + 0.5) / (len(docs) + 0.5))
+            self._postings[term] = (
+                np.array(docs, dtype=np.int64),
+                idf * np.array(weights, dtype=np.float64),
+            )
+
+    def _build_neighbours(self) -> None:
+        """Table of each item's neighbours in its thread (-1 = none) and their weights."""
+        config = self._config
+        window = config.context_window if config.context_weight > 0 else 0
+        count = len(self._items)
+        table = np.full((count, 2 * window), -1, dtype=np.int64)
+        threads: dict[str, list[int]] = {}
+        for index, item in enumerate(self._items):
+            if item.thread is not None:
+                threads.setdefault(item.thread, []).append(index)
+        for members in threads.values():
+            for offset, index in enumerate(members):
+                for distance in range(1, window + 1):
+                    column = 2 * (distance - 1)
+                    if offset - distance >= 0:
+                        table[index, column] = members[offset - distance]
+                    if offset + distance < len(members):
+                        table[index, column + 1] = members[offset + distance]
+        self._neighbours = table
+
+    def _build_vectors(self) -> tuple[np.ndarray | None, np.ndarray]:
+        has_vector = np.array([item.vector is not None for item in self._items], dtype=bool)
+        missing = [index for index, known in enumerate(has_vector) if not known]
+        dim = self._embedder.dim if self._embedder else None
+        if dim is None:
+            dims = {item.vector.shape[-1] for item in self._items if item.vector is not None}
+            if len(dims) != 1:
+                return None, np.zeros(len(self._items), dtype=bool)
+            dim = dims.pop()
+        matrix = np.zeros((len(self._items), dim), dtype=np.float32)
+        for index, item in enumerate(self._items):
+            if item.vector is not None and item.vector.shape[-1] == dim:
+                matrix[index] = item.vector
+            else:
+                has_vector[index] = False
+        if self._embedder is not None and missing:
+            texts = embedding_texts(self._items)
+            matrix[missing] = self._embedder.embed([texts[index] for index in missing])
+            has_vector[missing] = True
+        return matrix, has_vector
+
+    def _lexical(self, query: str) -> np.ndarray:
+        scores = np.zeros(len(self._items), dtype=np.float64)
+        for term in set(self._analyzer.terms(query)):
+            posting = self._postings.get(term)
+            if posting is not None:
+                scores[posting[0]] += posting[1]
+        return scores
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int,
+        exclude: Collection[str] = (),
+        now: float | None = None,
+        query_vector: np.ndarray | None = None,
+        kinds: Collection[MemoryKind] = ("fact", "turn"),
+    ) -> list[Recalled]:
+        """The ``k`` best memories for a query, best first.
+
+        Args:
+            query: what the caller said, or the agent's purpose.
+            k: how many results at most.
+            exclude: ids already in the context.
+            now: the time recency is measured from (default: the current time).
+            query_vector: the query embedded with :meth:`embed_query`; without it the
+                relevance is lexical only.
+            kinds: which kinds of memory may be returned.
+        """
+        if k <= 0 or not self._items:
+            return []
+        lexical = self._lexical(query)
+        similarity = None
+        if query_vector is not None and self._vectors is not None:
+            similarity = self._vectors @ np.asarray(query_vector, dtype=np.float32)
+        scores = self._score(lexical, similarity, time.time() if now is None else now)
+        eligible = np.zeros(len(self._items), dtype=bool)
+        for kind in kinds:
+            eligible |= self._kind_masks[kind]
+        for excluded in exclude:
+            position = self._position.get(excluded)
+            if position is not None:
+                eligible[position] = False
+        candidates = np.flatnonzero(eligible)
+        order = candidates[
+            np.lexsort(
+                (
+                    self._id_rank[candidates],
+                    -self._at[candidates],
+                    -scores[candidates],
+                )
+            )
+        ][:k]
+        return [
+            Recalled(
+                kind=self._items[index].kind,
+                id=self._items[index].id,
+                text=self._items[index].text,
+                score=float(scores[index]),
+                at=self._items[index].at,
+                lexical=float(lexical[index]),
+                similarity=None if similarity is None else float(similarity[index]),
+            )
+            for index in order
+        ]
+
+    def _score(self, lexical: np.ndarray, similarity: np.ndarray | None, now: float) -> np.ndarray:
+        config = self._config
+        relevance = _minmax(lexical)
+        if similarity is not None:
+            dense = np.where(self._has_vector, similarity, np.nan)
+            dense = np.nan_to_num(_minmax(dense), nan=0.0)
+            relevance = config.lexical_weight * relevance + (1 - config.lexical_weight) * dense
+        if self._neighbours.shape[1]:
+            padded = np.append(relevance, 0.0)
+            context = padded[self._neighbours].max(axis=1)
+            relevance = relevance + config.context_weight * context
+        peak = relevance.max()
+        if peak > 0:
+            relevance = relevance / peak
+        age_days = np.maximum(now - self._at, 0.0) / _SECONDS_PER_DAY
+        recency = np.exp2(-age_days / config.half_life_days)
+        blended = (1 - config.recency_weight) * relevance + config.recency_weight * recency
+        return self._confidence * blended
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] over the finite values; all equal gives zeros."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros_like(values)
+    low = values[finite].min()
+    span = values[finite].max() - low
+    if span <= 0:
+        return np.where(finite, 0.0, values)
+    return (values - low) / span
+
+
+@functools.lru_cache(maxsize=64)
+def _purpose_vector(embedder: Embedder, purpose: str) -> np.ndarray:
+    # An agent's purpose is fixed: embed it once per process and embedder.
+    return embedder.embed_query([purpose])[0]
+
+
+def select_for_call_start(
+    memory: CallerMemory,
+    *,
+    purpose: str,
+    token_budget: int,
+    k: int = 10,
+    embedder: Embedder | None = None,
+    now: float | None = None,
+    config: RankingConfig = DEFAULT_RANKING,
+) -> list[Fact]:
+    """The facts to put in the system prompt at call start, best first.
+
+    Ranks the caller's injectable facts by relevance to the agent's purpose and recency
+    (the same ranking as per-turn recall), then keeps the best ``k`` whose texts fit in
+    ``token_budget`` (estimated by :func:`estimate_tokens`; a fact that does not fit is
+    skipped and smaller ones after it may still be taken).
+
+    Args:
+        memory: what was loaded for the caller.
+        purpose: what the agent is for (its system prompt's gist); may be empty.
+        token_budget: tokens the facts may take in the prompt.
+        k: how many facts at most.
+        embedder: when given, dense relevance is used too (facts without a stored vector are
+            embedded, and the purpose is embedded once per process).
+        now: the time recency is measured from (default: the current time).
+        config: ranking weights.
+    """
+    if k <= 0 or token_budget <= 0:
+        return []
+    index = RecallIndex.from_memory(
+        memory, embedder=embedder, include_turns=False, config=config
+    )
+    purpose_vector = (
+        _purpose_vector(embedder, purpose) if embedder is not None and purpose.strip() else None
+    )
+    by_id = {fact.id: fact for fact in memory.facts}
+    chosen: list[Fact] = []
+    remaining = token_budget
+    for result in index.search(purpose, k=len(index), now=now, query_vector=purpose_vector):
+        cost = estimate_tokens(result.text)
+        if cost <= remaining:
+            chosen.append(by_id[result.id])
+            remaining -= cost
+            if len(chosen) == k:
+                break
+    return chosen

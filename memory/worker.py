@@ -1,0 +1,465 @@
+"""The analysis worker: turns ended calls on the analysis queue into caller memory.
+
+For each job the worker loads the call and the caller's facts, scrubs the stored transcript
+(before anything else, so even a call whose analysis fails keeps no secret), asks the LLM for
+the analysis (``CallAnalyzer``), merges the extracted facts into the known ones
+(``merge_facts``), writes record, profile and facts in one atomic, idempotent step
+(``MemoryStore.record_call``), embeds the facts that are new and only then acknowledges the
+job. Embedding comes after the write because the model is the slowest step: the next call can
+load the new memories meanwhile.
+
+Failures:
+
+- The LLM could not answer (timeout, 429, 5xx, 529 overloaded): retried with exponential
+  backoff, honouring ``retry-after`` (capped), up to ``max_retries`` times.
+- The LLM answered with an invalid analysis: retried ``max_invalid_retries`` times.
+- Then, or at once for a refused request (bad key, bad request), the job goes to the
+  dead-letter stream with the reason, and the call record is marked failed with it; the record
+  and its transcript stay. ``AnalysisQueue.retry_dead`` queues them again.
+- Redis down: the job is left unacknowledged and claimed again once Redis is back.
+- A worker that dies mid-job stops renewing its claim; another worker claims the job after
+  ``claim_timeout``. A job delivered ``max_deliveries`` times is dead-lettered.
+
+A sweeper (one worker at a time, every ``sweep_interval``) closes and queues calls whose bot
+died mid-call (turns stored, no end, silent for ``idle_timeout``) and finishes hang-ups whose
+process died between closing the call and queueing it.
+
+Several workers, in one process (``concurrency``) or many, share the queue safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from enum import StrEnum
+from typing import Any
+
+from loguru import logger
+
+from memory.analysis import CallAnalyzer, analysis_client
+from memory.backoff import backoff_delay
+from memory.embeddings import Embedder, default_embedder, with_embeddings
+from memory.errors import (
+    AnalysisError,
+    InvalidAnalysisError,
+    MemoryUnavailableError,
+    RetryableAnalysisError,
+)
+from memory.facts import FactMerge, merge_facts
+from memory.identity import CallerIdentity
+from memory.models import CallAnalysis, CallRecord, CallStatus, Fact, Turn, now
+from memory.queue import AnalysisJob, AnalysisQueue, end_call
+from memory.scrub import scrub_turns
+from memory.settings import AnalysisSettings
+from memory.store import MemoryStore
+from memory.webhook import AnalysisWebhook
+
+#: Why a call closed by the sweeper ended: its bot stopped sending turns.
+ABANDONED = "abandoned"
+#: Consumers gone this long with no job are removed from the group by the sweeper.
+_CONSUMER_RETENTION = 24 * 3600.0
+#: Pause after Redis failed to answer before the worker tries again.
+_REDIS_PAUSE = 1.0
+
+
+class JobOutcome(StrEnum):
+    """What handling one job did."""
+
+    ANALYSED = "analysed"
+    #: The call was analysed already (a replayed job): nothing changed.
+    REPLAYED = "replayed"
+    #: The call is no longer stored (forgotten or expired): nothing to do.
+    MISSING = "missing"
+    #: The analysis failed for good: the job is in the dead-letter stream.
+    DEAD = "dead"
+
+
+def single_threaded_embeddings() -> None:
+    """Run the embedding model on one core (``OMP_NUM_THREADS=1``) unless told otherwise.
+
+    Call before the model loads. On all cores, each embedding starves the worker's event loop
+    and every other worker on the machine; one core each keeps hang-up to loadable memories
+    fast, and more workers (or ``concurrency``) use more cores.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this worker: host, process id and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class AnalysisWorker:
+    """Consumes the analysis queue: one or more jobs at a time, until told to stop.
+
+    Args:
+        store: The memory store the calls and facts live in.
+        queue: The analysis queue (its client must allow blocking reads of about a second).
+        analyzer: The LLM analysis.
+        settings: Retries, timeouts, concurrency and the business name.
+        embedder: Embeds new facts as they are written; None stores them without embeddings.
+        webhook: Where each analysis is also sent, if anywhere.
+        consumer: This worker's consumer name (default: ``consumer_name()``).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: MemoryStore,
+        queue: AnalysisQueue,
+        analyzer: CallAnalyzer,
+        settings: AnalysisSettings,
+        embedder: Embedder | None = None,
+        webhook: AnalysisWebhook | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._analyzer = analyzer
+        self._settings = settings
+        self._embedder = embedder
+        self._webhook = webhook
+        self.consumer = consumer or consumer_name()
+        self._next_claim = 0.0
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Work until ``stop`` is set (or the task is cancelled).
+
+        On ``stop`` no new job is taken; jobs in progress get ``stop_grace`` seconds to finish
+        and are then abandoned unacknowledged, for another worker to claim.
+        """
+        stop = stop or asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._work(stop), name=f"analysis-worker-{slot}")
+            for slot in range(self._settings.concurrency)
+        ]
+        tasks.append(asyncio.create_task(self._sweep_periodically(stop), name="analysis-sweeper"))
+        logger.info("Analysis worker started ({} at a time)", self._settings.concurrency)
+        try:
+            await stop.wait()
+            await asyncio.wait(tasks, timeout=self._settings.stop_grace)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            logger.info("Analysis worker stopped")
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                job = await self.next_job(stop)
+                if job is not None:
+                    await self.process(job)
+            except MemoryUnavailableError:
+                logger.warning("Redis did not answer the analysis worker; retrying shortly")
+                await _sleep_unless(stop, _REDIS_PAUSE)
+            except Exception as error:
+                # A bug, not a call: the job stays unacknowledged and is delivered again, up to
+                # max_deliveries. The type only: a message may quote call content.
+                logger.error("Analysis job failed unexpectedly: {}", type(error).__name__)
+                await _sleep_unless(stop, _REDIS_PAUSE)
+
+    async def next_job(self, stop: asyncio.Event | None = None) -> AnalysisJob | None:
+        """The next job: a stale one of a dead worker first, else a new one (waits ~1 s).
+
+        Returns:
+            A job, or None when none came (or ``stop`` was set while waiting).
+        """
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_claim:
+            claimed = await self._queue.claim_stale(
+                self.consumer, min_idle=self._settings.claim_timeout
+            )
+            if claimed:
+                return claimed[0]
+            self._next_claim = loop.time() + self._settings.claim_timeout / 4
+        read = asyncio.ensure_future(self._queue.read(self.consumer, block=1.0))
+        if stop is None:
+            jobs = await read
+        else:
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((read, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not read.done():
+                # A job read at this moment stays pending for this consumer, claimed later.
+                read.cancel()
+                with suppress(asyncio.CancelledError):
+                    await read
+                return None
+            jobs = read.result()
+        return jobs[0] if jobs else None
+
+    # -- one job -----------------------------------------------------------------------------
+
+    async def process(self, job: AnalysisJob) -> JobOutcome:
+        """Handle one job end to end, renewing the claim on it meanwhile.
+
+        Raises:
+            MemoryUnavailableError: Redis did not answer; the job stays unacknowledged.
+        """
+        heartbeat = asyncio.create_task(self._renew_claim(job), name="analysis-claim")
+        try:
+            return await self._process(job)
+        finally:
+            heartbeat.cancel()
+
+    async def _renew_claim(self, job: AnalysisJob) -> None:
+        while True:
+            await asyncio.sleep(self._settings.claim_timeout / 3)
+            with suppress(MemoryUnavailableError):
+                if not await self._queue.renew(self.consumer, job):
+                    return  # claimed by another worker; results are idempotent either way
+
+    async def _process(self, job: AnalysisJob) -> JobOutcome:
+        if job.deliveries > self._settings.max_deliveries:
+            reason = f"delivered {job.deliveries} times and never finished (workers died)"
+            return await self._give_up(job, reason)
+        caller = job.caller
+        record = await self._store.get_call(caller, job.call_id)
+        if record is None:
+            await self._queue.ack(job)
+            return JobOutcome.MISSING
+        if record.status == CallStatus.ANALYSED:
+            # A worker may have died between writing the facts and embedding them.
+            audited = {*record.facts_written, *record.facts_confirmed}
+            facts = await self._store.all_facts(caller) if audited else []
+            await self._embed(caller, [fact for fact in facts if fact.id in audited])
+            await self._queue.ack(job)
+            return JobOutcome.REPLAYED
+        transcript = await self._scrubbed_transcript(job, record.transcript)
+        try:
+            analysis = await self._analyse(transcript, await self._store.all_facts(caller))
+        except AnalysisError as error:
+            return await self._give_up(job, str(error))
+        # Read again: another call of this caller may have been analysed while the LLM worked.
+        known = await self._store.all_facts(caller)
+        merge = merge_facts(known, analysis.facts, call_id=job.call_id, at=record.ended_at or now())
+        analysed = record.model_copy(
+            update={
+                "analysis": analysis,
+                "transcript": transcript,
+                "facts_written": merge.written,
+                "facts_confirmed": merge.confirmed,
+                "facts_superseded": merge.superseded,
+                "error": None,
+                "masked_number": caller.masked,
+            }
+        )
+        written = await self._store.record_call(caller, analysed, facts=merge.upserts)
+        if written:
+            await self._embed(caller, merge.upserts)
+        await self._queue.ack(job)
+        if not written:
+            return JobOutcome.REPLAYED
+        logger.info("Analysed a call of {} for {}", caller.masked, caller.agent_id)
+        if self._webhook is not None:
+            self._webhook.submit(_webhook_payload(analysed, analysis, merge, known))
+        return JobOutcome.ANALYSED
+
+    async def _scrubbed_transcript(self, job: AnalysisJob, turns: Sequence[Turn]) -> list[Turn]:
+        """Scrub the stored transcript in place; the scrubbed turns are all that is used after."""
+        scrubbed = scrub_turns(turns)
+        if any(old.text != new.text for old, new in zip(turns, scrubbed, strict=True)):
+            await self._store.replace_transcript(job.caller, job.call_id, scrubbed)
+        return scrubbed
+
+    async def _analyse(self, transcript: Sequence[Turn], facts: Sequence[Fact]) -> CallAnalysis:
+        """The analysis, retried with backoff as the module docstring says."""
+        settings = self._settings
+        unavailable = invalid = 0
+        while True:
+            try:
+                return await self._analyzer.analyse(
+                    transcript=transcript, existing_facts=facts, business=settings.business_name
+                )
+            except RetryableAnalysisError as error:
+                unavailable += 1
+                if unavailable > settings.max_retries:
+                    raise RetryableAnalysisError(
+                        f"{error} (gave up after {unavailable} attempts)"
+                    ) from error
+                delay = backoff_delay(
+                    unavailable,
+                    base=settings.backoff_base,
+                    cap=settings.backoff_max,
+                    floor=error.retry_after,
+                )
+            except InvalidAnalysisError as error:
+                invalid += 1
+                if invalid > settings.max_invalid_retries:
+                    raise InvalidAnalysisError(
+                        f"{error} (gave up after {invalid} invalid answers)"
+                    ) from error
+                delay = backoff_delay(invalid, base=settings.backoff_base, cap=settings.backoff_max)
+            await asyncio.sleep(delay)
+
+    async def _embed(self, caller: CallerIdentity, facts: Sequence[Fact]) -> None:
+        """Store embeddings for the facts that lack a current one.
+
+        Runs after the facts are written, so the next call can load them without waiting for
+        the model; a failure leaves them without (they are loaded all the same, and ranked
+        without similarity until a later call confirms them).
+        """
+        if self._embedder is None or not facts:
+            return
+        try:
+            embedded = await asyncio.to_thread(with_embeddings, facts, self._embedder)
+        except Exception as error:
+            # The type only: a message may quote the fact.
+            logger.warning("Embedding new facts failed ({}); stored without", type(error).__name__)
+            return
+        fresh = {
+            new.id: new.embedding
+            for old, new in zip(facts, embedded, strict=True)
+            if new is not old and new.embedding is not None
+        }
+        await self._store.set_embeddings(caller, fresh)
+
+    async def _give_up(self, job: AnalysisJob, reason: str) -> JobOutcome:
+        await self._store.mark_failed(job.caller, job.call_id, reason)
+        await self._queue.dead_letter(job, reason)
+        logger.warning(
+            "Analysis of a call of {} for {} failed for good; dead-lettered",
+            job.caller.masked,
+            job.caller.agent_id,
+        )
+        return JobOutcome.DEAD
+
+    # -- sweeping ----------------------------------------------------------------------------
+
+    async def _sweep_periodically(self, stop: asyncio.Event) -> None:
+        every = self._settings.sweep_interval
+        while not stop.is_set():
+            try:
+                if await self._queue.lead_sweep(self.consumer, every=every):
+                    await self.sweep()
+            except MemoryUnavailableError:
+                logger.warning("Redis did not answer the analysis sweeper; retrying later")
+            await _sleep_unless(stop, every)
+
+    async def sweep(self) -> int:
+        """Queue the calls nobody will queue: abandoned calls and stranded hang-ups.
+
+        Safe to run in several workers at once: closing a call is idempotent, so only its first
+        closer queues it, and a call is never queued twice.
+
+        Returns:
+            How many calls were queued.
+        """
+        settings = self._settings
+        queued = 0
+        for ref in await self._queue.stranded(older_than=settings.claim_timeout):
+            caller = await self._store.caller_of(ref)
+            record = await self._store.get_call(caller, ref.call_id)
+            if record is None or record.status in (CallStatus.ANALYSED, CallStatus.FAILED):
+                await self._queue.drop_closing(ref)
+            elif record.status == CallStatus.OPEN:
+                queued += await end_call(self._store, self._queue, caller, _abandoned(record))
+            else:
+                queued += await self._queue.enqueue(caller, ref.call_id)
+        for agent_id in await self._store.agents_with_open_calls():
+            for ref in await self._store.open_calls(agent_id, idle_for=settings.idle_timeout):
+                caller = await self._store.caller_of(ref)
+                record = await self._store.get_call(caller, ref.call_id)
+                if record is not None and record.status == CallStatus.OPEN:
+                    queued += await end_call(self._store, self._queue, caller, _abandoned(record))
+        await self._queue.prune_consumers(idle_for=_CONSUMER_RETENTION)
+        if queued:
+            logger.info("Analysis sweeper queued {} abandoned or stranded calls", queued)
+        return queued
+
+
+def _abandoned(record: CallRecord) -> CallRecord:
+    """An open call closed by the sweeper: it ended with its last turn."""
+    last = record.transcript[-1].at if record.transcript else record.started_at
+    return record.model_copy(update={"ended_at": last, "ended_reason": ABANDONED})
+
+
+def _webhook_payload(
+    record: CallRecord, analysis: CallAnalysis, merge: FactMerge, known: Sequence[Fact]
+) -> dict[str, Any]:
+    """The webhook body: who, which call, the analysis and the memories it changed."""
+    facts = {fact.id: fact for fact in known} | {fact.id: fact for fact in merge.upserts}
+
+    def described(ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [
+            {"id": fact_id, "text": facts[fact_id].text, "confidence": facts[fact_id].confidence}
+            for fact_id in ids
+        ]
+
+    return {
+        "event": "call.analysed",
+        "agent_id": record.agent_id,
+        "call_id": record.call_id,
+        "caller": record.masked_number,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "ended_reason": record.ended_reason,
+        "analysis": analysis.model_dump(mode="json"),
+        "memories": {
+            "written": described(merge.written),
+            "confirmed": described(merge.confirmed),
+            "superseded": described(merge.superseded),
+        },
+    }
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    with suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+@asynccontextmanager
+async def analysis_worker(
+    store: MemoryStore,
+    queue: AnalysisQueue,
+    settings: AnalysisSettings | None = None,
+    *,
+    embedder: Embedder | None = None,
+) -> AsyncIterator[AnalysisWorker]:
+    """Build a worker from settings (LLM client, analyzer, webhook) and close them after.
+
+    Facts are embedded with ``embedder``, by default the process-wide ``default_embedder()``.
+
+    Raises:
+        ConfigurationError: ``ANTHROPIC_API_KEY`` is missing, or the webhook has no secret.
+    """
+    settings = settings or AnalysisSettings()
+    api_key = settings.require_api_key()
+    secret = settings.webhook_signing_secret()
+    client = analysis_client(
+        api_key=api_key, base_url=settings.base_url, timeout=settings.request_timeout
+    )
+    webhook = (
+        AnalysisWebhook(
+            url=settings.webhook_url,
+            secret=secret,
+            timeout=settings.webhook_timeout,
+            retries=settings.webhook_retries,
+            backoff_base=settings.backoff_base,
+            backoff_max=settings.backoff_max,
+        )
+        if settings.webhook_url and secret
+        else None
+    )
+    analyzer = CallAnalyzer(client=client, model=settings.model, actions=settings.actions)
+    try:
+        yield AnalysisWorker(
+            store=store,
+            queue=queue,
+            analyzer=analyzer,
+            settings=settings,
+            embedder=embedder or default_embedder(),
+            webhook=webhook,
+        )
+    finally:
+        if webhook is not None:
+            await webhook.aclose(grace=settings.stop_grace)
+        await client.close()

@@ -1,0 +1,51 @@
+"""Records the call as it happens and, however it ends, hands it to the post-call analysis.
+
+Sits at the very end of the pipeline, after the assistant aggregator, where every finished
+turn passes: the caller's (``LLMContextUserTurnFrame``) and the agent's spoken text
+(``LLMContextAssistantTurnFrame``). Storage is the recorder's job, off the frame path, so a
+turn never waits on Redis and shutdown never waits on the analysis queue.
+"""
+
+from __future__ import annotations
+
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    LLMContextAssistantTurnFrame,
+    LLMContextUserTurnFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from memory.recorder import CallRecorder
+
+
+class EndOfCallProcessor(FrameProcessor):
+    """Feeds each finished turn to the call's recorder and finishes it on every way out.
+
+    Args:
+        recorder: The call's recorder; None for anonymous callers or with memory off, which
+            makes this processor a pass-through.
+    """
+
+    def __init__(self, *, recorder: CallRecorder | None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._recorder = recorder
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Record turns going downstream; finish the call on ``EndFrame`` or ``CancelFrame``."""
+        await super().process_frame(frame, direction)
+        recorder = self._recorder
+        if recorder is not None and direction == FrameDirection.DOWNSTREAM:
+            if isinstance(frame, LLMContextUserTurnFrame):
+                recorder.add_turn("user", frame.text)
+            elif isinstance(frame, LLMContextAssistantTurnFrame):
+                recorder.add_turn("assistant", frame.text)
+        if recorder is not None and isinstance(frame, (EndFrame, CancelFrame)):
+            recorder.finish(_ended_reason(frame))
+        await self.push_frame(frame, direction)
+
+
+def _ended_reason(frame: EndFrame | CancelFrame) -> str:
+    kind = "ended" if isinstance(frame, EndFrame) else "cancelled"
+    return f"{kind}: {str(frame.reason)[:200]}" if frame.reason else kind

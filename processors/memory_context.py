@@ -1,0 +1,211 @@
+"""Puts what Rapport remembers about the caller in front of the LLM, without adding latency.
+
+Memory is loaded once per call, started when the caller is identified (while the line rings).
+On ``StartFrame`` this processor waits for it within a small budget, renders it into the
+system prompt in place of ``{{memory}}`` and switches the voice to the caller's language. On
+each user turn it recalls what is relevant to what was just said and not yet in the prompt,
+within a time budget, in process: no turn waits on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Mapping
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMRunFrame,
+    LLMUpdateSettingsFrame,
+    StartFrame,
+    TTSSpeakFrame,
+    TTSUpdateSettingsFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.settings import LLMSettings, TTSSettings
+
+from memory.embeddings import Embedder
+from memory.errors import RapportMemoryError
+from memory.models import CallerMemory
+from memory.render import fill_template, render_memory
+from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
+
+#: Most memories recalled into the prompt over one call (the prompt must stay small).
+MAX_RECALLED = 8
+#: Cosine similarity from which a memory sharing no word with the turn still counts as relevant.
+MIN_SIMILARITY = 0.86
+
+
+class MemoryContextProcessor(FrameProcessor):
+    """Renders caller memory into the system prompt and recalls more on each user turn.
+
+    Sits between the user aggregator and the LLM.
+
+    Args:
+        memory: The caller's memory, being loaded since the caller was identified; None when
+            memory is off or the caller is anonymous.
+        prompt_template: The system prompt with a ``{{memory}}`` placeholder.
+        greetings: First-time greeting by language (``en``, ``es``…).
+        voices: TTS voice by language.
+        default_language: Language used until the caller's is known.
+        load_budget_s: How long the call start waits for memory before going on without it.
+        max_facts: Facts put in the prompt at call start.
+        token_budget: Estimated tokens the memory block may take.
+        purpose: What the agent is for; it steers which facts are chosen at call start.
+        recall_budget_s: Time a turn may spend on recall; over it, recall is skipped.
+        embedder: Adds dense relevance to recall (loaded already; None: lexical only).
+    """
+
+    def __init__(
+        self,
+        *,
+        memory: Awaitable[CallerMemory | None] | None,
+        prompt_template: str,
+        greetings: Mapping[str, str],
+        voices: Mapping[str, str],
+        default_language: str = "en",
+        load_budget_s: float = 0.15,
+        max_facts: int = 10,
+        token_budget: int = 400,
+        purpose: str = "",
+        recall_budget_s: float = 0.015,
+        embedder: Embedder | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._source = memory
+        self._template = prompt_template
+        self._greetings = greetings
+        self._voices = voices
+        self._language = default_language
+        self._load_budget_s = load_budget_s
+        self._max_facts = max_facts
+        self._token_budget = token_budget
+        self._purpose = purpose
+        self._recall_budget_s = recall_budget_s
+        self._embedder = embedder
+        self._memory: CallerMemory | None = None
+        self._prompt = fill_template(prompt_template, "")
+        self._index: RecallIndex | None = None
+        self._index_task: asyncio.Task[None] | None = None
+        self._in_prompt: set[str] = set()
+        self._recalled: list[str] = []
+
+    @property
+    def memory(self) -> CallerMemory | None:
+        """The memory this call started with (None until start, or when there is none)."""
+        return self._memory
+
+    def opening_frames(self) -> list[Frame]:
+        """What to queue once the caller is connected: an LLM greeting for returning callers."""
+        if self._memory is not None and self._memory.is_returning:
+            return [LLMRunFrame()]
+        greeting = self._greetings.get(self._language) or next(iter(self._greetings.values()))
+        return [TTSSpeakFrame(greeting)]
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Set the prompt up at start; recall before each LLM run."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            await self._start()
+            return
+        if isinstance(frame, LLMContextFrame) and self._index is not None:
+            await self._recall(frame.context)
+        await self.push_frame(frame, direction)
+
+    async def _start(self) -> None:
+        self._memory = await self._load()
+        block = ""
+        if self._memory is not None and not self._memory.is_empty:
+            facts = await asyncio.to_thread(
+                select_for_call_start,
+                self._memory,
+                purpose=self._purpose,
+                token_budget=self._token_budget * 2 // 3,
+                k=self._max_facts,
+                embedder=self._embedder,
+            )
+            block = render_memory(self._memory, facts, token_budget=self._token_budget)
+            self._in_prompt = {f.id for f in facts} | {
+                turn_id(t) for t in self._memory.recent_turns
+            }
+            self._index_task = self.create_task(self._build_index(self._memory))
+            language = (self._memory.profile.language or "").split("-")[0].lower()
+            if language in self._voices:
+                self._language = language
+                voice = self._voices[language]
+                locale = "-".join(voice.split("-")[:2])  # "es-ES-ElviraNeural" speaks es-ES
+                delta = TTSSettings(voice=voice, language=locale)
+                await self.push_frame(TTSUpdateSettingsFrame(delta=delta))
+        self._prompt = fill_template(self._template, block)
+        await self._set_prompt(self._prompt)
+
+    async def _set_prompt(self, prompt: str) -> None:
+        await self.push_frame(LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=prompt)))
+
+    async def cleanup(self) -> None:
+        """Stop building the recall index if the call ends first."""
+        await super().cleanup()
+        if self._index_task is not None:
+            await self.cancel_task(self._index_task)
+
+    async def _load(self) -> CallerMemory | None:
+        if self._source is None:
+            return None
+        try:
+            async with asyncio.timeout(self._load_budget_s):
+                return await asyncio.shield(self._source)
+        except TimeoutError:
+            logger.warning("Caller memory was not ready within the load budget; going on without")
+        except RapportMemoryError as e:
+            await self.push_error("Caller memory could not be loaded; going on without", e)
+        return None
+
+    async def _build_index(self, memory: CallerMemory) -> None:
+        # Embeds past turns, which have no stored vector: milliseconds, so off the event loop.
+        self._index = await asyncio.to_thread(
+            RecallIndex.from_memory, memory, embedder=self._embedder
+        )
+
+    async def _recall(self, context: LLMContext) -> None:
+        index = self._index
+        query = _last_user_text(context)
+        if index is None or not query:
+            return
+        try:
+            async with asyncio.timeout(self._recall_budget_s):
+                found = await asyncio.to_thread(self._search, index, query)
+        except TimeoutError:
+            logger.debug("Recall skipped: over its time budget")
+            return
+        fresh = [r for r in found if r.id not in self._in_prompt and _relevant(r)]
+        if not fresh:
+            return
+        self._in_prompt.update(r.id for r in fresh)
+        self._recalled = (self._recalled + [r.text for r in fresh])[-MAX_RECALLED:]
+        recalled = "\n".join(f"- {text}" for text in self._recalled)
+        await self._set_prompt(
+            f"{self._prompt}\n\nAlso from earlier calls, relevant now:\n{recalled}"
+        )
+
+    def _search(self, index: RecallIndex, query: str) -> list[Recalled]:
+        vector = index.embed_query(query)
+        return index.search(query, k=3, exclude=self._in_prompt, query_vector=vector)
+
+
+def _relevant(result: Recalled) -> bool:
+    return result.lexical > 0 or (result.similarity or 0.0) >= MIN_SIMILARITY
+
+
+def _last_user_text(context: LLMContext) -> str:
+    for message in reversed(context.messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
