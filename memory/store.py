@@ -132,6 +132,35 @@ return stored
 """
 
 
+# Appends one turn to its call's transcript and to the recent turns, atomically.
+# KEYS: call turns, recent turns, profile. ARGV: turn json, transcript cap, recent cap, masked, ttl
+_APPEND_TURN = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+local recent = tonumber(ARGV[3])
+if recent > 0 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('LTRIM', KEYS[2], -recent, -1)
+end
+redis.call('HSET', KEYS[3], 'masked_number', ARGV[4])
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+  end
+end
+"""
+
+# Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
+# (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
+# KEYS: the hashes. ARGV: ttl, then (key index, field, value) triples.
+_HSET_ALL = """
+for i = 2, #ARGV, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
+local ttl = tonumber(ARGV[1])
+if ttl > 0 then for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end end
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class CallerSummary:
     """One row of :meth:`MemoryStore.list_callers`."""
@@ -178,6 +207,8 @@ class MemoryStore:
         self._retention_days = retention_days
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
+        self._append_turn = redis.register_script(_APPEND_TURN)
+        self._hset_all = redis.register_script(_HSET_ALL)
         self._replace_turns = redis.register_script(_REPLACE_TURNS)
         self._mark_failed = redis.register_script(_MARK_FAILED)
         self._set_embeddings = redis.register_script(_SET_EMBEDDINGS)
@@ -300,14 +331,18 @@ class MemoryStore:
         _, transcript_key = self._call_keys(caller, turn.call_id)
         # The transcript key already names the call; recent turns are told apart by time.
         payload = turn.model_dump_json(exclude={"call_id"}, exclude_none=True)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.rpush(transcript_key, payload)
-        pipe.ltrim(transcript_key, 0, MAX_TRANSCRIPT_TURNS - 1)
-        pipe.rpush(keys["turns"], payload)
-        pipe.ltrim(keys["turns"], -self._recent_turns, -1)
-        pipe.hset(keys["profile"], "masked_number", caller.masked)
-        self._expire(pipe, transcript_key, keys["turns"], keys["profile"])
-        await self._run(pipe.execute())
+        await self._run(
+            self._append_turn(
+                keys=[transcript_key, keys["turns"], keys["profile"]],
+                args=[
+                    payload,
+                    MAX_TRANSCRIPT_TURNS,
+                    self._recent_turns,
+                    caller.masked,
+                    self.ttl_seconds,
+                ],
+            )
+        )
         open_calls = self._agent_key(caller.agent_id, "open")
         await self._run(self._redis.zadd(open_calls, {self._member(caller, turn.call_id): turn.at}))
 
@@ -385,14 +420,24 @@ class MemoryStore:
 
     async def upsert_facts(self, caller: CallerIdentity, facts: Sequence[Fact]) -> None:
         """Store facts at once (the ``remember`` tool), outside any call record."""
-        keys = self._caller_keys(caller)
-        pipe = self._redis.pipeline(transaction=True)
+        fields: list[tuple[int, str, str | bytes]] = []
         for fact in facts:
-            pipe.hset(keys["facts"], fact.id, fact.stored_json())
+            fields.append((1, fact.id, fact.stored_json()))
             if fact.embedding:
-                pipe.hset(keys["emb"], fact.id, fact.embedding)
-        self._expire(pipe, keys["facts"], keys["emb"])
-        await self._run(pipe.execute())
+                fields.append((2, fact.id, fact.embedding))
+        await self._hset(caller, ["facts", "emb"], fields)
+
+    async def _hset(
+        self, caller: CallerIdentity, parts: list[str], fields: list[tuple[int, str, str | bytes]]
+    ) -> None:
+        """Set fields (1-based index into ``parts``, field, value) and refresh the TTLs."""
+        if not fields:
+            return
+        args: list[str | bytes | int] = [self.ttl_seconds]
+        for index, field, value in fields:
+            args += [index, field, value]
+        keys = [self.key_for(caller, part) for part in parts]
+        await self._run(self._hset_all(keys=keys, args=args))
 
     async def set_embeddings(self, caller: CallerIdentity, embeddings: dict[str, bytes]) -> int:
         """Store the embeddings of existing facts, by fact id, leaving the facts as they are.
@@ -410,16 +455,9 @@ class MemoryStore:
 
     async def set_name(self, caller: CallerIdentity, name: str) -> None:
         """Store the caller's name as they gave it during a call."""
-        key = self.key_for(caller, "profile")
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"name": name, "masked_number": caller.masked})
-        self._expire(pipe, key)
-        await self._run(pipe.execute())
-
-    def _expire(self, pipe: Any, *keys: str) -> None:
-        if self.ttl_seconds:
-            for key in keys:
-                pipe.expire(key, self.ttl_seconds)
+        await self._hset(
+            caller, ["profile"], [(1, "name", name), (1, "masked_number", caller.masked)]
+        )
 
     async def get_call(self, caller: CallerIdentity, call_id: str) -> CallRecord | None:
         """One call record with its transcript, or None if unknown (or expired)."""
@@ -637,11 +675,7 @@ class MemoryStore:
 
     async def set_value(self, caller: CallerIdentity, name: str, value: Any) -> None:
         """Store one JSON-serialisable value under ``name``."""
-        key = self.key_for(caller, "kv")
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, name, json.dumps(value))
-        self._expire(pipe, key)
-        await self._run(pipe.execute())
+        await self._hset(caller, ["kv"], [(1, name, json.dumps(value))])
 
     async def delete_value(self, caller: CallerIdentity, name: str) -> bool:
         """Remove one value; True if it existed."""

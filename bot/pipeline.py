@@ -1,0 +1,271 @@
+"""Assembling one call: memory prefetch at identification, then the pipeline of DESIGN.md §1.
+
+    transport.in → STT → user aggregator (Silero VAD) → MemoryContextProcessor → LLM
+    → ToolSilenceGuard → TTS → transport.out → assistant aggregator → EndOfCallProcessor
+
+:func:`prepare_call` runs as soon as the caller is known (while the line rings): it identifies
+the caller and starts loading their memory. :func:`build_call` then builds the pipeline around
+it; without a transport (tests, benchmarks) frames are queued on the worker directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
+from pipecat.frames.frames import LLMUpdateSettingsFrame
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.workers.runner import WorkerRunner
+
+from bot.identify import CallOrigin
+from bot.services import CallServices
+from bot.settings import BotSettings
+from bot.tools import CallerTools
+from bot.wording import greetings
+from memory.embeddings import Embedder
+from memory.errors import MemoryUnavailableError
+from memory.identity import CallerIdentity
+from memory.models import CallerMemory
+from memory.queue import AnalysisQueue
+from memory.recorder import CallRecorder
+from memory.runtime import MemoryRuntime
+from processors.end_of_call import EndOfCallProcessor
+from processors.memory_context import MemoryContextProcessor
+from processors.tool_silence import ToolSilenceGuard
+
+#: Longest wait, once the caller is connected, for the pipeline to start before the opening.
+OPENING_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class MemoryAccess:
+    """The process's memory: the store (via the runtime), the analysis queue, the embedder."""
+
+    runtime: MemoryRuntime
+    queue: AnalysisQueue
+    embedder: Embedder | None = None
+
+
+@dataclass(slots=True)
+class PreparedCall:
+    """A call whose caller is identified and whose memory is loading.
+
+    Attributes:
+        origin: Transport, raw caller id and call id.
+        caller: The caller, or None when anonymous or memory is off.
+        memory: The memory load under way; None when there is nothing to load.
+    """
+
+    origin: CallOrigin
+    caller: CallerIdentity | None
+    memory: asyncio.Task[CallerMemory | None] | None
+
+    def discard(self) -> None:
+        """Stop the memory load of a call that will not run."""
+        if self.memory is not None:
+            self.memory.cancel()
+
+
+async def _load(runtime: MemoryRuntime, caller: CallerIdentity) -> CallerMemory | None:
+    try:
+        return await runtime.store.load(caller)
+    except MemoryUnavailableError:
+        logger.warning("Memory unavailable for the call of {}; going on without", caller.masked)
+        return None
+
+
+def prepare_call(
+    origin: CallOrigin, *, settings: BotSettings, memory: MemoryAccess | None
+) -> PreparedCall:
+    """Identify the caller and start loading their memory, before any pipeline exists.
+
+    Args:
+        origin: Who is calling, from :func:`bot.identify.identify_call`.
+        settings: The agent whose caller this is (``agent_id``) and whether memory is on.
+        memory: The process's memory, None when off or unavailable.
+    """
+    if memory is None or not settings.memory_enabled:
+        return PreparedCall(origin=origin, caller=None, memory=None)
+    caller = memory.runtime.identify(origin.caller, agent_id=settings.agent_id)
+    if caller is None:
+        logger.info("Anonymous {} call: nothing is remembered or recorded", origin.transport)
+        return PreparedCall(origin=origin, caller=None, memory=None)
+    logger.info("{} call from {}", origin.transport.capitalize(), caller.masked)
+    task = asyncio.create_task(_load(memory.runtime, caller), name=f"memory-{origin.call_id}")
+    return PreparedCall(origin=origin, caller=caller, memory=task)
+
+
+class _PromptReady(BaseObserver):
+    """Notes when the memory processor has set this call's system prompt (its call start)."""
+
+    def __init__(self, processor: FrameProcessor) -> None:
+        super().__init__(observe_every_push=False)
+        self._processor = processor
+        self.ready = asyncio.Event()
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if data.source is self._processor and isinstance(data.frame, LLMUpdateSettingsFrame):
+            self.ready.set()
+
+
+@dataclass(slots=True)
+class Call:
+    """One call's pipeline, ready to run.
+
+    Attributes:
+        worker: The pipeline worker.
+        memory_context: The processor that knows the caller's memory once started.
+        guard: The tool-silence guard (its language follows the caller's).
+        recorder: Records turns and closes the call; None when nothing is recorded.
+        context: The LLM context (tools included).
+    """
+
+    worker: PipelineWorker
+    memory_context: MemoryContextProcessor
+    guard: ToolSilenceGuard
+    recorder: CallRecorder | None
+    context: LLMContext
+    _prompt: _PromptReady = field(repr=False)
+
+    async def open(self) -> None:
+        """Queue the opening (greeting, or the LLM greeting a returning caller by name).
+
+        Call once the caller is connected; waits until the call start has set the prompt.
+        """
+        try:
+            async with asyncio.timeout(OPENING_TIMEOUT_S):
+                await self._prompt.ready.wait()
+        except TimeoutError:
+            logger.warning("The call never started; no opening queued")
+            return
+        memory = self.memory_context.memory
+        if memory is not None and memory.profile.language:
+            self.guard.language = memory.profile.language
+        await self.worker.queue_frames(self.memory_context.opening_frames())
+
+    async def hang_up(self) -> None:
+        """End the call at once (the caller is gone): a ``CancelFrame`` through the pipeline."""
+        await self.worker.cancel(reason="caller hung up")
+
+    async def run(self, *, handle_sigint: bool = False) -> None:
+        """Run the pipeline until it ends, is cancelled, or idles out."""
+        runner = WorkerRunner(handle_sigint=handle_sigint)
+        await runner.add_workers(self.worker)
+        await runner.run()
+
+
+def build_call(
+    prepared: PreparedCall,
+    *,
+    settings: BotSettings,
+    services: CallServices,
+    memory: MemoryAccess | None,
+    prompt_template: str,
+    transport: BaseTransport | None = None,
+    vad_analyzer: VADAnalyzer | None = None,
+    params: PipelineParams | None = None,
+    enable_rtvi: bool = False,
+) -> Call:
+    """Build the pipeline of one call around its prepared memory.
+
+    Args:
+        prepared: The identified call from :func:`prepare_call`.
+        settings: Budgets, voices, timeouts.
+        services: STT, LLM and TTS for this call.
+        memory: The process's memory (store, queue), None when off.
+        prompt_template: The system prompt template, ``{{memory}}`` still in it.
+        transport: The call's transport; None puts nothing before STT or after TTS.
+        vad_analyzer: Voice activity detection for the user aggregator (default Silero).
+        params: Pipeline parameters (sample rates); metrics are enabled.
+        enable_rtvi: Add Pipecat's RTVI processor (the prebuilt browser client speaks it).
+    """
+    recorder = None
+    store = memory.runtime.store if memory is not None else None
+    if memory is not None and prepared.caller is not None:
+        recorder = CallRecorder(
+            store=memory.runtime.store,
+            queue=memory.queue,
+            caller=prepared.caller,
+            call_id=prepared.origin.call_id,
+        )
+    embedder = memory.embedder if memory is not None else None
+    tools = CallerTools(
+        store=store, caller=prepared.caller, call_id=prepared.origin.call_id, embedder=embedder
+    )
+    tools.register(services.llm)
+    context = LLMContext(tools=CallerTools.schema())
+    user, assistant = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(vad_analyzer=vad_analyzer or SileroVADAnalyzer()),
+    )
+    memory_context = MemoryContextProcessor(
+        memory=prepared.memory,
+        prompt_template=prompt_template,
+        greetings=greetings(settings.business_name),
+        voices=settings.voices,
+        default_language=settings.default_language,
+        load_budget_s=settings.memory_load_budget_ms / 1000,
+        max_facts=settings.max_facts,
+        token_budget=settings.memory_token_budget,
+        purpose=settings.agent_purpose,
+        recall_budget_s=settings.recall_budget_ms / 1000,
+        embedder=embedder,
+    )
+    guard = ToolSilenceGuard(
+        filler_after=settings.filler_after_s, language=settings.default_language
+    )
+    processors: list[FrameProcessor] = [
+        services.stt,
+        user,
+        memory_context,
+        services.llm,
+        guard,
+        services.tts,
+    ]
+    if transport is not None:
+        processors = [transport.input(), *processors, transport.output()]
+    processors += [assistant, EndOfCallProcessor(recorder=recorder)]
+    prompt = _PromptReady(memory_context)
+    params = params or PipelineParams()
+    params.enable_metrics = True
+    worker = PipelineWorker(
+        Pipeline(processors),
+        params=params,
+        idle_timeout_secs=settings.idle_timeout_s,
+        cancel_on_idle_timeout=True,
+        enable_rtvi=enable_rtvi,
+        observers=[prompt],
+    )
+    call = Call(
+        worker=worker,
+        memory_context=memory_context,
+        guard=guard,
+        recorder=recorder,
+        context=context,
+        _prompt=prompt,
+    )
+    if transport is not None:
+        _connect_events(call, transport)
+    return call
+
+
+def _connect_events(call: Call, transport: BaseTransport) -> None:
+    @transport.event_handler("on_client_connected")
+    async def _on_connected(_transport: BaseTransport, _client: object) -> None:
+        await call.open()
+
+    @transport.event_handler("on_client_disconnected")
+    async def _on_disconnected(_transport: BaseTransport, _client: object) -> None:
+        await call.hang_up()

@@ -1,0 +1,51 @@
+"""Text in place of audio: a pass-through STT and a TTS that "speaks" a few ms of silence.
+
+End-to-end call tests send ``TranscriptionFrame``s where the caller's audio would be, so the
+STT only passes frames on. The TTS is a real Pipecat ``TTSService`` (text aggregation, audio
+contexts, ``TTSSpeakFrame`` handling, ``TTSTextFrame``s for the assistant aggregator) whose
+synthesis returns 10 ms of silence per sentence instead of calling a cloud voice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from pipecat.frames.frames import Frame, TTSAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.tts_service import TTSService
+
+SAMPLE_RATE = 16_000
+
+
+class TextSTT(FrameProcessor):
+    """Passes every frame on: tests push transcriptions themselves."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+class SilentTTS(TTSService):
+    """A TTS service whose voice is 10 ms of silence per sentence."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(
+            push_start_frame=True,
+            push_stop_frames=True,
+            stop_frame_timeout_s=0.05,
+            sample_rate=SAMPLE_RATE,
+            **kwargs,
+        )
+        self.spoken: list[str] = []
+
+    def can_generate_metrics(self) -> bool:
+        return False
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        self.spoken.append(text)
+        yield TTSAudioRawFrame(
+            audio=bytes(SAMPLE_RATE // 100 * 2),
+            sample_rate=SAMPLE_RATE,
+            num_channels=1,
+            context_id=context_id,
+        )
