@@ -14,11 +14,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from memory.calls_cli import add_calls_commands, add_worker_command
 from memory.cli import add_memory_commands
 
+if TYPE_CHECKING:
+    from pipecat.runner.types import RunnerArguments
+
 COMMANDS = ("memory", "worker", "calls")
+
+
+async def bot(runner_args: RunnerArguments) -> None:
+    """Take one call: Pipecat's development runner looks for ``bot`` in ``__main__``."""
+    from bot.process import serve_call
+
+    await serve_call(runner_args)
 
 
 def main(argv: list[str]) -> int:

@@ -15,8 +15,9 @@ k = 5, 10, 50. Two levels:
 - ``fact``: the ``observation`` facts; a retrieved fact counts through its source dia_ids.
 
 Methods, all through ``memory.retrieval.RecallIndex`` with different weights:
-``rapport`` (the default ranking), ``bm25`` (lexical only), ``dense`` (cosine only) and
-``recency`` (newest first). Latency per query is measured around query embedding + search
+``rapport`` (the default ranking), ``rapport_lexical`` (the same without the query embedding,
+as when per-turn recall has no time to embed), ``bm25`` (lexical only), ``dense`` (cosine only)
+and ``recency`` (newest first). Latency per query is measured around query embedding + search
 (``total``) and around the search alone; memories are embedded at index build, as the worker
 does when it writes them.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import statistics
 import sys
@@ -50,6 +52,8 @@ KS = (5, 10, 50)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 METHODS: dict[str, RankingConfig] = {
     "rapport": DEFAULT_RANKING,
+    # The same ranking when the query embedding is skipped (over the per-turn budget).
+    "rapport_lexical": DEFAULT_RANKING,
     "bm25": RankingConfig(lexical_weight=1.0, context_weight=0.0, recency_weight=0.0),
     "dense": RankingConfig(lexical_weight=0.0, context_weight=0.0, recency_weight=0.0),
     "recency": RankingConfig(context_weight=0.0, recency_weight=1.0),
@@ -249,7 +253,9 @@ def score(conversations: list[Conversation], ranked: Ranked) -> dict[str, object
         members = rows.get(group, [])
         metrics: dict[str, float] = {"n": len(members)}
         for metric in (f"{kind}@{k}" for kind in ("any", "frac") for k in KS):
-            metrics[metric] = round(statistics.fmean(r[metric] for r in members), 4) if members else 0.0
+            metrics[metric] = (
+                round(statistics.fmean(r[metric] for r in members), 4) if members else 0.0
+            )
         result[group] = metrics
     result["latency_ms"] = {
         "p50": round(float(np.percentile(ranked.total_ms, 50)), 3),
@@ -272,6 +278,8 @@ def run(path: Path, embedder: Embedder, cache_path: Path | None) -> dict[str, ob
     cache.save()
     report["meta"] = {
         "data": path.name,
+        # Latency depends on what else the machine runs: say how busy it was.
+        "load_average": round(os.getloadavg()[0], 2),
         "conversations": len(conversations),
         "questions": sum(len(c.questions) for c in conversations),
         "embedder": embedder.name,
@@ -284,14 +292,15 @@ def print_tables(report: dict[str, object]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Piped output has no terminal width: give the tables room instead of truncating.
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     meta = report["meta"]
     for level in ("turn", "fact"):
         table = Table(
             title=f"LoCoMo {meta['data']}: {level} level, categories 1-4 "
             f"({meta['questions']} questions, {meta['embedder']})"
         )
-        table.add_column("method")
+        table.add_column("method", no_wrap=True)
         for k in KS:
             table.add_column(f"any@{k}", justify="right")
         for k in KS:
@@ -310,7 +319,7 @@ def print_tables(report: dict[str, object]) -> None:
             )
         console.print(table)
         by_category = Table(title=f"{level} level by category: any@10 / frac@10")
-        by_category.add_column("method")
+        by_category.add_column("method", no_wrap=True)
         for name in CATEGORIES.values():
             by_category.add_column(f"{name} (n={report['rapport'][level][name]['n']})")
         for method in METHODS:

@@ -45,7 +45,9 @@ class CallOrigin:
     def __repr__(self) -> str:
         # Dataclass reprs end up in logs and tracebacks; the raw number must not.
         caller = "anonymous" if self.caller is None else "•••"
-        return f"CallOrigin(transport={self.transport!r}, caller={caller}, call_id={self.call_id!r})"
+        return (
+            f"CallOrigin(transport={self.transport!r}, caller={caller}, call_id={self.call_id!r})"
+        )
 
 
 def _text(value: Any) -> str | None:

@@ -3,12 +3,13 @@
 :func:`build_services` is the production factory. Tests pass their own :class:`CallServices`
 (text in place of audio for STT and TTS) while keeping the real ``AnthropicLLMService`` from
 :func:`build_llm`, pointed at a local fake of the Messages API through ``ANTHROPIC_BASE_URL``.
+One ``AsyncAnthropic`` client serves every call of the process (:func:`anthropic_client`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from anthropic import AsyncAnthropic
 from pipecat.processors.frame_processor import FrameProcessor
@@ -33,8 +34,24 @@ class CallServices:
     tts: FrameProcessor
 
 
-#: Builds a call's services from settings and the initial system prompt.
-ServicesFactory = Callable[[BotSettings, str], CallServices]
+class ServicesFactory(Protocol):
+    """Builds one call's services (:func:`build_services` in production)."""
+
+    def __call__(
+        self, settings: BotSettings, *, client: AsyncAnthropic, system_instruction: str
+    ) -> CallServices:
+        """Build the services of one call."""
+        ...
+
+
+def anthropic_client(settings: BotSettings) -> AsyncAnthropic:
+    """The process's Anthropic client: shared by every call, so connections stay warm.
+
+    Raises:
+        ConfigurationError: ``ANTHROPIC_API_KEY`` is missing.
+    """
+    settings.require("ANTHROPIC_API_KEY")
+    return AsyncAnthropic(api_key=settings.anthropic_api_key, base_url=settings.llm_base_url)
 
 
 def voice_locale(voice: str) -> str:
@@ -42,17 +59,13 @@ def voice_locale(voice: str) -> str:
     return "-".join(voice.split("-")[:2])
 
 
-def build_llm(settings: BotSettings, system_instruction: str) -> AnthropicLLMService:
-    """The Anthropic LLM, at ``settings.llm_base_url`` when set (a gateway, or a local fake).
-
-    Raises:
-        ConfigurationError: ``ANTHROPIC_API_KEY`` is missing.
-    """
-    settings.require("ANTHROPIC_API_KEY")
-    api_key = settings.anthropic_api_key or ""
+def build_llm(
+    settings: BotSettings, *, client: AsyncAnthropic, system_instruction: str
+) -> AnthropicLLMService:
+    """The Anthropic LLM of one call, through the process's ``client``."""
     return AnthropicLLMService(
-        api_key=api_key,
-        client=AsyncAnthropic(api_key=api_key, base_url=settings.llm_base_url),
+        api_key=client.api_key or "",
+        client=client,
         settings=AnthropicLLMService.Settings(
             model=settings.llm_model,
             system_instruction=system_instruction,
@@ -62,7 +75,9 @@ def build_llm(settings: BotSettings, system_instruction: str) -> AnthropicLLMSer
     )
 
 
-def build_services(settings: BotSettings, system_instruction: str) -> CallServices:
+def build_services(
+    settings: BotSettings, *, client: AsyncAnthropic, system_instruction: str
+) -> CallServices:
     """Deepgram nova-3 (multilingual), the Anthropic LLM and Azure TTS in the default language.
 
     Raises:
@@ -81,4 +96,5 @@ def build_services(settings: BotSettings, system_instruction: str) -> CallServic
         region=settings.azure_speech_region,
         settings=AzureTTSService.Settings(voice=voice, language=voice_locale(voice)),
     )
-    return CallServices(stt=stt, llm=build_llm(settings, system_instruction), tts=tts)
+    llm = build_llm(settings, client=client, system_instruction=system_instruction)
+    return CallServices(stt=stt, llm=llm, tts=tts)

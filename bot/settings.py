@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memory.errors import ConfigurationError
@@ -32,6 +32,10 @@ class BotSettings(BaseSettings):
     daily_api_key: str | None = Field(default=None, alias="DAILY_API_KEY", repr=False)
     twilio_account_sid: str | None = Field(default=None, alias="TWILIO_ACCOUNT_SID")
     twilio_auth_token: str | None = Field(default=None, alias="TWILIO_AUTH_TOKEN", repr=False)
+    #: Hang up Twilio calls through its REST API when the bot ends them (needs credentials).
+    twilio_hang_up: bool = Field(default=True, alias="RAPPORT_TWILIO_HANG_UP")
+    #: Twilio's REST API root (default ``https://api.twilio.com``; a local fake in tests).
+    twilio_api_base_url: str | None = Field(default=None, alias="TWILIO_API_BASE_URL")
 
     llm_model: str = Field(default="claude-haiku-4-5", alias="RAPPORT_LLM_MODEL")
     #: Gateways, or the local fake in tests, speak the Anthropic API at another address.
@@ -68,8 +72,25 @@ class BotSettings(BaseSettings):
     #: Run the post-call analysis worker inside the bot process (``python runner.py worker``
     #: runs it on its own).
     run_worker: bool = Field(default=True, alias="RAPPORT_RUN_WORKER")
+    #: Log level of the bot process. DEBUG shows Pipecat's own logs, which quote prompts and
+    #: transcripts: for development only.
+    log_level: str = Field(default="INFO", alias="RAPPORT_LOG_LEVEL")
 
     memory: MemorySettings = Field(default_factory=MemorySettings)
+
+    @model_validator(mode="after")
+    def _default_voice(self) -> BotSettings:
+        if self.default_language not in self.voices:
+            raise ValueError(
+                f"RAPPORT_DEFAULT_LANGUAGE={self.default_language!r} has no voice in RAPPORT_VOICES"
+            )
+        return self
+
+    def keys_for(self, transport: str | None) -> tuple[str, ...]:
+        """The variables a transport needs besides the services' keys (None: all in one)."""
+        if transport == "twilio" and not self.twilio_hang_up:
+            return ()
+        return KEYS_FOR_TRANSPORT.get(transport or "", ())
 
     def system_prompt_template(self) -> str:
         """The system prompt with its ``{{memory}}`` placeholder, read from ``prompt_file``."""
@@ -97,7 +118,12 @@ class BotSettings(BaseSettings):
 
 
 #: The keys each part of a call needs, by transport.
-KEYS_FOR_SERVICES = ("DEEPGRAM_API_KEY", "ANTHROPIC_API_KEY", "AZURE_SPEECH_KEY", "AZURE_SPEECH_REGION")
+KEYS_FOR_SERVICES = (
+    "DEEPGRAM_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "AZURE_SPEECH_KEY",
+    "AZURE_SPEECH_REGION",
+)
 KEYS_FOR_TRANSPORT = {
     "webrtc": (),
     "daily": ("DAILY_API_KEY",),

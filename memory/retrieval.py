@@ -4,9 +4,13 @@ Every place that picks memories uses :class:`RecallIndex`: the call-start select
 (:func:`select_for_call_start`), per-turn recall, and the LoCoMo benchmark. For a query, each
 memory (a fact or a past turn) gets
 
-    relevance = w·minmax(BM25) + (1-w)·minmax(cosine)       lexical and dense, equal weights
-    relevance += c·max over neighbouring turns of a call    a reply inherits its question
-    score = confidence · ((1-γ)·relevance/max + γ·0.5^(age/half_life))
+    relevance = ½·minmax(BM25) + ½·minmax(cosine)         lexical and dense, equal weights
+    relevance += c·max(relevance of the turns ≤ 2 away)    a reply inherits its question's
+    score = confidence · ((1-γ)·relevance/max + γ·½^(age/half_life))
+
+with c = 0.7, γ = 0.1 and a 30-day half-life by default (:class:`RankingConfig`). A turn is
+embedded together with the turn before it (:func:`embedding_texts`); BM25 stems words in the
+caller's language and drops function words.
 
 Facts under ``CONFIDENCE_FLOOR`` and superseded facts are never indexed. Everything that does not
 depend on the query (BM25 postings, the embedding matrix, neighbour tables) is computed once
@@ -26,24 +30,32 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import snowballstemmer
 
-from memory.embeddings import Embedder, compact_matches, decode_compact
+from memory.embeddings import Embedder, decode_compact
 from memory.models import CONFIDENCE_FLOOR, CallerMemory, Fact, Turn
 
 MemoryKind = Literal["fact", "turn"]
 
+#: Words of a query that are embedded (its end): bounds the query's embedding cost.
+QUERY_EMBED_WORDS = 10
+
 _SECONDS_PER_DAY = 86_400.0
 _WORD = re.compile(r"\w+")
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Short function-word lists: words that match everywhere and carry no topic.
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "english": frozenset(
+    "english": _words(
         """a about above after again against all am an and any are as at be because been
         before being below between both but by can could did do does doing down during each
         few for from further had has have having he her here hers herself him himself his how
@@ -51,21 +63,22 @@ _STOPWORDS: dict[str, frozenset[str]] = {
         once only or other our ours ourselves out over own same she should so some such than
         that the their theirs them themselves then there these they this those through to too
         under until up very was we were what when where which while who whom why will with
-        would you your yours yourself yourselves s t d ll m o re ve y don""".split()
+        would you your yours yourself yourselves s t d ll m o re ve y don"""
     ),
-    "spanish": frozenset(
+    "spanish": _words(
         """a al algo algunas algunos ante antes como con contra cual cuando de del desde donde
         durante e el ella ellas ellos en entre era eran es esa esas ese eso esos esta estaba
         estas este esto estos estoy fue fueron ha han hasta hay la las le les lo los me mi mis
         mucho muy nada ni no nos nosotros o os otra otro para pero poco por porque que quien
-        se sea ser si sin sobre son su sus también te tiene tu tus un una uno unos y ya yo""".split()
+        se sea ser si sin sobre son su sus también te tiene tu tus un una uno unos y ya
+        yo"""
     ),
-    "catalan": frozenset(
+    "catalan": _words(
         """a al als amb aquell aquella aquelles aquells aquest aquesta aquestes aquests com
         d de del dels des doncs el ell ella elles ells els em en ens entre era eren es és està
         estan et fins ha han havia hi i jo l la les li lo m me meu meva ja mes més molt n ne
         no nosaltres o per perquè però poc qual quan que qui s sa se seu seva si sense sobre
-        són sou t també te tu té un una uns unes vaig va van vosaltres""".split()
+        són sou t també te tu té un una uns unes vaig va van vosaltres"""
     ),
 }
 _SNOWBALL_BY_CODE = {
@@ -225,7 +238,7 @@ def _identity(word: str) -> str:
 
 
 @functools.cache
-def _stemmer(algorithm: str):  # noqa: ANN202 - a cached callable
+def _stemmer(algorithm: str) -> Callable[[str], str]:
     # Snowball stemmers keep the word being stemmed as state: one lock per language.
     stemmer = snowballstemmer.stemmer(algorithm)
     lock = threading.Lock()
@@ -264,9 +277,7 @@ class RecallIndex:
                 function words; English when unknown.
         """
         self._items = [
-            item
-            for item in items
-            if item.kind != "fact" or item.confidence >= CONFIDENCE_FLOOR
+            item for item in items if item.kind != "fact" or item.confidence >= CONFIDENCE_FLOOR
         ]
         self._config = config
         self._embedder = embedder
@@ -276,11 +287,9 @@ class RecallIndex:
         self._at = np.array([item.at for item in self._items], dtype=np.float64)
         self._confidence = np.array([item.confidence for item in self._items], dtype=np.float64)
         # Tie-break on recency then id, so equal scores always come out in one order.
-        id_rank = np.empty(count, dtype=np.int64)
-        id_rank[np.argsort(np.array([item.id for item in self._items], dtype=object))] = (
-            np.arange(count)
-        )
-        self._id_rank = id_rank
+        self._id_rank = np.empty(count, dtype=np.int64)
+        by_id = sorted(range(count), key=lambda index: self._items[index].id)
+        self._id_rank[by_id] = np.arange(count)
         self._kind_masks = {
             kind: np.array([item.kind == kind for item in self._items], dtype=bool)
             for kind in ("fact", "turn")
@@ -312,11 +321,17 @@ class RecallIndex:
         """The embedder the memory vectors come from (queries must use the same)."""
         return self._embedder
 
-    def embed_query(self, query: str) -> np.ndarray | None:
-        """Embed a query for :meth:`search` (milliseconds of CPU: call it off the event loop)."""
-        if self._embedder is None or not query.strip():
+    def embed_query(self, query: str, *, max_words: int = QUERY_EMBED_WORDS) -> np.ndarray | None:
+        """Embed a query for :meth:`search` (milliseconds of CPU: call it off the event loop).
+
+        Only the last ``max_words`` words are embedded: the model's cost grows with the
+        length (about half a millisecond per token here), and a long utterance tends to end
+        with what it is about. The lexical part of the search still sees every word.
+        """
+        words = query.split()
+        if self._embedder is None or not words:
             return None
-        return self._embedder.embed_query([query])[0]
+        return self._embedder.embed_query([" ".join(words[-max_words:])])[0]
 
     def _build_postings(self) -> None:
         config = self._config
@@ -360,21 +375,22 @@ class RecallIndex:
         self._neighbours = table
 
     def _build_vectors(self) -> tuple[np.ndarray | None, np.ndarray]:
-        has_vector = np.array([item.vector is not None for item in self._items], dtype=bool)
-        missing = [index for index, known in enumerate(has_vector) if not known]
-        dim = self._embedder.dim if self._embedder else None
-        if dim is None:
+        """The embedding matrix (a zero row where unknown) and which rows are known."""
+        if self._embedder is not None:
+            dim = self._embedder.dim
+        else:
             dims = {item.vector.shape[-1] for item in self._items if item.vector is not None}
             if len(dims) != 1:
                 return None, np.zeros(len(self._items), dtype=bool)
             dim = dims.pop()
         matrix = np.zeros((len(self._items), dim), dtype=np.float32)
+        has_vector = np.zeros(len(self._items), dtype=bool)
         for index, item in enumerate(self._items):
             if item.vector is not None and item.vector.shape[-1] == dim:
                 matrix[index] = item.vector
-            else:
-                has_vector[index] = False
-        if self._embedder is not None and missing:
+                has_vector[index] = True
+        missing = np.flatnonzero(~has_vector)
+        if self._embedder is not None and len(missing):
             texts = embedding_texts(self._items)
             matrix[missing] = self._embedder.embed([texts[index] for index in missing])
             has_vector[missing] = True
@@ -478,10 +494,19 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - low) / span
 
 
-@functools.lru_cache(maxsize=64)
+#: Agents' purposes embedded so far, by (model, purpose): a purpose is fixed per agent.
+_purpose_vectors: dict[tuple[str, str], np.ndarray] = {}
+_PURPOSES_KEPT = 64
+
+
 def _purpose_vector(embedder: Embedder, purpose: str) -> np.ndarray:
-    # An agent's purpose is fixed: embed it once per process and embedder.
-    return embedder.embed_query([purpose])[0]
+    key = (embedder.name, purpose)
+    vector = _purpose_vectors.get(key)
+    if vector is None:
+        vector = embedder.embed_query([purpose])[0]
+        if len(_purpose_vectors) < _PURPOSES_KEPT:
+            _purpose_vectors[key] = vector
+    return vector
 
 
 def select_for_call_start(
@@ -513,9 +538,7 @@ def select_for_call_start(
     """
     if k <= 0 or token_budget <= 0:
         return []
-    index = RecallIndex.from_memory(
-        memory, embedder=embedder, include_turns=False, config=config
-    )
+    index = RecallIndex.from_memory(memory, embedder=embedder, include_turns=False, config=config)
     purpose_vector = (
         _purpose_vector(embedder, purpose) if embedder is not None and purpose.strip() else None
     )

@@ -1,35 +1,133 @@
 """End to end, frames in place of audio: a caller is remembered from one call to the next.
 
-The call is assembled by the bot's own code (``prepare_call`` + ``build_call``) with the real
-``AnthropicLLMService`` pointed at the local Anthropic fake, a real Redis, the real memory,
-recorder and queue; only the STT and TTS are replaced (``tests/fakes/text_speech.py``).
+Calls are assembled by the bot's own code (``prepare_call`` + ``build_call``) with the real
+``AnthropicLLMService`` pointed at the local Anthropic fake, a real Redis, and the real memory,
+recorder and analysis queue. Only the STT and TTS are replaced (``tests/fakes/text_speech.py``):
+the caller's words arrive as ``TranscriptionFrame``s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
-from pipecat.frames.frames import CancelFrame, EndFrame, Frame, TranscriptionFrame
+from anthropic import AsyncAnthropic
+from pipecat.frames.frames import EndFrame, TranscriptionFrame
 
 from bot.identify import CallOrigin
 from bot.pipeline import Call, MemoryAccess, build_call, prepare_call
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
 from bot.wording import greetings, prompt_template
+from memory.embedded import EmbeddedRedis
 from memory.identity import CallerIdentity
 from memory.queue import AnalysisQueue
-from memory.runtime import open_memory
+from memory.runtime import MemoryRuntime, open_memory
 from memory.settings import MemorySettings
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
+from tests.polling import eventually
 
 ANA = "+1 (415) 555-0123"
 OTHER = "+14155550188"
 PEPPER = "test-pepper-0123456789abcdef"
+GREETING = greetings("Bella's Bakery")["en"]
+
+
+async def _memory(redis_url: str, key_prefix: str) -> MemoryAccess:
+    settings = MemorySettings(
+        _env_file=None, REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
+    )
+    runtime = await open_memory(settings)
+    return MemoryAccess(runtime=runtime, queue=AnalysisQueue(runtime.redis, prefix=key_prefix))
+
+
+class Line:
+    """A business line taking calls: the bot's call assembly, the LLM fake, the memory."""
+
+    def __init__(
+        self, fake: FakeAnthropic, client: AsyncAnthropic, memory: MemoryAccess | None
+    ) -> None:
+        self.fake = fake
+        self._client = client
+        self.memory = memory
+
+    def settings(self, *, agent: str = "bakery", **extra: Any) -> BotSettings:
+        return BotSettings(
+            _env_file=None,
+            ANTHROPIC_API_KEY="test-key",
+            ANTHROPIC_BASE_URL=self.fake.base_url,
+            RAPPORT_AGENT_ID=agent,
+            RAPPORT_BUSINESS_NAME="Bella's Bakery",
+            **extra,
+        )
+
+    @asynccontextmanager
+    async def call(
+        self, number: str | None, call_id: str, *, agent: str = "bakery", **extra: Any
+    ) -> AsyncIterator[RunningCall]:
+        """A connected call (its opening queued); cancelled if the test leaves it running."""
+        settings = self.settings(agent=agent, **extra)
+        origin = CallOrigin(transport="webrtc", caller=number, call_id=call_id)
+        prepared = prepare_call(origin, settings=settings, memory=self.memory)
+        template = prompt_template(settings)
+        llm = build_llm(settings, client=self._client, system_instruction=template)
+        call = build_call(
+            prepared,
+            settings=settings,
+            services=CallServices(stt=TextSTT(), llm=llm, tts=SilentTTS()),
+            memory=self.memory,
+            prompt_template=template,
+        )
+        running = RunningCall(call, self.fake)
+        try:
+            await asyncio.wait_for(call.open(), 10)  # the transport's "client connected"
+            yield running
+        finally:
+            await running.stop()
+
+
+class RunningCall:
+    """A call running in the background, driven like a caller would."""
+
+    def __init__(self, call: Call, fake: FakeAnthropic) -> None:
+        self.call = call
+        self._fake = fake
+        self._task = asyncio.create_task(call.run())
+
+    async def say(self, text: str, *, replies: int) -> None:
+        """The caller says ``text``; wait until the LLM was asked ``replies`` more times."""
+        target = len(self._fake.requests) + replies
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        await self.call.worker.queue_frame(TranscriptionFrame(text, "caller", stamp))
+        await eventually(lambda: len(self._fake.requests) >= target)
+        assert await self.call.worker.flush_pipeline()
+
+    async def hang_up(self) -> None:
+        """The caller hangs up (what the transport's "client disconnected" does)."""
+        await self.call.hang_up()
+        await self.finished()
+
+    async def end(self) -> None:
+        """The pipeline ends normally (``EndFrame``)."""
+        await self.call.worker.queue_frame(EndFrame())
+        await self.finished()
+
+    async def finished(self) -> None:
+        """Wait until the pipeline is gone and the call is closed and queued."""
+        await asyncio.wait_for(asyncio.shield(self._task), 10)
+        if self.call.recorder is not None:
+            await asyncio.wait_for(self.call.recorder.wait_closed(), 10)
+
+    async def stop(self) -> None:
+        if not self._task.done():
+            await self.call.worker.cancel(reason="test over")
+        await asyncio.wait_for(self._task, 10)
 
 
 @pytest.fixture
@@ -39,117 +137,60 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 
 
 @pytest.fixture
-async def memory(redis_url: str, key_prefix: str) -> AsyncIterator[MemoryAccess]:
-    settings = MemorySettings(
-        _env_file=None, REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
-    )
-    runtime = await open_memory(settings)
+async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
+    async with AsyncAnthropic(api_key="test-key", base_url=fake.base_url) as anthropic:
+        yield anthropic
+
+
+@pytest.fixture
+async def line(
+    fake: FakeAnthropic, client: AsyncAnthropic, redis_url: str, key_prefix: str
+) -> AsyncIterator[Line]:
+    memory = await _memory(redis_url, key_prefix)
     try:
-        yield MemoryAccess(runtime=runtime, queue=AnalysisQueue(runtime.redis, prefix=key_prefix))
+        yield Line(fake, client, memory)
     finally:
-        await runtime.aclose()
+        await memory.runtime.aclose()
 
 
-def bot_settings(fake: FakeAnthropic, *, agent: str = "bakery", **extra: Any) -> BotSettings:
-    return BotSettings(
-        _env_file=None,
-        ANTHROPIC_API_KEY="test-key",
-        ANTHROPIC_BASE_URL=fake.base_url,
-        RAPPORT_AGENT_ID=agent,
-        RAPPORT_BUSINESS_NAME="Bella's Bakery",
-        **extra,
-    )
+def runtime_of(line: Line) -> MemoryRuntime:
+    assert line.memory is not None
+    return line.memory.runtime
 
 
-class RunningCall:
-    """A call running in the background, driven with frames like a caller would."""
-
-    def __init__(self, call: Call, fake: FakeAnthropic) -> None:
-        self.call = call
-        self._fake = fake
-        self._task = asyncio.create_task(call.run())
-
-    async def say(self, text: str, *, replies: int) -> None:
-        """The caller says ``text``; wait until the LLM has been asked ``replies`` more times."""
-        target = len(self._fake.requests) + replies
-        await self.call.worker.queue_frame(TranscriptionFrame(text, "caller", _now()))
-        await until(lambda: len(self._fake.requests) >= target)
-        assert await self.call.worker.flush_pipeline()
-
-    async def end(self, frame: Frame) -> None:
-        if isinstance(frame, CancelFrame):
-            await self.call.worker.cancel(reason="test hang-up")
-        else:
-            await self.call.worker.queue_frame(frame)
-        await asyncio.wait_for(self._task, 10)
-        assert self.call.recorder is not None
-        await asyncio.wait_for(self.call.recorder.wait_closed(), 10)
-
-
-async def start_call(
-    number: str | None,
-    call_id: str,
-    *,
-    settings: BotSettings,
-    memory: MemoryAccess,
-    fake: FakeAnthropic,
-) -> RunningCall:
-    origin = CallOrigin(transport="webrtc", caller=number, call_id=call_id)
-    prepared = prepare_call(origin, settings=settings, memory=memory)
-    template = prompt_template(settings)
-    services = CallServices(stt=TextSTT(), llm=build_llm(settings, template), tts=SilentTTS())
-    call = build_call(
-        prepared, settings=settings, services=services, memory=memory, prompt_template=template
-    )
-    running = RunningCall(call, fake)
-    await asyncio.wait_for(call.open(), 10)  # what the transport's "client connected" does
-    return running
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-async def queued_calls(memory: MemoryAccess) -> list[str]:
-    entries = await memory.runtime.redis.xrange(memory.queue.stream_key)
-    return [fields[b"call"].decode() for _, fields in entries]
-
-
-def identity(memory: MemoryAccess, number: str, agent: str = "bakery") -> CallerIdentity:
-    caller = memory.runtime.identify(number, agent_id=agent)
+def caller_of(line: Line, number: str, agent: str = "bakery") -> CallerIdentity:
+    caller = runtime_of(line).identify(number, agent_id=agent)
     assert caller is not None
     return caller
 
 
-async def test_a_caller_is_remembered_on_the_next_call(
-    fake: FakeAnthropic, memory: MemoryAccess
-) -> None:
-    settings = bot_settings(fake)
+async def queued_calls(line: Line) -> list[str]:
+    assert line.memory is not None
+    entries = await line.memory.runtime.redis.xrange(line.memory.queue.stream_key)
+    return [fields[b"call"].decode() for _, fields in entries]
+
+
+async def test_a_caller_is_remembered_on_the_next_call(line: Line) -> None:
+    fake, store = line.fake, runtime_of(line).store
+    template = prompt_template(line.settings())
+    assert "Ana" not in template and "vegetarian" not in template
     fake.script(
         Reply.tool_call("save_caller_name", {"name": "Ana Puig"}),
         Reply.tool_call("remember", {"fact": "Caller is vegetarian"}),
         Reply.text("Noted, Ana. What can I get you?"),
     )
-    first = await start_call(ANA, "call-1", settings=settings, memory=memory, fake=fake)
-    await first.say("Hi, I'm Ana Puig. Please remember that I'm vegetarian.", replies=3)
-    await first.end(EndFrame())
+    async with line.call(ANA, "call-1") as first:
+        await first.say("Hi, I'm Ana Puig. Please remember that I'm vegetarian.", replies=3)
+        await first.end()
 
-    # The greeting came first (no LLM request for a first-time caller), then the tool rounds.
-    assert "{{" not in fake.requests[0].system_text
+    # A first-time caller hears the greeting (no LLM request), then the tools run one by one.
     assert "Ana" not in fake.requests[0].system_text
-    assert [r.tool_results() for r in fake.requests] == [
+    assert [r.tool_results()[-1:] for r in fake.requests] == [
         [],
         ['{"saved": true, "name": "Ana Puig"}'],
-        ['{"saved": true, "name": "Ana Puig"}', '{"saved": true, "fact": "Caller is vegetarian"}'],
+        ['{"saved": true, "fact": "Caller is vegetarian"}'],
     ]
-    ana = identity(memory, ANA)
-    store = memory.runtime.store
+    ana = caller_of(line, ANA)
     (fact,) = await store.all_facts(ana)
     assert (fact.text, fact.confidence, fact.source_call_id) == (
         "Caller is vegetarian",
@@ -159,33 +200,82 @@ async def test_a_caller_is_remembered_on_the_next_call(
     record = await store.get_call(ana, "call-1")
     assert record is not None and record.ended_reason == "ended"
     assert [(t.role, t.text) for t in record.transcript] == [
-        ("assistant", greetings("Bella's Bakery")["en"]),
+        ("assistant", GREETING),
         ("user", "Hi, I'm Ana Puig. Please remember that I'm vegetarian."),
         ("assistant", "Noted, Ana. What can I get you?"),
     ]
-    assert await queued_calls(memory) == ["call-1"]
 
     # Call 2, same number: the very first request already knows Ana and her diet.
     fake.script(Reply.text("Welcome back, Ana!"))
-    second = await start_call(ANA, "call-2", settings=settings, memory=memory, fake=fake)
-    await until(lambda: len(fake.requests) == 4)
-    assert await second.call.worker.flush_pipeline()
+    async with line.call(ANA, "call-2") as second:
+        await eventually(lambda: len(fake.requests) == 4)
+        await second.hang_up()
     opening = fake.requests[3]
-    assert "Ana Puig" in opening.system_text and "Caller is vegetarian" in opening.system_text
-    assert "{{" not in opening.system_text
-    await second.end(CancelFrame())
-    assert await queued_calls(memory) == ["call-1", "call-2"]
-    record = await store.get_call(ana, "call-2")
-    assert record is not None and record.ended_reason.startswith("cancelled")
+    assert "Ana Puig" in opening.system_text and "vegetarian" in opening.system_text
+    assert "{{" not in opening.system_text and opening.messages == []
 
     # Another number, and the same number calling another agent: nothing of Ana's.
     for number, agent, call_id in ((OTHER, "bakery", "call-3"), (ANA, "florist", "call-4")):
         fake.script(Reply.text("Hello! How can I help?"))
-        other = await start_call(
-            number, call_id, settings=bot_settings(fake, agent=agent), memory=memory, fake=fake
-        )
-        await other.say("Hello, do you have bread today?", replies=1)
+        async with line.call(number, call_id, agent=agent) as other:
+            await other.say("Hello, do you have bread today?", replies=1)
+            await other.end()
         request = fake.requests[-1]
         assert "Ana" not in request.system_text and "vegetarian" not in request.system_text
-        await other.end(EndFrame())
-    assert await queued_calls(memory) == ["call-1", "call-2", "call-3", "call-4"]
+    assert await queued_calls(line) == ["call-1", "call-2", "call-3", "call-4"]
+
+
+@pytest.mark.parametrize("ending", ["end", "hang-up", "idle", "end-then-hang-up"])
+async def test_every_way_a_call_ends_queues_it_once(line: Line, ending: str) -> None:
+    line.fake.script(Reply.text("Yes, until six."))
+    idle = {"RAPPORT_IDLE_TIMEOUT_S": 0.5} if ending == "idle" else {}
+    async with line.call(ANA, "call-x", **idle) as call:
+        await call.say("Are you open today?", replies=1)
+        if ending == "idle":
+            await call.finished()  # nobody speaks: the idle timeout cancels the call
+        if ending.startswith("end"):
+            await call.end()
+        if ending.endswith("hang-up"):
+            await call.hang_up()
+
+    assert await queued_calls(line) == ["call-x"]
+    record = await runtime_of(line).store.get_call(caller_of(line, ANA), "call-x")
+    assert record is not None and record.ended_reason is not None
+    assert record.ended_reason.startswith("ended" if ending.startswith("end") else "cancelled")
+    assert [t.text for t in record.transcript] == [
+        GREETING,
+        "Are you open today?",
+        "Yes, until six.",
+    ]
+
+
+async def test_an_anonymous_caller_is_served_and_not_remembered(line: Line) -> None:
+    line.fake.script(
+        Reply.tool_call("remember", {"fact": "Caller is vegetarian"}),
+        Reply.text("I'm sorry, I can't keep notes for a withheld number."),
+    )
+    async with line.call("anonymous", "call-anon") as call:
+        assert call.call.recorder is None
+        await call.say("Please remember I'm vegetarian.", replies=2)
+        await call.end()
+    (result,) = line.fake.requests[1].tool_results()
+    assert '"saved": false' in result and "withheld" in result
+    assert await queued_calls(line) == []
+
+
+async def test_a_dead_redis_leaves_the_call_without_memory(
+    fake: FakeAnthropic, client: AsyncAnthropic, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(data_dir=tmp_path) as server:
+        memory = await _memory(server.url, "rapport-dead")
+    try:  # the server is gone: loading, recording and tools all fail
+        fake.script(Reply.tool_call("save_caller_name", {"name": "Ana"}), Reply.text("Hello Ana!"))
+        line = Line(fake, client, memory)
+        async with line.call(ANA, "call-dead") as call:
+            await call.say("Hi, I'm Ana.", replies=2)
+            await call.end()
+    finally:
+        await memory.runtime.aclose()
+    assert "Ana" not in fake.requests[0].system_text
+    (result,) = fake.requests[1].tool_results()
+    assert '"saved": false' in result and "unavailable" in result

@@ -10,7 +10,6 @@ import pytest
 from memory.embeddings import E5Embedder, HashingEmbedder, encode_compact
 from memory.models import CONFIDENCE_FLOOR, CallerMemory, CallerProfile, Fact, Turn
 from memory.retrieval import (
-    DEFAULT_RANKING,
     MemoryItem,
     RankingConfig,
     RecallIndex,
@@ -45,7 +44,11 @@ def test_empty_memory() -> None:
 
 
 def test_lexical_relevance_finds_the_matching_fact() -> None:
-    facts = [fact("Caller is vegetarian"), fact("Caller has two dogs"), fact("Caller lives in Girona")]
+    facts = [
+        fact("Caller is vegetarian"),
+        fact("Caller has two dogs"),
+        fact("Caller lives in Girona"),
+    ]
     index = RecallIndex(fact_items(facts))
     results = index.search("any vegetarian options?", k=3, now=NOW)
     assert results[0].text == "Caller is vegetarian"
@@ -208,7 +211,8 @@ def test_stored_embeddings_are_used_and_stale_ones_recomputed() -> None:
     assert items[1].vector is None
     index = RecallIndex(items, embedder=embedder)
     query = embedder.embed_query(["boat"])[0]
-    similarities = {r.text: r.similarity for r in index.search("", k=2, now=NOW, query_vector=query)}
+    results = index.search("", k=2, now=NOW, query_vector=query)
+    similarities = {result.text: result.similarity for result in results}
     # The stored vector (of "boat") was used for the first fact, not recomputed from its text.
     assert similarities["Caller is vegetarian"] == pytest.approx(
         similarities["Caller has a boat"], abs=0.02
@@ -287,8 +291,8 @@ def test_call_start_skips_a_fact_too_long_for_what_is_left() -> None:
     long = fact("Caller " + "explained at length " * 12, age_days=0)
     short = fact("Caller is vegan", age_days=5)
     budget = estimate_tokens(short.text) + 2
-    chosen = select_for_call_start(CallerMemory(facts=[long, short]), purpose="", token_budget=budget)
-    assert chosen == [short]
+    memory = CallerMemory(facts=[long, short])
+    assert select_for_call_start(memory, purpose="", token_budget=budget) == [short]
 
 
 def test_call_start_uses_the_embedder_and_the_floor() -> None:
@@ -310,6 +314,19 @@ def test_call_start_uses_the_embedder_and_the_floor() -> None:
     assert "Caller may be moving abroad" not in [f.text for f in every]
 
 
-def test_default_weights_are_documented_values() -> None:
-    assert DEFAULT_RANKING.lexical_weight == 0.5
-    assert 0 < DEFAULT_RANKING.recency_weight < 0.5
+class RecordingEmbedder(HashingEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    def embed_query(self, texts):
+        self.queries.extend(texts)
+        return super().embed_query(texts)
+
+
+def test_only_the_end_of_a_long_query_is_embedded() -> None:
+    embedder = RecordingEmbedder()
+    index = RecallIndex(fact_items([fact("Caller is vegetarian")]), embedder=embedder)
+    words = [f"w{n}" for n in range(30)]
+    assert index.embed_query(" ".join(words), max_words=4) is not None
+    assert embedder.queries == ["w26 w27 w28 w29"]

@@ -12,9 +12,8 @@ from collections.abc import AsyncGenerator
 
 from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
-
-SAMPLE_RATE = 16_000
 
 
 class TextSTT(FrameProcessor):
@@ -33,7 +32,7 @@ class SilentTTS(TTSService):
             push_start_frame=True,
             push_stop_frames=True,
             stop_frame_timeout_s=0.05,
-            sample_rate=SAMPLE_RATE,
+            settings=TTSSettings(model=None, voice=None, language=None),
             **kwargs,
         )
         self.spoken: list[str] = []
@@ -44,8 +43,8 @@ class SilentTTS(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         self.spoken.append(text)
         yield TTSAudioRawFrame(
-            audio=bytes(SAMPLE_RATE // 100 * 2),
-            sample_rate=SAMPLE_RATE,
+            audio=bytes(self.sample_rate // 100 * 2),
+            sample_rate=self.sample_rate,
             num_channels=1,
             context_id=context_id,
         )

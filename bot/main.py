@@ -1,0 +1,120 @@
+"""``python runner.py``: check the settings, then serve calls with Pipecat's development runner.
+
+One FastAPI server on localhost:7860 with the local WebRTC room (the prebuilt client at ``/``;
+``--caller`` sets who is calling), Twilio (our TwiML at ``POST /``, Media Streams at ``/ws``)
+and, with ``-t daily``, the Daily dial-in webhook (``/daily-dialin-webhook``). The runner calls
+``bot(runner_args)`` in ``runner.py`` once per call, which hands it to
+:func:`bot.process.serve_call`.
+
+Nothing here imports Pipecat before the settings are checked: a missing key is one line on
+stderr and exit code 2, fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from bot.logs import configure_logging, install_redaction
+from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings
+from memory.errors import ConfigurationError
+from memory.identity import load_pepper
+from memory.settings import AnalysisSettings
+
+if TYPE_CHECKING:
+    from bot.process import RapportBot
+    from bot.services import ServicesFactory
+
+
+@asynccontextmanager
+async def _lifespan(rapport: RapportBot, log_level: str, app: Any) -> AsyncIterator[None]:
+    # Pipecat's runner sets DEBUG logging before the server starts; ours replaces it here.
+    configure_logging(log_level)
+    await rapport.start()
+    try:
+        yield
+    finally:
+        await rapport.stop()
+
+
+def _options(argv: Sequence[str]) -> argparse.Namespace:
+    """The runner options Rapport needs to know before the runner parses them all."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-t", "--transport")
+    parser.add_argument("-x", "--proxy")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    return parser.parse_known_args(list(argv))[0]
+
+
+def check_settings(transport: str | None) -> BotSettings:
+    """Load the settings and check every key ``transport`` needs (None: all transports).
+
+    Raises:
+        ConfigurationError: One line naming what is missing or wrong.
+    """
+    try:
+        settings = BotSettings()
+        analysis = AnalysisSettings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in e.errors()
+        )
+        raise ConfigurationError(f"Invalid settings ({problems}); see {README_KEYS}") from e
+    settings.require(*KEYS_FOR_SERVICES, *settings.keys_for(transport))
+    memory = settings.memory
+    if settings.memory_enabled and memory.redis_url:  # a shared Redis needs RAPPORT_PEPPER
+        load_pepper(redis_url=memory.redis_url, pepper=memory.pepper, data_dir=memory.data_dir)
+    settings.system_prompt_template()
+    if settings.run_worker:
+        analysis.webhook_signing_secret()
+    return settings
+
+
+def _runner_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runner.py", description="Rapport phone agent")
+    parser.add_argument(
+        "--caller",
+        help="caller number for calls from the local WebRTC room (e.g. +14155550123)",
+    )
+    return parser
+
+
+def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> int:
+    """``python runner.py [runner options]``: serve calls until interrupted; the exit code.
+
+    Args:
+        argv: The runner's options (``-t twilio``, ``--port``, ``--caller``...).
+        services: Builds each call's STT, LLM and TTS (default: the cloud services; the
+            Twilio test serves text in place of audio).
+    """
+    sys.argv = ["runner.py", *argv]
+    if {"-h", "--help"} & set(argv):
+        from pipecat.runner.run import main as runner_help
+
+        runner_help(_runner_parser())  # prints the options and exits
+    options = _options(argv)
+    try:
+        settings = check_settings(options.transport)
+    except ConfigurationError as e:
+        print(f"rapport: {e}", file=sys.stderr)
+        return 2
+    install_redaction()
+    # Imported only now: importing the runner loads .env over the environment.
+    from pipecat.runner.run import app, main
+
+    from bot import process
+    from bot.twilio import add_twilio_routes
+
+    rapport = process.serve(settings, services=services or process.build_services)
+    log_level = "DEBUG" if options.verbose else settings.log_level
+    # Registered before main() adds the runner's routes, so ours win.
+    add_twilio_routes(app, proxy=options.proxy)
+    app.router.lifespan_context = lambda app: _lifespan(rapport, log_level, app)
+    main(_runner_parser())
+    return 0

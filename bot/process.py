@@ -1,0 +1,250 @@
+"""One bot process: what its calls share, and how each call is taken.
+
+:class:`RapportBot` opens memory once, shares one Anthropic client between calls, runs the
+post-call analysis worker in the background (``RAPPORT_RUN_WORKER``), and at shutdown waits for
+the calls still being recorded to be closed and queued. :meth:`RapportBot.run` takes one call
+from Pipecat's development runner: it identifies the caller and starts loading their memory
+before the transport and pipeline are built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from anthropic import AsyncAnthropic
+from loguru import logger
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
+from pipecat.pipeline.worker import PipelineParams
+from pipecat.runner.types import (
+    DailyRunnerArguments,
+    RunnerArguments,
+    SmallWebRTCRunnerArguments,
+    WebSocketRunnerArguments,
+)
+from pipecat.runner.utils import create_transport, parse_telephony_websocket
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+from bot import twilio
+from bot.identify import identify_call
+from bot.pipeline import MemoryAccess, build_call, prepare_call
+from bot.services import ServicesFactory, anthropic_client, build_services
+from bot.settings import BotSettings
+from bot.wording import prompt_template
+from memory.calls_cli import WORKER_COMMAND_TIMEOUT
+from memory.embeddings import Embedder, default_embedder
+from memory.errors import MemoryUnavailableError, RapportMemoryError
+from memory.queue import AnalysisQueue
+from memory.recorder import CallRecorder
+from memory.render import fill_template
+from memory.runtime import MemoryRuntime, memory_runtime, open_memory
+from memory.settings import AnalysisSettings
+
+#: How long shutdown waits for ended calls to be closed and queued for analysis.
+DRAIN_TIMEOUT_S = 10.0
+
+
+class RapportBot:
+    """Everything one bot process shares between its calls.
+
+    Args:
+        settings: The agent, its keys and options.
+        analysis: Settings of the in-process analysis worker and the queue (default: from
+            the environment).
+        services: Builds each call's STT, LLM and TTS (tests give text in place of audio).
+        vad: Builds each call's voice activity detector (default Silero).
+    """
+
+    def __init__(
+        self,
+        settings: BotSettings,
+        *,
+        analysis: AnalysisSettings | None = None,
+        services: ServicesFactory = build_services,
+        vad: Callable[[], VADAnalyzer] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._analysis = analysis or AnalysisSettings()
+        self._services = services
+        self._vad = vad
+        self._template = prompt_template(settings)
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._client: AsyncAnthropic | None = None
+        self._runtime: MemoryRuntime | None = None
+        self._memory: MemoryAccess | None = None
+        self._stop_worker = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def memory(self) -> MemoryAccess | None:
+        """The process's memory, None when off or unavailable."""
+        return self._memory
+
+    async def start(self) -> None:
+        """Open memory, warm the embedder, start the analysis worker (once; later calls no-op).
+
+        A Redis that cannot be reached leaves memory off for this process: calls go on.
+
+        Raises:
+            ConfigurationError: A setting is missing or contradictory.
+        """
+        async with self._start_lock:
+            if self._started:
+                return
+            self._client = anthropic_client(self._settings)
+            if self._settings.memory_enabled:
+                await self._open_memory()
+            self._started = True
+
+    async def _open_memory(self) -> None:
+        try:
+            self._runtime = await open_memory(self._settings.memory)
+        except MemoryUnavailableError:
+            logger.warning("Memory is unavailable: calls go on without it")
+            return
+        embedder = default_embedder()
+        queue = AnalysisQueue(
+            self._runtime.redis,
+            prefix=self._settings.memory.key_prefix,
+            maxlen=self._analysis.queue_maxlen,
+        )
+        self._memory = MemoryAccess(runtime=self._runtime, queue=queue, embedder=embedder)
+        # The model loads on first use (~0.2 s): not in the first caller's call start.
+        await asyncio.to_thread(embedder.embed_query, ["warm-up"])
+        if self._settings.run_worker:
+            self._worker = asyncio.create_task(self._run_worker(embedder), name="analysis-worker")
+
+    async def _run_worker(self, embedder: Embedder) -> None:
+        # Imported here: the analysis pulls in its own client and prompts.
+        from memory.worker import analysis_worker
+
+        # Blocking queue reads need a longer command timeout than the call path's.
+        settings = self._settings.memory.model_copy(
+            update={
+                "redis_command_timeout": max(
+                    self._settings.memory.redis_command_timeout, WORKER_COMMAND_TIMEOUT
+                )
+            }
+        )
+        try:
+            async with memory_runtime(settings) as runtime:
+                queue = AnalysisQueue(
+                    runtime.redis, prefix=settings.key_prefix, maxlen=self._analysis.queue_maxlen
+                )
+                async with analysis_worker(
+                    runtime.store, queue, self._analysis, embedder=embedder
+                ) as worker:
+                    await worker.run(self._stop_worker)
+        except RapportMemoryError as e:
+            logger.error("The analysis worker stopped: {}", type(e).__name__)
+
+    async def stop(self, *, drain_timeout: float = DRAIN_TIMEOUT_S) -> None:
+        """Close and queue the calls still being recorded, stop the worker, close memory."""
+        try:
+            async with asyncio.timeout(drain_timeout):
+                await CallRecorder.drain_all()
+        except TimeoutError:
+            logger.warning("Some ended calls were not queued before shutdown; the sweeper will")
+        if self._worker is not None:
+            self._stop_worker.set()
+            with suppress(asyncio.CancelledError):
+                await self._worker
+        if self._runtime is not None:
+            await self._runtime.aclose()
+        if self._client is not None:
+            await self._client.close()
+        self._started = False
+
+    async def run(self, runner_args: RunnerArguments) -> None:
+        """Take one call the development runner started, until it ends."""
+        await self.start()
+        telephony = None
+        if isinstance(runner_args, WebSocketRunnerArguments):
+            telephony = await parse_telephony_websocket(runner_args.websocket)
+        prepared = prepare_call(
+            identify_call(runner_args, telephony=telephony),
+            settings=self._settings,
+            memory=self._memory,
+        )
+        try:
+            transport, params = await self._transport(runner_args, telephony)
+            assert self._client is not None
+            services = self._services(
+                self._settings,
+                client=self._client,
+                system_instruction=fill_template(self._template, ""),
+            )
+            call = build_call(
+                prepared,
+                settings=self._settings,
+                services=services,
+                memory=self._memory,
+                prompt_template=self._template,
+                transport=transport,
+                vad_analyzer=self._vad() if self._vad else None,
+                params=params,
+                enable_rtvi=isinstance(runner_args, SmallWebRTCRunnerArguments),
+            )
+        except BaseException:
+            prepared.discard()
+            raise
+        await call.run(handle_sigint=runner_args.handle_sigint)
+
+    async def _transport(
+        self, runner_args: RunnerArguments, telephony: tuple[str, Any] | None
+    ) -> tuple[BaseTransport, PipelineParams]:
+        if isinstance(runner_args, SmallWebRTCRunnerArguments):
+            from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+
+            transport = SmallWebRTCTransport(
+                webrtc_connection=runner_args.webrtc_connection,
+                params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+            )
+            return transport, PipelineParams()
+        if isinstance(runner_args, DailyRunnerArguments):
+            from pipecat.transports.daily.transport import DailyParams
+
+            daily = await create_transport(
+                runner_args,
+                {"daily": lambda: DailyParams(audio_in_enabled=True, audio_out_enabled=True)},
+            )
+            return daily, PipelineParams()
+        if isinstance(runner_args, WebSocketRunnerArguments) and telephony is not None:
+            kind, call_data = telephony
+            telephony_params = PipelineParams(
+                audio_in_sample_rate=twilio.SAMPLE_RATE, audio_out_sample_rate=twilio.SAMPLE_RATE
+            )
+            if kind == "twilio":
+                transport = twilio.twilio_transport(
+                    runner_args.websocket, call_data, settings=self._settings
+                )
+                return transport, telephony_params
+            from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
+
+            params = FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True)
+            other = await create_transport(runner_args, {kind: lambda: params})
+            return other, telephony_params
+        raise ValueError(f"Unsupported session: {type(runner_args).__name__}")
+
+
+_bot: RapportBot | None = None
+
+
+def serve(settings: BotSettings, *, services: ServicesFactory = build_services) -> RapportBot:
+    """Make a bot for ``settings`` the one that takes this process's calls."""
+    global _bot
+    _bot = RapportBot(settings, services=services)
+    return _bot
+
+
+async def serve_call(runner_args: RunnerArguments) -> None:
+    """Take one call on the process's bot (what ``bot()`` in ``runner.py`` does).
+
+    A runner mode that serves no app (``-d``, straight into a Daily room) never called
+    :func:`serve`: the bot is then made from the environment, and started on its first call.
+    """
+    bot = _bot or serve(BotSettings())
+    await bot.run(runner_args)

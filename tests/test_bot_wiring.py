@@ -1,0 +1,97 @@
+"""The bot's small pieces: who is calling per transport, our TwiML, masked logs, the prompt."""
+
+from __future__ import annotations
+
+import argparse
+from xml.etree import ElementTree
+
+import pytest
+from loguru import logger
+from pipecat.runner.types import (
+    CallData,
+    DailyRunnerArguments,
+    RunnerArguments,
+    SmallWebRTCRunnerArguments,
+    WebSocketRunnerArguments,
+)
+
+from bot.identify import identify_call
+from bot.logs import install_redaction, mask_numbers
+from bot.settings import BotSettings
+from bot.twilio import twiml
+from bot.wording import greetings, prompt_template
+
+NUMBER = "+14155550123"
+
+
+def webrtc(body: dict[str, object], caller_flag: str | None = None) -> SmallWebRTCRunnerArguments:
+    args = SmallWebRTCRunnerArguments(webrtc_connection=None, body=body, session_id="s-1")
+    args.cli_args = argparse.Namespace(caller=caller_flag)
+    return args
+
+
+def test_webrtc_caller_comes_from_the_start_body_then_the_flag() -> None:
+    assert identify_call(webrtc({"caller": NUMBER}, "+34600111222")).caller == NUMBER
+    origin = identify_call(webrtc({}, "+34600111222"))
+    assert (origin.transport, origin.caller, origin.call_id) == ("webrtc", "+34600111222", "s-1")
+    assert identify_call(webrtc({})).caller is None
+
+
+def test_daily_dial_in_caller_comes_from_the_dial_in_settings() -> None:
+    body = {
+        "dialin_settings": {"call_id": "c-9", "call_domain": "d", "From": NUMBER, "To": "+1"},
+        "daily_api_key": "k",
+        "daily_api_url": "https://api.daily.co/v1",
+    }
+    origin = identify_call(DailyRunnerArguments(room_url="https://x.daily.co/r", body=body))
+    assert (origin.transport, origin.caller, origin.call_id) == ("daily", NUMBER, "c-9")
+    plain = identify_call(DailyRunnerArguments(room_url="https://x.daily.co/r", body={}))
+    assert plain.caller is None
+
+
+def test_twilio_caller_comes_from_the_stream_parameters() -> None:
+    call_data = CallData(call_id="CA1", stream_id="MZ1", from_number=NUMBER, body={})
+    args = WebSocketRunnerArguments(websocket=None)
+    origin = identify_call(args, telephony=("twilio", call_data))
+    assert (origin.transport, origin.caller, origin.call_id) == ("twilio", NUMBER, "CA1")
+    assert identify_call(args, telephony=("plivo", call_data)).caller is None
+
+
+def test_anything_else_is_anonymous_and_reprs_hide_the_number() -> None:
+    assert identify_call(RunnerArguments()).caller is None
+    assert NUMBER not in repr(identify_call(webrtc({"caller": NUMBER})))
+
+
+def test_twiml_escapes_what_the_carrier_sent() -> None:
+    xml = twiml(stream_url="wss://h/ws", from_number='"><Hangup/>', to_number="+34600111222")
+    stream = ElementTree.fromstring(xml).find("./Connect/Stream")
+    assert stream is not None and stream.find("Hangup") is None
+    values = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+    assert values == {"from_number": '"><Hangup/>', "to_number": "+34600111222"}
+
+
+@pytest.mark.parametrize("written", [NUMBER, "+1 (415) 555-0123", "%2B14155550123"])
+def test_numbers_are_masked_in_every_log_message(written: str) -> None:
+    assert mask_numbers(f"Data: {{'from': '{written}'}}") == "Data: {'from': '+1415•••0123'}"
+    messages: list[str] = []
+    install_redaction()
+    sink = logger.add(lambda message: messages.append(message.record["message"]))
+    try:
+        logger.debug("Parsed - Data: {}", written)
+    finally:
+        logger.remove(sink)
+    assert messages == ["Parsed - Data: +1415•••0123"]
+
+
+def test_dates_and_ids_are_not_masked() -> None:
+    text = "2026-11-21 12:00:05 call CA0123456789 took 1234567 ms"
+    assert mask_numbers(text) == text
+
+
+def test_prompt_names_the_business_and_keeps_only_the_memory_placeholder() -> None:
+    settings = BotSettings(_env_file=None, RAPPORT_BUSINESS_NAME="Bella's Bakery")
+    template = prompt_template(settings)
+    assert "Bella's Bakery" in template and settings.agent_purpose in template
+    assert template.count("{{") == 1 and "{{memory}}" in template
+    assert all("Bella's Bakery" in text for text in greetings("Bella's Bakery").values())
+    assert set(greetings("x")) >= {"en", "es", "ca"}
