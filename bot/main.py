@@ -13,6 +13,7 @@ stderr and exit code 2, fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -94,6 +95,9 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
             Twilio test serves text in place of audio).
     """
     sys.argv = ["runner.py", *argv]
+    # The E5 engine's OpenMP threads spin while waiting; on a busy machine that stalls call
+    # starts for seconds. Must be set before the engine loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if {"-h", "--help"} & set(argv):
         from pipecat.runner.run import main as runner_help
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import LLMUpdateSettingsFrame
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
@@ -102,7 +101,7 @@ def prepare_call(
     if caller is None:
         logger.info("Anonymous {} call: nothing is remembered or recorded", origin.transport)
         return PreparedCall(origin=origin, caller=None, memory=None)
-    logger.info("{} call from {}", origin.transport.capitalize(), caller.masked)
+    logger.info("Call from {} ({})", caller.masked, origin.transport)
     task = asyncio.create_task(_load(memory.runtime, caller), name=f"memory-{origin.call_id}")
     return PreparedCall(origin=origin, caller=caller, memory=task)
 
@@ -129,21 +128,24 @@ class Call:
         memory_context: The processor that knows the caller's memory once started.
         guard: The tool-silence guard (its language follows the caller's).
         recorder: Records turns and closes the call; None when nothing is recorded.
-        context: The LLM context (tools included).
     """
 
     worker: PipelineWorker
     memory_context: MemoryContextProcessor
     guard: ToolSilenceGuard
     recorder: CallRecorder | None
-    context: LLMContext
     _prompt: _PromptReady = field(repr=False)
+    _opened: bool = field(default=False, repr=False)
 
     async def open(self) -> None:
         """Queue the opening (greeting, or the LLM greeting a returning caller by name).
 
-        Call once the caller is connected; waits until the call start has set the prompt.
+        Call once the caller is connected; waits until the call start has set the prompt. Only
+        the first connection opens the call (a WebRTC client may reconnect).
         """
+        if self._opened:
+            return
+        self._opened = True
         try:
             async with asyncio.timeout(OPENING_TIMEOUT_S):
                 await self._prompt.ready.wait()
@@ -174,7 +176,6 @@ def build_call(
     memory: MemoryAccess | None,
     prompt_template: str,
     transport: BaseTransport | None = None,
-    vad_analyzer: VADAnalyzer | None = None,
     params: PipelineParams | None = None,
     enable_rtvi: bool = False,
 ) -> Call:
@@ -187,7 +188,6 @@ def build_call(
         memory: The process's memory (store, queue), None when off.
         prompt_template: The system prompt template, ``{{memory}}`` still in it.
         transport: The call's transport; None puts nothing before STT or after TTS.
-        vad_analyzer: Voice activity detection for the user aggregator (default Silero).
         params: Pipeline parameters (sample rates); metrics are enabled.
         enable_rtvi: Add Pipecat's RTVI processor (the prebuilt browser client speaks it).
     """
@@ -205,10 +205,9 @@ def build_call(
         store=store, caller=prepared.caller, call_id=prepared.origin.call_id, embedder=embedder
     )
     tools.register(services.llm)
-    context = LLMContext(tools=CallerTools.schema())
     user, assistant = LLMContextAggregatorPair(
-        context,
-        user_params=LLMUserAggregatorParams(vad_analyzer=vad_analyzer or SileroVADAnalyzer()),
+        LLMContext(tools=CallerTools.schema()),
+        user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()),
     )
     memory_context = MemoryContextProcessor(
         memory=prepared.memory,
@@ -253,7 +252,6 @@ def build_call(
         memory_context=memory_context,
         guard=guard,
         recorder=recorder,
-        context=context,
         _prompt=prompt,
     )
     if transport is not None:

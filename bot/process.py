@@ -10,13 +10,11 @@ before the transport and pipeline are built.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
 from anthropic import AsyncAnthropic
 from loguru import logger
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.runner.types import (
     DailyRunnerArguments,
@@ -35,7 +33,7 @@ from bot.settings import BotSettings
 from bot.wording import prompt_template
 from memory.calls_cli import WORKER_COMMAND_TIMEOUT
 from memory.embeddings import Embedder, default_embedder
-from memory.errors import MemoryUnavailableError, RapportMemoryError
+from memory.errors import MemoryUnavailableError
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template
@@ -54,7 +52,6 @@ class RapportBot:
         analysis: Settings of the in-process analysis worker and the queue (default: from
             the environment).
         services: Builds each call's STT, LLM and TTS (tests give text in place of audio).
-        vad: Builds each call's voice activity detector (default Silero).
     """
 
     def __init__(
@@ -63,12 +60,10 @@ class RapportBot:
         *,
         analysis: AnalysisSettings | None = None,
         services: ServicesFactory = build_services,
-        vad: Callable[[], VADAnalyzer] | None = None,
     ) -> None:
         self._settings = settings
         self._analysis = analysis or AnalysisSettings()
         self._services = services
-        self._vad = vad
         self._template = prompt_template(settings)
         self._started = False
         self._start_lock = asyncio.Lock()
@@ -79,9 +74,10 @@ class RapportBot:
         self._worker: asyncio.Task[None] | None = None
 
     @property
-    def memory(self) -> MemoryAccess | None:
-        """The process's memory, None when off or unavailable."""
-        return self._memory
+    def _anthropic(self) -> AsyncAnthropic:
+        if self._client is None:
+            raise RuntimeError("RapportBot.start() has not run")
+        return self._client
 
     async def start(self) -> None:
         """Open memory, warm the embedder, start the analysis worker (once; later calls no-op).
@@ -138,7 +134,9 @@ class RapportBot:
                     runtime.store, queue, self._analysis, embedder=embedder
                 ) as worker:
                     await worker.run(self._stop_worker)
-        except RapportMemoryError as e:
+        except Exception as e:
+            # Calls go on without analysis; ended calls wait in the queue for a worker. The type
+            # only: a message may quote call content.
             logger.error("The analysis worker stopped: {}", type(e).__name__)
 
     async def stop(self, *, drain_timeout: float = DRAIN_TIMEOUT_S) -> None:
@@ -163,6 +161,8 @@ class RapportBot:
         await self.start()
         telephony = None
         if isinstance(runner_args, WebSocketRunnerArguments):
+            if runner_args.transport_type == "websocket":  # /ws-client: no phone call
+                raise ValueError("Rapport takes calls over WebRTC, Daily or Twilio")
             telephony = await parse_telephony_websocket(runner_args.websocket)
         prepared = prepare_call(
             identify_call(runner_args, telephony=telephony),
@@ -171,10 +171,9 @@ class RapportBot:
         )
         try:
             transport, params = await self._transport(runner_args, telephony)
-            assert self._client is not None
             services = self._services(
                 self._settings,
-                client=self._client,
+                client=self._anthropic,
                 system_instruction=fill_template(self._template, ""),
             )
             call = build_call(
@@ -184,7 +183,6 @@ class RapportBot:
                 memory=self._memory,
                 prompt_template=self._template,
                 transport=transport,
-                vad_analyzer=self._vad() if self._vad else None,
                 params=params,
                 enable_rtvi=isinstance(runner_args, SmallWebRTCRunnerArguments),
             )
@@ -199,11 +197,11 @@ class RapportBot:
         if isinstance(runner_args, SmallWebRTCRunnerArguments):
             from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
-            transport = SmallWebRTCTransport(
+            webrtc = SmallWebRTCTransport(
                 webrtc_connection=runner_args.webrtc_connection,
                 params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
             )
-            return transport, PipelineParams()
+            return webrtc, PipelineParams()
         if isinstance(runner_args, DailyRunnerArguments):
             from pipecat.transports.daily.transport import DailyParams
 
@@ -218,10 +216,10 @@ class RapportBot:
                 audio_in_sample_rate=twilio.SAMPLE_RATE, audio_out_sample_rate=twilio.SAMPLE_RATE
             )
             if kind == "twilio":
-                transport = twilio.twilio_transport(
+                phone = twilio.twilio_transport(
                     runner_args.websocket, call_data, settings=self._settings
                 )
-                return transport, telephony_params
+                return phone, telephony_params
             from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
             params = FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True)

@@ -89,7 +89,7 @@ class CallerTools:
         """The tools, for the LLM context."""
         return ToolsSchema(standard_tools=[SAVE_CALLER_NAME, REMEMBER])
 
-    def register(self, llm: LLMService) -> None:
+    def register(self, llm: LLMService[Any]) -> None:
         """Register the handlers on the call's LLM service."""
         llm.register_function(SAVE_CALLER_NAME.name, self.save_caller_name)
         llm.register_function(REMEMBER.name, self.remember)

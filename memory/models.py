@@ -12,9 +12,9 @@ import re
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer
 
 #: Facts below this confidence are kept but never injected into a prompt.
 CONFIDENCE_FLOOR = 0.5
@@ -25,13 +25,11 @@ MAX_FACT_CHARS = 280
 
 _SPACES = re.compile(r"\s+")
 
-#: Validation context for values read back from Redis: they were normalised when written, so
-#: the normalisers below are skipped (loading is on the call path; types are still checked).
-STORED: dict[str, bool] = {"stored": True}
-
-
-def _is_stored(info: ValidationInfo | None) -> bool:
-    return bool(info and info.context and info.context.get("stored"))
+# Constraints checked by pydantic-core itself: a call's memory is validated on every load, so
+# stored models carry no Python validators. Collapsing whitespace and capping length happen where
+# text comes in (``clean_text`` in the recorder, the tools and the analysis).
+_Words = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+_Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
 def now() -> float:
@@ -95,7 +93,7 @@ class Fact(StoredModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     id: str = ""
-    text: str = Field(alias="t")
+    text: _Words = Field(alias="t")
     confidence: float = Field(default=0.8, ge=0.0, le=1.0, alias="c")
     source_call_id: str | None = Field(default=None, alias="call")
     created_at: float = Field(default_factory=now, alias="ca")
@@ -107,24 +105,13 @@ class Fact(StoredModel):
     #: Compact embedding (see ``memory.embeddings``); stored beside the JSON, not inside it.
     embedding: bytes | None = Field(default=None, exclude=True, repr=False)
 
-    @field_validator("created_at", "last_confirmed_at")
-    @classmethod
-    def _round(cls, epoch: float, info: ValidationInfo) -> float:
-        return epoch if _is_stored(info) else to_ms(epoch)
+    @field_serializer("created_at", "last_confirmed_at")
+    def _round(self, epoch: float) -> float:
+        return to_ms(epoch)
 
-    @field_validator("text")
-    @classmethod
-    def _clean(cls, text: str, info: ValidationInfo) -> str:
-        if _is_stored(info):
-            return text
-        cleaned = clean_text(text, MAX_FACT_CHARS)
-        if not cleaned:
-            raise ValueError("a fact needs words")
-        return cleaned
-
-    def model_post_init(self, context: object) -> None:
-        """Derive the id from the text when none was given (stored facts get theirs after)."""
-        if not self.id and context is not STORED:
+    def model_post_init(self, _context: object) -> None:
+        """Derive the id from the text when none was given."""
+        if not self.id:
             self.id = fact_id_for(self.text)
 
     def stored_json(self) -> str:
@@ -141,19 +128,13 @@ class Turn(StoredModel):
     """One utterance of a call, by the caller (``user``) or the agent (``assistant``)."""
 
     role: Literal["user", "assistant"]
-    text: str
+    text: _Text
     at: float = Field(default_factory=now)
     call_id: str | None = None
 
-    @field_validator("text")
-    @classmethod
-    def _clean(cls, text: str, info: ValidationInfo) -> str:
-        return text if _is_stored(info) else clean_text(text)
-
-    @field_validator("at")
-    @classmethod
-    def _round(cls, epoch: float, info: ValidationInfo) -> float:
-        return epoch if _is_stored(info) else to_ms(epoch)
+    @field_serializer("at")
+    def _round(self, epoch: float) -> float:
+        return to_ms(epoch)
 
 
 class ExtractedFact(StoredModel):

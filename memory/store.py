@@ -25,7 +25,6 @@ from redis.exceptions import RedisError
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import (
-    STORED,
     CallerMemory,
     CallerProfile,
     CallRecord,
@@ -132,6 +131,16 @@ return stored
 """
 
 
+# Everything one call loads, in one command (a pipeline of four costs more client CPU).
+# KEYS: profile, facts, embeddings, recent turns. ARGV: how many recent turns.
+_LOAD = """
+local recent = tonumber(ARGV[1])
+local turns = {}
+if recent > 0 then turns = redis.call('LRANGE', KEYS[4], -recent, -1) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
+        redis.call('HGETALL', KEYS[3]), turns}
+"""
+
 # Appends one turn to its call's transcript and to the recent turns, atomically.
 # KEYS: call turns, recent turns, profile. ARGV: turn json, transcript cap, recent cap, masked, ttl
 _APPEND_TURN = """
@@ -208,6 +217,7 @@ class MemoryStore:
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
         self._append_turn = redis.register_script(_APPEND_TURN)
+        self._load = redis.register_script(_LOAD)
         self._hset_all = redis.register_script(_HSET_ALL)
         self._replace_turns = redis.register_script(_REPLACE_TURNS)
         self._mark_failed = redis.register_script(_MARK_FAILED)
@@ -249,7 +259,7 @@ class MemoryStore:
     @staticmethod
     def _parse(model: type[_M], raw: bytes | str, *, what: str) -> _M | None:
         try:
-            return model.model_validate_json(raw, context=STORED)
+            return model.model_validate_json(raw)
         except ValidationError:
             logger.warning("Skipping a stored {} that failed validation", what)
             return None
@@ -262,8 +272,7 @@ class MemoryStore:
             One entry per raw value, None where it failed validation.
         """
         try:
-            joined = b"[" + b",".join(raws) + b"]"
-            return _LIST_ADAPTERS[model].validate_json(joined, context=STORED)
+            return _LIST_ADAPTERS[model].validate_json(b"[" + b",".join(raws) + b"]")
         except ValidationError:
             return [cls._parse(model, raw, what=what) for raw in raws]
 
@@ -277,12 +286,13 @@ class MemoryStore:
             return CallerProfile()
 
     def _facts(self, raw: dict[bytes, bytes], embeddings: dict[bytes, bytes]) -> list[Fact]:
+        ids = list(raw)
+        # The id is the hash field, not in the stored JSON: splice it in (cheaper than hashing
+        # the text again). A malformed value fails the batch and is skipped one by one.
+        payloads = [b'{"id":"' + fact_id + b'",' + raw[fact_id][1:] for fact_id in ids]
         facts = []
-        for fact_id, fact in zip(
-            raw, self._parse_all(Fact, list(raw.values()), what="fact"), strict=True
-        ):
+        for fact_id, fact in zip(ids, self._parse_all(Fact, payloads, what="fact"), strict=True):
             if fact is not None:
-                fact.id = fact_id.decode()
                 fact.embedding = embeddings.get(fact_id)
                 facts.append(fact)
         return facts
@@ -299,12 +309,14 @@ class MemoryStore:
         turns are the most recent exchanges within retention.
         """
         keys = self._caller_keys(caller)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys["profile"])
-        pipe.hgetall(keys["facts"])
-        pipe.hgetall(keys["emb"])
-        pipe.lrange(keys["turns"], -self._recent_turns, -1)
-        profile_raw, facts_raw, emb_raw, turns_raw = await self._run(pipe.execute())
+        loaded = await self._run(
+            self._load(
+                keys=[keys["profile"], keys["facts"], keys["emb"], keys["turns"]],
+                args=[self._recent_turns],
+            )
+        )
+        profile_raw, facts_raw, emb_raw = (_pairs(flat) for flat in loaded[:3])
+        turns_raw = loaded[3]
         cutoff = self._cutoff()
         facts = [
             fact
@@ -685,6 +697,11 @@ class MemoryStore:
         """Every stored value of a caller."""
         raw = await self._run(self._redis.hgetall(self.key_for(caller, "kv")))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A hash as HGETALL returns it inside a script (field, value, field, value…) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _glob_escaped(text: str) -> str:

@@ -1,4 +1,4 @@
-"""The bot's small pieces: who is calling per transport, our TwiML, masked logs, the prompt."""
+"""The bot's small pieces: who is calling, our TwiML, masked logs, services, the prompt."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from xml.etree import ElementTree
 
 import pytest
+from anthropic import AsyncAnthropic
 from loguru import logger
 from pipecat.runner.types import (
     CallData,
@@ -17,9 +18,11 @@ from pipecat.runner.types import (
 
 from bot.identify import identify_call
 from bot.logs import install_redaction, mask_numbers
+from bot.services import build_services
 from bot.settings import BotSettings
 from bot.twilio import twiml
 from bot.wording import greetings, prompt_template
+from memory.errors import ConfigurationError
 
 NUMBER = "+14155550123"
 
@@ -86,6 +89,32 @@ def test_numbers_are_masked_in_every_log_message(written: str) -> None:
 def test_dates_and_ids_are_not_masked() -> None:
     text = "2026-11-21 12:00:05 call CA0123456789 took 1234567 ms"
     assert mask_numbers(text) == text
+
+
+async def test_services_are_deepgram_multilingual_anthropic_and_the_default_voice() -> None:
+    settings = BotSettings(
+        _env_file=None,
+        DEEPGRAM_API_KEY="d",
+        ANTHROPIC_API_KEY="a",
+        AZURE_SPEECH_KEY="z",
+        AZURE_SPEECH_REGION="westeurope",
+        RAPPORT_DEFAULT_LANGUAGE="es",
+    )
+    async with AsyncAnthropic(api_key="a") as client:
+        services = build_services(settings, client=client, system_instruction="Be brief.")
+    assert (services.stt._settings.model, services.stt._settings.language) == ("nova-3", "multi")
+    assert (services.tts._settings.voice, services.tts._settings.language) == (
+        "es-ES-ElviraNeural",
+        "es-ES",
+    )
+    assert services.llm._settings.model == "claude-haiku-4-5"
+
+
+async def test_a_missing_service_key_is_named() -> None:
+    settings = BotSettings(_env_file=None, DEEPGRAM_API_KEY="d", ANTHROPIC_API_KEY="a")
+    async with AsyncAnthropic(api_key="a") as client:
+        with pytest.raises(ConfigurationError, match="AZURE_SPEECH_KEY, AZURE_SPEECH_REGION"):
+            build_services(settings, client=client, system_instruction="")
 
 
 def test_prompt_names_the_business_and_keeps_only_the_memory_placeholder() -> None:

@@ -15,10 +15,6 @@ import base64
 import contextlib
 import itertools
 import json
-import os
-import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from xml.etree import ElementTree
@@ -33,10 +29,10 @@ from memory.models import CallRecord, Fact
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
+from tests.fakes.text_bot import serving
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.polling import eventually
 
-REPO = Path(__file__).resolve().parents[1]
 PEPPER = "twilio-test-pepper-0123456789"
 AGENT = "bakery"
 CALLER = "+14155550123"
@@ -45,12 +41,6 @@ ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token
 CALL_SID, STREAM_SID = "CA0123456789abcdef0123456789abcdef", "MZ0123456789abcdef0123456789abcdef"
 # 20 ms of µ-law silence at 8 kHz, as Twilio sends it.
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -85,12 +75,8 @@ async def server(
     fake: FakeAnthropic,
     twilio_api: FakeTwilioAPI,
 ) -> AsyncIterator[str]:
-    """The bot serving Twilio on a loopback port; yields its base URL, stops it with SIGINT."""
-    port = free_port()
+    """The bot serving Twilio on a loopback port; yields its base URL."""
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO),
         "REDIS_URL": redis_url,
         "RAPPORT_PEPPER": PEPPER,
         "RAPPORT_KEY_PREFIX": key_prefix,
@@ -107,36 +93,10 @@ async def server(
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_API_BASE_URL": twilio_api.base_url,
     }
-    command = [sys.executable, str(REPO / "tests/fakes/text_bot.py"), "-t", "twilio"]
-    command += ["-x", "voice.example.test", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = tmp_path / "bot.log"
-    with log_path.open("w") as log:
-        # cwd: a folder without .env (the runner loads one from the working directory).
-        process = await asyncio.create_subprocess_exec(
-            *command, env=env, cwd=tmp_path, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await eventually(lambda: _serving(url, process), within=30)
+    options = ("-t", "twilio", "-x", "voice.example.test")
+    secrets = (CALLER, CALLER[2:])
+    async with serving(*options, env=env, folder=tmp_path, secrets=secrets) as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(process.wait(), 20)
-        except TimeoutError:
-            process.kill()
-        output = log_path.read_text()
-        assert "Traceback" not in output
-        assert CALLER not in output and "4155550123" not in output, "a raw number was logged"
-
-
-async def _serving(url: str, process: asyncio.subprocess.Process) -> bool:
-    assert process.returncode is None, "the bot exited"
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"{url}/status") as response:
-            return response.status == 200
-    except aiohttp.ClientConnectionError:
-        return False
 
 
 async def test_twiml_passes_the_numbers_to_the_stream(server: str) -> None:

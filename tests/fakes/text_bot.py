@@ -3,13 +3,21 @@
 Everything is the bot's own serving path (settings check, Pipecat's development runner, our
 TwiML route, ``bot()`` from ``runner.py``, the pipeline, memory, the Anthropic service at
 ``ANTHROPIC_BASE_URL``); only the STT and TTS are ``tests.fakes.text_speech``'s, injected through
-``run_bot(services=...)``. Run with the repository root on ``PYTHONPATH``.
+``run_bot(services=...)``. Tests start it with :func:`serving`, configured by environment.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import socket
 import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+import aiohttp
 from anthropic import AsyncAnthropic
 
 from bot.main import run_bot
@@ -17,6 +25,9 @@ from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.text_speech import SilentTTS, TextSTT
+from tests.polling import eventually
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def text_services(
@@ -25,6 +36,65 @@ def text_services(
     """The real LLM service between a pass-through STT and a silent TTS."""
     llm = build_llm(settings, client=client, system_instruction=system_instruction)
     return CallServices(stt=TextSTT(), llm=llm, tts=SilentTTS())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _serving(url: str, process: asyncio.subprocess.Process) -> bool:
+    assert process.returncode is None, "the bot exited"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/status") as response:
+            return response.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
+@asynccontextmanager
+async def serving(
+    *options: str, env: Mapping[str, str], folder: Path, secrets: tuple[str, ...] = ()
+) -> AsyncIterator[str]:
+    """Run the text bot on a loopback port until the block ends (then SIGINT, as Ctrl-C does).
+
+    Args:
+        options: Runner options (``-t twilio``...); host and port are added.
+        env: The bot's whole environment (``PATH``, ``HOME`` and ``PYTHONPATH`` are added).
+        folder: Working directory (with no ``.env``: the runner loads one from there) and
+            where ``bot.log`` is written.
+        secrets: Text that must not appear in the log (phone numbers).
+
+    Yields:
+        The server's base URL.
+    """
+    port = _free_port()
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(folder),
+        "PYTHONPATH": str(REPO),
+        **env,
+    }
+    command = [sys.executable, __file__, *options, "--host", "127.0.0.1", "--port", str(port)]
+    log_path = folder / "bot.log"
+    with log_path.open("w") as log:
+        process = await asyncio.create_subprocess_exec(
+            *command, env=environment, cwd=folder, stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await eventually(lambda: _serving(url, process), within=30)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+        output = log_path.read_text()
+        assert "Traceback" not in output, output
+        assert not [secret for secret in secrets if secret in output], "a raw number was logged"
 
 
 if __name__ == "__main__":

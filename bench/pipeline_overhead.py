@@ -1,0 +1,510 @@
+"""What the three Rapport processors add to a call's frame path, in one run.
+
+    python -m bench.pipeline_overhead [--turns 300] [--frames 1000] [--starts 100] [--json]
+
+The same text-only pipeline (a pass-through STT, the user aggregator, an echo "LLM" answering
+every request at once, the assistant aggregator, then a probe) runs without and with the three
+processors (MemoryContextProcessor with prefetched memory, ToolSilenceGuard,
+EndOfCallProcessor with a CallRecorder on a real Redis: the embedded server in a temporary
+folder, or ``REDIS_URL``). "With" runs twice: recall lexical only, and with the default E5
+embedder (stored fact embeddings, as the analysis worker writes them). Measured, interleaved so
+machine noise hits every variant alike:
+
+- frame transit: a data frame from the pipeline source to the probe (every processor passes it);
+- turn: a ``TranscriptionFrame`` in, until the assistant's turn reaches the probe;
+- call start: ``StartFrame`` until the echo LLM receives the opening request (each start on a
+  quiet process: the previous call's background work has settled);
+- Redis: commands per turn (the recorder's appends, off the frame path), and round trips *on*
+  the frame path, found by adding 5 ms to every Redis round trip through a local proxy and
+  seeing how much the turn slows down (turn delay / 5 ms; 0 when nothing awaits Redis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    DataFrame,
+    Frame,
+    LLMContextAssistantTurnFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMRunFrame,
+    LLMTextFrame,
+    LLMUpdateSettingsFrame,
+    TranscriptionFrame,
+    TTSUpdateSettingsFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from memory.embedded import open_redis
+from memory.embeddings import Embedder, default_embedder, with_embeddings
+from memory.identity import CallerIdentity, identify
+from memory.models import CallerMemory, CallRecord, Fact, Turn
+from memory.queue import AnalysisQueue
+from memory.recorder import CallRecorder
+from memory.store import MemoryStore
+from processors.end_of_call import EndOfCallProcessor
+from processors.memory_context import MemoryContextProcessor
+from processors.tool_silence import ToolSilenceGuard
+
+PEPPER = b"benchmark-pepper-0123456789abcdef"
+AGENT = "bench"
+PURPOSE = "Answer questions, take bookings and messages, and arrange call-backs."
+TEMPLATE = "You answer the phone for a bakery.\n\n{{memory}}"
+PROXY_DELAY_S = 0.005
+#: Rounds run first and not kept, in every measurement.
+WARM_UP = 3
+#: Pause between call starts for the previous call's background work to finish.
+SETTLE_S = 0.05
+FACTS = [
+    "Caller is vegetarian",
+    "Caller prefers weekday mornings",
+    "Caller has a nut allergy",
+    "Caller orders a sourdough loaf every Friday",
+    "Caller's daughter is called Marta",
+    "Caller pays by card",
+    "Caller lives near the harbour",
+    "Caller likes rye bread",
+    "Caller once complained about a late delivery",
+    "Caller wants birthday cakes without sugar icing",
+]
+QUESTIONS = [
+    "Do you have sourdough today?",
+    "What time do you close on Friday?",
+    "Can I order a birthday cake?",
+    "Is the rye bread vegan?",
+]
+#: The variants, in the order they are reported.
+BASELINE, LEXICAL, E5 = "baseline", "with processors", "with processors + E5"
+
+
+class ProbeFrame(DataFrame):
+    """A frame every processor passes on, timed from source to probe."""
+
+
+class EchoLLM(FrameProcessor):
+    """Stands in for the LLM: answers each request at once with one short sentence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_request_at: float | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            if self.first_request_at is None:
+                self.first_request_at = time.perf_counter()
+            await self.push_frame(LLMFullResponseStartFrame())
+            await self.push_frame(LLMTextFrame("Yes, we do."))
+            await self.push_frame(LLMFullResponseEndFrame())
+        elif not isinstance(frame, LLMUpdateSettingsFrame):  # an LLM consumes its settings
+            await self.push_frame(frame, direction)
+
+
+class TextTTS(FrameProcessor):
+    """Stands in for the TTS: passes text on, consumes its settings."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, TTSUpdateSettingsFrame):
+            await self.push_frame(frame, direction)
+
+
+class Probe(FrameProcessor):
+    """The last processor: resolves a waiter when a frame of its type arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: tuple[type[Frame], asyncio.Future[float]] | None = None
+
+    def expect(self, kind: type[Frame]) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting = (kind, future)
+        return future
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if self._waiting and isinstance(frame, self._waiting[0]):
+            _, future = self._waiting
+            self._waiting = None
+            future.set_result(time.perf_counter())
+        if not isinstance(frame, ProbeFrame):
+            await self.push_frame(frame, direction)
+
+
+@dataclass
+class Memory:
+    """One returning caller's memory, prefetched, and where calls are recorded."""
+
+    prefix: str
+    store: MemoryStore
+    queue: AnalysisQueue
+    caller: CallerIdentity
+    loaded: CallerMemory
+
+    def on(self, redis: Redis) -> Memory:
+        """The same memory, reached through another client."""
+        store = MemoryStore(redis, prefix=self.prefix)
+        queue = AnalysisQueue(redis, prefix=self.prefix)
+        return Memory(self.prefix, store, queue, self.caller, self.loaded)
+
+
+@dataclass
+class BenchCall:
+    """One running pipeline of a variant."""
+
+    worker: PipelineWorker
+    llm: EchoLLM
+    probe: Probe
+    task: asyncio.Task[None] | None = None
+    started_at: float = 0.0
+    recorder: CallRecorder | None = field(default=None, repr=False)
+
+
+def build(variant: str, memory: Memory, embedder: Embedder | None, call_id: str) -> BenchCall:
+    """The text pipeline of ``variant`` (the processors only when not the baseline)."""
+    user, assistant = LLMContextAggregatorPair(LLMContext())
+    llm, probe = EchoLLM(), Probe()
+    recorder = None
+    if variant == BASELINE:
+        processors: list[FrameProcessor] = [user, llm, TextTTS(), assistant, probe]
+    else:
+        prefetched = asyncio.get_running_loop().create_future()
+        prefetched.set_result(memory.loaded)
+        recorder = CallRecorder(
+            store=memory.store, queue=memory.queue, caller=memory.caller, call_id=call_id
+        )
+        memory_context = MemoryContextProcessor(
+            memory=prefetched,
+            prompt_template=TEMPLATE,
+            greetings={"en": "Hello!"},
+            voices={"en": "en-US-AvaMultilingualNeural"},
+            purpose=PURPOSE,
+            embedder=embedder,
+        )
+        processors = [
+            user,
+            memory_context,
+            llm,
+            ToolSilenceGuard(),
+            TextTTS(),
+            assistant,
+            EndOfCallProcessor(recorder=recorder),
+            probe,
+        ]
+    worker = PipelineWorker(
+        Pipeline(processors), enable_rtvi=False, idle_timeout_secs=None, enable_turn_tracking=False
+    )
+    return BenchCall(worker=worker, llm=llm, probe=probe, recorder=recorder)
+
+
+async def start(call: BenchCall) -> float:
+    """Run the call; the time from its start until the LLM gets the opening request."""
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(call.worker)
+    await call.worker.queue_frame(LLMRunFrame())  # the opening of a returning caller
+    opened = call.probe.expect(LLMContextAssistantTurnFrame)
+    call.started_at = time.perf_counter()
+    call.task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(opened, 10)
+    assert call.llm.first_request_at is not None
+    return call.llm.first_request_at - call.started_at
+
+
+async def stop(call: BenchCall) -> None:
+    await call.worker.cancel(reason="benchmark")
+    if call.task is not None:
+        await asyncio.wait_for(call.task, 10)
+
+
+async def turn(call: BenchCall, text: str) -> float:
+    """One caller turn: transcription in, until the assistant's turn reaches the probe."""
+    done = call.probe.expect(LLMContextAssistantTurnFrame)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    began = time.perf_counter()
+    await call.worker.queue_frame(TranscriptionFrame(text, "caller", stamp))
+    return await asyncio.wait_for(done, 10) - began
+
+
+async def transit(call: BenchCall) -> float:
+    """One data frame from the source to the probe."""
+    arrived = call.probe.expect(ProbeFrame)
+    began = time.perf_counter()
+    await call.worker.queue_frame(ProbeFrame())
+    return await asyncio.wait_for(arrived, 10) - began
+
+
+async def interleaved(
+    calls: dict[str, BenchCall], rounds: int, sample: Callable[[BenchCall, int], Any]
+) -> dict[str, list[float]]:
+    """``rounds`` samples per call, taking turns so noise hits every call alike.
+
+    The first ``WARM_UP`` rounds (first runs of code paths, caches) are not kept.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(WARM_UP + rounds):
+        for name, call in calls.items():
+            value = await sample(call, i)
+            if i >= WARM_UP:
+                samples[name].append(value)
+    return samples
+
+
+async def call_starts(
+    memories: dict[str, Memory], embedders: dict[str, Embedder | None], starts: int
+) -> dict[str, list[float]]:
+    """Call starts, one variant after the other, each on a quiet process.
+
+    A call leaves background work behind (its recorder closing the call, its recall index
+    being built in a thread); the next start waits for it to settle, so each start is
+    measured on its own rather than against the previous call's leftovers.
+    """
+    samples: dict[str, list[float]] = {}
+    for name, memory in memories.items():
+        samples[name] = []
+        for i in range(WARM_UP + starts):
+            call = build(name, memory, embedders[name], f"start-{name}-{i}")
+            opened = await start(call)
+            await stop(call)
+            await CallRecorder.drain_all()
+            await asyncio.sleep(SETTLE_S)
+            if i >= WARM_UP:
+                samples[name].append(opened)
+    return samples
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+async def seed(redis: Redis, prefix: str, embedder: Embedder | None) -> Memory:
+    """A returning caller with ten facts, ten exchanges and one earlier call."""
+    store, queue = MemoryStore(redis, prefix=prefix), AnalysisQueue(redis, prefix=prefix)
+    caller = identify("+14155550123", agent_id=AGENT, pepper=PEPPER)
+    assert caller is not None
+    facts = [Fact(text=text, confidence=0.9) for text in FACTS]
+    if embedder is not None:
+        facts = await asyncio.to_thread(with_embeddings, facts, embedder)
+    await store.upsert_facts(caller, facts)
+    await store.set_name(caller, "Ana")
+    for i in range(10):
+        for role, text in (("user", QUESTIONS[i % 4]), ("assistant", "Yes, we do.")):
+            await store.append_turn(caller, Turn(role=role, text=text, call_id="earlier"))
+    await store.close_call(caller, CallRecord(call_id="earlier", agent_id=AGENT))
+    return Memory(prefix, store, queue, caller, await store.load(caller))
+
+
+async def commands_processed(redis: Redis) -> int:
+    return int((await redis.info("stats"))["total_commands_processed"])
+
+
+@asynccontextmanager
+async def delayed_proxy(target: str, delay: float) -> AsyncIterator[str]:
+    """A TCP proxy to the Redis at ``target`` adding ``delay`` to every request; yields its URL."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lag: float) -> None:
+        try:
+            while data := await reader.read(65536):
+                if lag:
+                    await asyncio.sleep(lag)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if target.startswith("unix://"):
+            return await asyncio.open_unix_connection(target.removeprefix("unix://").split("?")[0])
+        host, _, port = target.split("//", 1)[1].split("/")[0].rpartition(":")
+        return await asyncio.open_connection(host.split("@")[-1], int(port))
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await connect()
+        for task in (pipe(client_r, server_w, delay), pipe(server_r, client_w, 0.0)):
+            tasks.add(asyncio.create_task(task))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def median_p99(samples: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"median": statistics.median(ordered) * 1000, "p99": p99 * 1000}
+
+
+def added(stats: dict[str, dict[str, float]], name: str) -> dict[str, float]:
+    return {q: stats[name][q] - stats[BASELINE][q] for q in ("median", "p99")}
+
+
+async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dict[str, Any]:
+    e5 = default_embedder()
+    await asyncio.to_thread(e5.embed_query, ["warm-up"])
+    embedders: dict[str, Embedder | None] = {BASELINE: None, LEXICAL: None, E5: e5}
+    memories = {
+        name: await seed(redis, f"bench-overhead-{os.getpid()}-{i}", embedder)
+        for i, (name, embedder) in enumerate(embedders.items())
+    }
+
+    starts = await call_starts(memories, embedders, args.starts)
+    calls = {
+        name: build(name, memories[name], embedders[name], f"call-{name}") for name in embedders
+    }
+    for call in calls.values():
+        await start(call)
+    try:
+        frames = await interleaved(calls, args.frames, lambda call, _: transit(call))
+        before = await commands_processed(redis)
+        turns = await interleaved(calls, args.turns, lambda call, i: turn(call, QUESTIONS[i % 4]))
+        await asyncio.sleep(0.5)  # the recorders' writes, off the frame path, land meanwhile
+        commands = await commands_processed(redis) - before
+    finally:
+        for call in calls.values():
+            await stop(call)
+    # The lexical variant again, every Redis round trip 5 ms slower.
+    async with delayed_proxy(redis_url, PROXY_DELAY_S) as slow_url:
+        slow_redis, close = await open_redis(
+            redis_url=slow_url, data_dir=Path("."), connect_timeout=2.0, command_timeout=5.0
+        )
+        try:
+            memory = memories[LEXICAL]
+            pair = {
+                "direct": build(LEXICAL, memory, None, "call-direct"),
+                "slow": build(LEXICAL, memory.on(slow_redis), None, "call-slow"),
+            }
+            for call in pair.values():
+                await start(call)
+            try:
+                rtt = await interleaved(
+                    pair, args.turns, lambda call, i: turn(call, QUESTIONS[i % 4])
+                )
+            finally:
+                for call in pair.values():
+                    await stop(call)
+            await CallRecorder.drain_all()
+        finally:
+            await close()
+    await CallRecorder.drain_all()
+
+    frame_stats = {name: median_p99(s) for name, s in frames.items()}
+    turn_stats = {name: median_p99(s) for name, s in turns.items()}
+    start_stats = {name: median_p99(s) for name, s in starts.items()}
+    slowdown = statistics.median(rtt["slow"]) - statistics.median(rtt["direct"])
+    recorded_turns = 2 * args.turns * 2  # two recording variants, a user and a bot turn each
+    return {
+        "turns": args.turns,
+        "frames": args.frames,
+        "starts": args.starts,
+        "frame_transit_ms": frame_stats,
+        "frame_overhead_ms": {name: added(frame_stats, name) for name in (LEXICAL, E5)},
+        "turn_ms": turn_stats,
+        "turn_overhead_ms": {name: added(turn_stats, name) for name in (LEXICAL, E5)},
+        "start_to_first_llm_ms": start_stats,
+        "start_overhead_ms": {name: added(start_stats, name) for name in (LEXICAL, E5)},
+        "redis_commands_per_turn": commands / (recorded_turns / 2),
+        "redis_commands_per_recorded_utterance": commands / recorded_turns,
+        "frame_path_round_trips_per_turn": max(0.0, slowdown / PROXY_DELAY_S),
+        "turn_slowdown_with_5ms_redis_ms": slowdown * 1000,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    url = os.environ.get("REDIS_URL")
+    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as folder:
+        redis, close = await open_redis(
+            redis_url=url, data_dir=Path(folder), connect_timeout=2.0, command_timeout=5.0
+        )
+        try:
+            target = url or redis.connection_pool.connection_kwargs.get("path", "")
+            target = target if "://" in target else f"unix://{target}"
+            return await measure(args, redis, target)
+        finally:
+            await close()
+
+
+def _row(table: Table, label: str, stats: dict[str, dict[str, float]], key: str) -> None:
+    table.add_row(label, *(f"{stats[name][key]:.3f}" for name in (BASELINE, LEXICAL, E5)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=300)
+    parser.add_argument("--frames", type=int, default=1000)
+    parser.add_argument("--starts", type=int, default=100)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    # OpenMP's spinning threads (the E5 engine) stall for seconds on a busy machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    logger.remove()
+    logger.add(lambda message: None, level="ERROR")
+    result = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(result))
+        return
+    table = Table(title="Pipeline overhead of the Rapport processors (ms)")
+    for column in ("", BASELINE, LEXICAL, E5):
+        table.add_column(column, justify="right" if column else "left")
+    _row(table, "frame transit, median", result["frame_transit_ms"], "median")
+    _row(table, "frame transit, p99", result["frame_transit_ms"], "p99")
+    _row(table, "turn, median", result["turn_ms"], "median")
+    _row(table, "turn, p99", result["turn_ms"], "p99")
+    _row(table, "start → first LLM request, median", result["start_to_first_llm_ms"], "median")
+    _row(table, "start → first LLM request, p99", result["start_to_first_llm_ms"], "p99")
+    for label, key in (
+        ("added per frame", "frame_overhead_ms"),
+        ("added per turn", "turn_overhead_ms"),
+        ("added at call start", "start_overhead_ms"),
+    ):
+        over = result[key]
+        table.add_row(
+            f"{label}, median / p99",
+            "",
+            *(f"{over[name]['median']:.3f} / {over[name]['p99']:.3f}" for name in (LEXICAL, E5)),
+        )
+    Console().print(table)
+    print(
+        f"Redis commands per turn (recorder, off the frame path): "
+        f"{result['redis_commands_per_turn']:.1f}; round trips on the frame path per turn: "
+        f"{result['frame_path_round_trips_per_turn']:.2f} (turn slowed by "
+        f"{result['turn_slowdown_with_5ms_redis_ms']:.3f} ms with 5 ms added to every Redis "
+        "round trip)"
+    )
+
+
+if __name__ == "__main__":
+    main()

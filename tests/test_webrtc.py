@@ -1,0 +1,97 @@
+"""The local WebRTC room, through the real server: the caller named in ``/start`` is recognised.
+
+What the prebuilt browser client does, done by an ``aiortc`` peer: ``POST /start`` with
+``{"transport": "webrtc", "body": {"caller": ...}}``, then the SDP offer to
+``/sessions/{id}/api/offer``. The bot (``tests/fakes/text_bot.py``: ``runner.py`` with text in
+place of audio) identifies the caller from that body and opens the call with their memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+from redis.asyncio import Redis
+
+from memory.identity import identify
+from memory.models import CallRecord
+from memory.queue import AnalysisQueue
+from memory.store import MemoryStore
+from tests.fakes.anthropic_server import FakeAnthropic, Reply
+from tests.fakes.text_bot import serving
+from tests.polling import eventually
+
+PEPPER = "webrtc-test-pepper-0123456789"
+CALLER = "+14155550123"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic(api_key="test-key") as server:
+        yield server
+
+
+async def join(
+    http: aiohttp.ClientSession, url: str, body: dict[str, str]
+) -> tuple[str, RTCPeerConnection]:
+    """Join the local room as the prebuilt client does, with ``body`` in the start request.
+
+    Returns:
+        The session id (the call's id) and the peer connection.
+    """
+    async with http.post(f"{url}/start", json={"transport": "webrtc", "body": body}) as response:
+        session = (await response.json())["sessionId"]
+    peer = RTCPeerConnection()
+    peer.addTrack(AudioStreamTrack())  # a microphone that hears silence
+    await peer.setLocalDescription(await peer.createOffer())  # gathers host candidates
+    local = {"sdp": peer.localDescription.sdp, "type": peer.localDescription.type}
+    async with http.post(f"{url}/sessions/{session}/api/offer", json=local) as response:
+        answer = await response.json()
+    await peer.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+    return session, peer
+
+
+async def queued_calls(redis: Redis, prefix: str) -> list[str]:
+    entries = await redis.xrange(AnalysisQueue(redis, prefix=prefix).stream_key)
+    return [fields[b"call"].decode() for _, fields in entries]
+
+
+async def test_the_caller_given_to_the_local_room_is_greeted_with_their_memory(
+    tmp_path: Path, redis_url: str, redis_client: Redis, key_prefix: str, fake: FakeAnthropic
+) -> None:
+    caller = identify(CALLER, agent_id="default", pepper=PEPPER.encode())
+    assert caller is not None
+    store = MemoryStore(redis_client, prefix=key_prefix)
+    await store.set_name(caller, "Ana Puig")
+    await store.close_call(caller, CallRecord(call_id="earlier", agent_id="default"))
+    fake.script(Reply.text("Welcome back, Ana!"))
+    env = {
+        "REDIS_URL": redis_url,
+        "RAPPORT_PEPPER": PEPPER,
+        "RAPPORT_KEY_PREFIX": key_prefix,
+        "RAPPORT_RUN_WORKER": "false",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+        "DEEPGRAM_API_KEY": "unused",
+        "AZURE_SPEECH_KEY": "unused",
+        "AZURE_SPEECH_REGION": "unused",
+    }
+    secrets = (CALLER, CALLER[2:])
+    async with (
+        serving(env=env, folder=tmp_path, secrets=secrets) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        session, peer = await join(http, url, {"caller": CALLER})
+        try:
+            await eventually(lambda: bool(fake.requests))
+        finally:
+            await peer.close()  # the browser leaves: the call ends and is queued
+
+        await eventually(lambda: queued_calls(redis_client, key_prefix))
+    (opening,) = fake.requests
+    assert "Ana Puig" in opening.system_text
+    assert await queued_calls(redis_client, key_prefix) == [session]
