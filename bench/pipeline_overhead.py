@@ -97,11 +97,26 @@ QUESTIONS = [
     "Is the rye bread vegan?",
 ]
 #: The variants, in the order they are reported.
-BASELINE, LEXICAL, E5 = "baseline", "with processors", "with processors + E5"
+BASELINE, PASS, LEXICAL, E5 = (
+    "baseline",
+    "3 pass-through processors",
+    "with processors",
+    "with processors + E5",
+)
+VARIANTS = (BASELINE, PASS, LEXICAL, E5)
+ADDED = (PASS, LEXICAL, E5)
 
 
 class ProbeFrame(DataFrame):
     """A frame every processor passes on, timed from source to probe."""
+
+
+class PassThrough(FrameProcessor):
+    """Does nothing: what any processor costs in Pipecat (its queue hop), for comparison."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
 
 
 class EchoLLM(FrameProcessor):
@@ -190,6 +205,17 @@ def build(variant: str, memory: Memory, embedder: Embedder | None, call_id: str)
     recorder = None
     if variant == BASELINE:
         processors: list[FrameProcessor] = [user, llm, TextTTS(), assistant, probe]
+    elif variant == PASS:
+        processors = [
+            user,
+            PassThrough(),
+            llm,
+            PassThrough(),
+            TextTTS(),
+            assistant,
+            PassThrough(),
+            probe,
+        ]
     else:
         prefetched = asyncio.get_running_loop().create_future()
         prefetched.set_result(memory.loaded)
@@ -375,7 +401,7 @@ def added(stats: dict[str, dict[str, float]], name: str) -> dict[str, float]:
 async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dict[str, Any]:
     e5 = default_embedder()
     await asyncio.to_thread(e5.embed_query, ["warm-up"])
-    embedders: dict[str, Embedder | None] = {BASELINE: None, LEXICAL: None, E5: e5}
+    embedders: dict[str, Embedder | None] = {BASELINE: None, PASS: None, LEXICAL: None, E5: e5}
     memories = {
         name: await seed(redis, f"bench-overhead-{os.getpid()}-{i}", embedder)
         for i, (name, embedder) in enumerate(embedders.items())
@@ -431,11 +457,11 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         "frames": args.frames,
         "starts": args.starts,
         "frame_transit_ms": frame_stats,
-        "frame_overhead_ms": {name: added(frame_stats, name) for name in (LEXICAL, E5)},
+        "frame_overhead_ms": {name: added(frame_stats, name) for name in ADDED},
         "turn_ms": turn_stats,
-        "turn_overhead_ms": {name: added(turn_stats, name) for name in (LEXICAL, E5)},
+        "turn_overhead_ms": {name: added(turn_stats, name) for name in ADDED},
         "start_to_first_llm_ms": start_stats,
-        "start_overhead_ms": {name: added(start_stats, name) for name in (LEXICAL, E5)},
+        "start_overhead_ms": {name: added(start_stats, name) for name in ADDED},
         "redis_commands_per_turn": commands / (recorded_turns / 2),
         "redis_commands_per_recorded_utterance": commands / recorded_turns,
         "frame_path_round_trips_per_turn": max(0.0, slowdown / PROXY_DELAY_S),
@@ -458,7 +484,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _row(table: Table, label: str, stats: dict[str, dict[str, float]], key: str) -> None:
-    table.add_row(label, *(f"{stats[name][key]:.3f}" for name in (BASELINE, LEXICAL, E5)))
+    table.add_row(label, *(f"{stats[name][key]:.3f}" for name in VARIANTS))
 
 
 def main() -> None:
@@ -477,7 +503,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     table = Table(title="Pipeline overhead of the Rapport processors (ms)")
-    for column in ("", BASELINE, LEXICAL, E5):
+    for column in ("", *VARIANTS):
         table.add_column(column, justify="right" if column else "left")
     _row(table, "frame transit, median", result["frame_transit_ms"], "median")
     _row(table, "frame transit, p99", result["frame_transit_ms"], "p99")
@@ -494,7 +520,7 @@ def main() -> None:
         table.add_row(
             f"{label}, median / p99",
             "",
-            *(f"{over[name]['median']:.3f} / {over[name]['p99']:.3f}" for name in (LEXICAL, E5)),
+            *(f"{over[name]['median']:.3f} / {over[name]['p99']:.3f}" for name in ADDED),
         )
     Console().print(table)
     print(

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.frames.frames import LLMUpdateSettingsFrame
-from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -106,19 +104,6 @@ def prepare_call(
     return PreparedCall(origin=origin, caller=caller, memory=task)
 
 
-class _PromptReady(BaseObserver):
-    """Notes when the memory processor has set this call's system prompt (its call start)."""
-
-    def __init__(self, processor: FrameProcessor) -> None:
-        super().__init__(observe_every_push=False)
-        self._processor = processor
-        self.ready = asyncio.Event()
-
-    async def on_push_frame(self, data: FramePushed) -> None:
-        if data.source is self._processor and isinstance(data.frame, LLMUpdateSettingsFrame):
-            self.ready.set()
-
-
 @dataclass(slots=True)
 class Call:
     """One call's pipeline, ready to run.
@@ -134,7 +119,6 @@ class Call:
     memory_context: MemoryContextProcessor
     guard: ToolSilenceGuard
     recorder: CallRecorder | None
-    _prompt: _PromptReady = field(repr=False)
     _opened: bool = field(default=False, repr=False)
 
     async def open(self) -> None:
@@ -148,14 +132,11 @@ class Call:
         self._opened = True
         try:
             async with asyncio.timeout(OPENING_TIMEOUT_S):
-                await self._prompt.ready.wait()
+                opening = await self.memory_context.opening_frames()
         except TimeoutError:
             logger.warning("The call never started; no opening queued")
             return
-        memory = self.memory_context.memory
-        if memory is not None and memory.profile.language:
-            self.guard.language = memory.profile.language
-        await self.worker.queue_frames(self.memory_context.opening_frames())
+        await self.worker.queue_frames(opening)
 
     async def hang_up(self) -> None:
         """End the call at once (the caller is gone): a ``CancelFrame`` through the pipeline."""
@@ -236,7 +217,6 @@ def build_call(
     if transport is not None:
         processors = [transport.input(), *processors, transport.output()]
     processors += [assistant, EndOfCallProcessor(recorder=recorder)]
-    prompt = _PromptReady(memory_context)
     params = params or PipelineParams()
     params.enable_metrics = True
     worker = PipelineWorker(
@@ -245,14 +225,12 @@ def build_call(
         idle_timeout_secs=settings.idle_timeout_s,
         cancel_on_idle_timeout=True,
         enable_rtvi=enable_rtvi,
-        observers=[prompt],
     )
     call = Call(
         worker=worker,
         memory_context=memory_context,
         guard=guard,
         recorder=recorder,
-        _prompt=prompt,
     )
     if transport is not None:
         _connect_events(call, transport)

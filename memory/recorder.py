@@ -19,16 +19,26 @@ from loguru import logger
 
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
-from memory.models import CallRecord, Turn, now
+from memory.models import CallRecord, Turn, clean_text, now
 from memory.queue import AnalysisQueue, end_call
 from memory.scrub import scrub
 from memory.store import MemoryStore
 
-#: Attempts per write before a turn is held back for the close, and the pause between them.
+#: Attempts per write before turns are held back for the next one, and the pause between them.
 WRITE_ATTEMPTS = 3
 RETRY_PAUSE_S = 0.2
+#: How long a finished turn waits before it is written: the turn that produced it finishes
+#: first (the event loop is the call's), and a caller turn and its answer go in one round trip.
+WRITE_DELAY_S = 0.05
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    role: Literal["user", "assistant"]
+    text: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +67,7 @@ class CallRecorder:
         self._caller = caller
         self._call_id = call_id
         self._started_at = now()
-        self._pending: asyncio.Queue[Turn | _Finish] = asyncio.Queue()
+        self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
         self._finished = False
         self._task: asyncio.Task[None] | None = None
@@ -68,10 +78,9 @@ class CallRecorder:
         return self._call_id
 
     def add_turn(self, role: Literal["user", "assistant"], text: str) -> None:
-        """Queue one finished turn for storage (scrubbed first); never waits."""
-        if self._finished or not text.strip():
-            return
-        self._put(Turn(role=role, text=scrub(text), call_id=self._call_id))
+        """Queue one finished turn for storage; never waits (scrubbing happens off the path)."""
+        if not self._finished:
+            self._put(_Said(role=role, text=text, at=now()))
 
     def finish(self, reason: str) -> None:
         """Close the call after its queued turns are stored; only the first call counts."""
@@ -95,7 +104,7 @@ class CallRecorder:
         if tasks:
             await asyncio.wait(tasks)
 
-    def _put(self, item: Turn | _Finish) -> None:
+    def _put(self, item: _Said | _Finish) -> None:
         self._pending.put_nowait(item)
         if self._task is None:
             self._unfinished.add(self)
@@ -104,23 +113,30 @@ class CallRecorder:
     async def _write_all(self) -> None:
         try:
             while True:
-                item = await self._pending.get()
-                if isinstance(item, _Finish):
-                    await self._close(item)
+                items = [await self._pending.get()]
+                await asyncio.sleep(WRITE_DELAY_S)
+                while not self._pending.empty():
+                    items.append(self._pending.get_nowait())
+                self._held_back += [
+                    t for i in items if isinstance(i, _Said) if (t := self._turn(i))
+                ]
+                if self._held_back and await self._attempt(self._store_turns, self._held_back):
+                    self._held_back = []
+                finish = next((item for item in items if isinstance(item, _Finish)), None)
+                if finish is not None:
+                    await self._close(finish)
                     return
-                if self._held_back or not await self._attempt(self._store_turn, item):
-                    self._held_back.append(item)  # keep order: later turns wait behind it
         finally:
             self._unfinished.discard(self)
 
-    async def _store_turn(self, turn: Turn) -> None:
-        await self._store.append_turn(self._caller, turn)
+    def _turn(self, said: _Said) -> Turn | None:
+        text = clean_text(scrub(said.text))
+        return Turn(role=said.role, text=text, at=said.at, call_id=self._call_id) if text else None
+
+    async def _store_turns(self, turns: list[Turn]) -> None:
+        await self._store.append_turns(self._caller, turns)
 
     async def _close(self, finish: _Finish) -> None:
-        for turn in list(self._held_back):
-            if not await self._attempt(self._store_turn, turn):
-                break
-            self._held_back.remove(turn)
         record = CallRecord(
             call_id=self._call_id,
             agent_id=self._caller.agent_id,
@@ -129,7 +145,9 @@ class CallRecorder:
             ended_reason=finish.reason,
             masked_number=self._caller.masked,
         )
-        if not await self._attempt(self._end_call, record):
+        if self._held_back or not await self._attempt(self._end_call, record):
+            # Unstored turns are not analysed from a partial transcript: the call stays open
+            # and the worker's sweeper closes it once what was stored has sat idle.
             logger.warning(
                 "Call {} of {} could not be closed; {} turns were not stored",
                 self._call_id,

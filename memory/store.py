@@ -12,6 +12,7 @@ validation are skipped with a warning and left in place, never overwritten.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
@@ -141,18 +142,19 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
         redis.call('HGETALL', KEYS[3]), turns}
 """
 
-# Appends one turn to its call's transcript and to the recent turns, atomically.
-# KEYS: call turns, recent turns, profile. ARGV: turn json, transcript cap, recent cap, masked, ttl
-_APPEND_TURN = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-local recent = tonumber(ARGV[3])
+# Appends turns to their call's transcript and to the recent turns, atomically.
+# KEYS: call turns, recent turns, profile. ARGV: transcript cap, recent cap, masked, ttl, turns...
+_APPEND_TURNS = """
+local turns = {unpack(ARGV, 5)}
+redis.call('RPUSH', KEYS[1], unpack(turns))
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local recent = tonumber(ARGV[2])
 if recent > 0 then
-  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('RPUSH', KEYS[2], unpack(turns))
   redis.call('LTRIM', KEYS[2], -recent, -1)
 end
-redis.call('HSET', KEYS[3], 'masked_number', ARGV[4])
-local ttl = tonumber(ARGV[5])
+redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
+local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   for _, key in ipairs(KEYS) do
     if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
@@ -216,7 +218,7 @@ class MemoryStore:
         self._retention_days = retention_days
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
-        self._append_turn = redis.register_script(_APPEND_TURN)
+        self._append_turns = redis.register_script(_APPEND_TURNS)
         self._load = redis.register_script(_LOAD)
         self._hset_all = redis.register_script(_HSET_ALL)
         self._replace_turns = redis.register_script(_REPLACE_TURNS)
@@ -332,31 +334,41 @@ class MemoryStore:
         )
 
     async def append_turn(self, caller: CallerIdentity, turn: Turn) -> None:
-        """Append one finished turn to its call's transcript and to the recent turns.
+        """Append one finished turn (see :meth:`append_turns`)."""
+        await self.append_turns(caller, [turn])
 
-        The call is marked open until it is closed or analysed, so a call whose bot died
-        mid-call can still be found and analysed from these turns.
+    async def append_turns(self, caller: CallerIdentity, turns: Sequence[Turn]) -> None:
+        """Append finished turns of one call to its transcript and to the recent turns.
+
+        One round trip however many turns. The call is marked open until it is closed or
+        analysed, so a call whose bot died mid-call can still be found and analysed.
         """
-        if not turn.call_id:
-            raise ValueError("a stored turn needs its call_id")
+        if not turns:
+            return
+        call_id = turns[0].call_id
+        if not call_id or any(turn.call_id != call_id for turn in turns):
+            raise ValueError("stored turns need the call_id of one call")
         keys = self._caller_keys(caller)
-        _, transcript_key = self._call_keys(caller, turn.call_id)
+        _, transcript_key = self._call_keys(caller, call_id)
         # The transcript key already names the call; recent turns are told apart by time.
-        payload = turn.model_dump_json(exclude={"call_id"}, exclude_none=True)
+        payloads = [t.model_dump_json(exclude={"call_id"}, exclude_none=True) for t in turns]
+        open_calls = self._agent_key(caller.agent_id, "open")
+        # Two keys in two slots, sent together (cluster pipelines refuse scripts).
         await self._run(
-            self._append_turn(
-                keys=[transcript_key, keys["turns"], keys["profile"]],
-                args=[
-                    payload,
-                    MAX_TRANSCRIPT_TURNS,
-                    self._recent_turns,
-                    caller.masked,
-                    self.ttl_seconds,
-                ],
+            asyncio.gather(
+                self._append_turns(
+                    keys=[transcript_key, keys["turns"], keys["profile"]],
+                    args=[
+                        MAX_TRANSCRIPT_TURNS,
+                        self._recent_turns,
+                        caller.masked,
+                        self.ttl_seconds,
+                        *payloads,
+                    ],
+                ),
+                self._redis.zadd(open_calls, {self._member(caller, call_id): turns[-1].at}),
             )
         )
-        open_calls = self._agent_key(caller.agent_id, "open")
-        await self._run(self._redis.zadd(open_calls, {self._member(caller, turn.call_id): turn.at}))
 
     @staticmethod
     def _member(caller: CallerIdentity, call_id: str) -> str:

@@ -10,8 +10,10 @@ within a time budget, in process: no turn waits on the network.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Mapping
 
+import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
@@ -36,6 +38,9 @@ from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_
 MAX_RECALLED = 8
 #: Cosine similarity from which a memory sharing no word with the turn still counts as relevant.
 MIN_SIMILARITY = 0.86
+#: How fast a query-embedding time over the budget is forgotten, one skipped turn at a time,
+#: so that a slow moment (a busy CPU) does not turn dense recall off for the whole call.
+ESTIMATE_DECAY = 0.8
 
 
 class MemoryContextProcessor(FrameProcessor):
@@ -92,14 +97,21 @@ class MemoryContextProcessor(FrameProcessor):
         self._index_task: asyncio.Task[None] | None = None
         self._in_prompt: set[str] = set()
         self._recalled: list[str] = []
+        self._embed_estimate_s = 0.0
+        self._started = asyncio.Event()
 
     @property
     def memory(self) -> CallerMemory | None:
         """The memory this call started with (None until start, or when there is none)."""
         return self._memory
 
-    def opening_frames(self) -> list[Frame]:
-        """What to queue once the caller is connected: an LLM greeting for returning callers."""
+    async def opening_frames(self) -> list[Frame]:
+        """What to queue once the caller is connected: an LLM greeting for returning callers.
+
+        Waits for the call start (memory loaded or given up on): a transport may report the
+        caller connected before the pipeline's ``StartFrame`` reaches this processor.
+        """
+        await self._started.wait()
         if self._memory is not None and self._memory.is_returning:
             return [LLMRunFrame()]
         greeting = self._greetings.get(self._language) or next(iter(self._greetings.values()))
@@ -132,7 +144,6 @@ class MemoryContextProcessor(FrameProcessor):
             self._in_prompt = {f.id for f in facts} | {
                 turn_id(t) for t in self._memory.recent_turns
             }
-            self._index_task = self.create_task(self._build_index(self._memory))
             language = (self._memory.profile.language or "").split("-")[0].lower()
             if language in self._voices:
                 self._language = language
@@ -142,6 +153,9 @@ class MemoryContextProcessor(FrameProcessor):
                 await self.push_frame(TTSUpdateSettingsFrame(delta=delta))
         self._prompt = fill_template(self._template, block)
         await self._set_prompt(self._prompt)
+        self._started.set()
+        if self._memory is not None and not self._memory.is_empty:
+            self._index_task = self.create_task(self._build_index(self._memory))
 
     async def _set_prompt(self, prompt: str) -> None:
         await self.push_frame(LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=prompt)))
@@ -175,13 +189,10 @@ class MemoryContextProcessor(FrameProcessor):
         query = _last_user_text(context)
         if index is None or not query:
             return
-        try:
-            async with asyncio.timeout(self._recall_budget_s):
-                found = await asyncio.to_thread(self._search, index, query)
-        except TimeoutError:
-            logger.debug("Recall skipped: over its time budget")
-            return
-        fresh = [r for r in found if r.id not in self._in_prompt and _relevant(r)]
+        vector = await self._query_vector(index, query)
+        # The search itself is a few numpy operations over one caller's memories: inline.
+        found = index.search(query, k=3, exclude=self._in_prompt, query_vector=vector)
+        fresh = [r for r in found if _relevant(r)]
         if not fresh:
             return
         self._in_prompt.update(r.id for r in fresh)
@@ -191,9 +202,25 @@ class MemoryContextProcessor(FrameProcessor):
             f"{self._prompt}\n\nAlso from earlier calls, relevant now:\n{recalled}"
         )
 
-    def _search(self, index: RecallIndex, query: str) -> list[Recalled]:
+    async def _query_vector(self, index: RecallIndex, query: str) -> np.ndarray | None:
+        """Embed the turn for dense relevance, unless that would not fit the turn's budget."""
+        if index.embedder is None:
+            return None
+        if self._embed_estimate_s > self._recall_budget_s:
+            self._embed_estimate_s *= ESTIMATE_DECAY
+            return None
+        try:
+            async with asyncio.timeout(self._recall_budget_s):
+                return await asyncio.to_thread(self._timed_embedding, index, query)
+        except TimeoutError:
+            logger.debug("Dense recall skipped: embedding the turn is over its time budget")
+            return None
+
+    def _timed_embedding(self, index: RecallIndex, query: str) -> np.ndarray | None:
+        started = time.perf_counter()
         vector = index.embed_query(query)
-        return index.search(query, k=3, exclude=self._in_prompt, query_vector=vector)
+        self._embed_estimate_s = time.perf_counter() - started
+        return vector
 
 
 def _relevant(result: Recalled) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,8 +30,12 @@ VOICES = {"en": "en-US-AvaMultilingualNeural", "es": "es-ES-ElviraNeural"}
 def returning_caller(**profile: object) -> CallerMemory:
     return CallerMemory(
         profile=CallerProfile(
-            name="Alice", call_count=2, last_summary="Asked to reschedule the boiler service.",
-            last_sentiment="frustrated", language="es-ES", **profile,
+            name="Alice",
+            call_count=2,
+            last_summary="Asked to reschedule the boiler service.",
+            last_sentiment="frustrated",
+            language="es-ES",
+            **profile,
         ),
         facts=[
             Fact(text="Caller is vegetarian", confidence=0.9),
@@ -47,7 +52,10 @@ async def loaded(memory: CallerMemory | None, delay: float = 0.0) -> CallerMemor
 
 def processor(memory_source: object, **kwargs: object) -> MemoryContextProcessor:
     return MemoryContextProcessor(
-        memory=memory_source, prompt_template=TEMPLATE, greetings=GREETINGS, voices=VOICES,
+        memory=memory_source,
+        prompt_template=TEMPLATE,
+        greetings=GREETINGS,
+        voices=VOICES,
         **kwargs,
     )
 
@@ -57,26 +65,27 @@ def prompts(frames: Sequence[object]) -> list[str]:
 
 
 async def test_memory_off_strips_the_placeholder() -> None:
-    guard = processor(None)
-    down, _ = await run_test(guard, frames_to_send=[], expected_down_frames=[LLMUpdateSettingsFrame])
+    proc = processor(None)
+    down, _ = await run_test(proc, frames_to_send=[], expected_down_frames=[LLMUpdateSettingsFrame])
     (prompt,) = prompts(down)
     assert "{" not in prompt and "}" not in prompt
     assert prompt.startswith("You answer the phone for Acme Plumbing.")
-    assert [type(f) for f in guard.opening_frames()] == [TTSSpeakFrame]
-    assert guard.opening_frames()[0].text == GREETINGS["en"]
+    assert [type(f) for f in (await proc.opening_frames())] == [TTSSpeakFrame]
+    assert (await proc.opening_frames())[0].text == GREETINGS["en"]
 
 
 async def test_first_time_caller_gets_the_business_greeting() -> None:
     proc = processor(loaded(CallerMemory()))
     down, _ = await run_test(proc, frames_to_send=[], expected_down_frames=[LLMUpdateSettingsFrame])
     assert "{{" not in prompts(down)[0]
-    assert proc.opening_frames()[0].text == GREETINGS["en"]
+    assert (await proc.opening_frames())[0].text == GREETINGS["en"]
 
 
 async def test_returning_caller_memory_is_rendered_and_voice_follows_language() -> None:
     proc = processor(loaded(returning_caller()))
     down, _ = await run_test(
-        proc, frames_to_send=[],
+        proc,
+        frames_to_send=[],
         expected_down_frames=[TTSUpdateSettingsFrame, LLMUpdateSettingsFrame],
     )
     assert down[0].delta.voice == "es-ES-ElviraNeural" and down[0].delta.language == "es-ES"
@@ -89,7 +98,7 @@ async def test_returning_caller_memory_is_rendered_and_voice_follows_language() 
     assert "Last call: Asked to reschedule the boiler service. (they were frustrated)" in prompt
     assert "The boiler is making noise again" in prompt
     assert "greeting them by name (Alice)" in prompt
-    assert [type(f) for f in proc.opening_frames()] == [LLMRunFrame]
+    assert [type(f) for f in (await proc.opening_frames())] == [LLMRunFrame]
 
 
 async def test_token_budget_caps_the_block() -> None:
@@ -105,7 +114,7 @@ async def test_memory_slower_than_the_budget_is_not_waited_for() -> None:
     proc = processor(loaded(returning_caller(), delay=2.0), load_budget_s=0.05)
     down, _ = await run_test(proc, frames_to_send=[], expected_down_frames=[LLMUpdateSettingsFrame])
     assert "Alice" not in prompts(down)[0]
-    assert isinstance(proc.opening_frames()[0], TTSSpeakFrame)
+    assert isinstance((await proc.opening_frames())[0], TTSSpeakFrame)
 
 
 async def test_redis_down_reports_an_error_and_the_call_goes_on() -> None:
@@ -113,12 +122,14 @@ async def test_redis_down_reports_an_error_and_the_call_goes_on() -> None:
         raise MemoryUnavailableError("Redis did not answer")
 
     proc = processor(asyncio.ensure_future(dead()))
-    down, up = await run_test(
-        proc, frames_to_send=[], expected_down_frames=[LLMUpdateSettingsFrame],
+    down, _ = await run_test(
+        proc,
+        frames_to_send=[],
+        expected_down_frames=[LLMUpdateSettingsFrame],
         expected_up_frames=[ErrorFrame],
     )
     assert "{{" not in prompts(down)[0]
-    assert isinstance(proc.opening_frames()[0], TTSSpeakFrame)
+    assert isinstance((await proc.opening_frames())[0], TTSSpeakFrame)
 
 
 def user_turn(text: str) -> LLMContextFrame:
@@ -127,14 +138,18 @@ def user_turn(text: str) -> LLMContextFrame:
 
 async def test_per_turn_recall_adds_a_relevant_fact_before_the_llm_runs() -> None:
     memory = returning_caller()
-    memory.facts.append(Fact(text="Caller's dog Rex is afraid of the vacuum", confidence=0.6,
-                             last_confirmed_at=1.0))
+    memory.facts.append(
+        Fact(text="Caller's dog Rex is afraid of the vacuum", confidence=0.6, last_confirmed_at=1.0)
+    )
     proc = processor(loaded(memory), max_facts=2)
     down, _ = await run_test(
         proc,
         frames_to_send=[SleepFrame(sleep=0.3), user_turn("Can you keep my dog Rex calm?")],
         expected_down_frames=[
-            TTSUpdateSettingsFrame, LLMUpdateSettingsFrame, LLMUpdateSettingsFrame, LLMContextFrame,
+            TTSUpdateSettingsFrame,
+            LLMUpdateSettingsFrame,
+            LLMUpdateSettingsFrame,
+            LLMContextFrame,
         ],
     )
     start_prompt, turn_prompt = prompts(down)
@@ -153,7 +168,7 @@ async def test_recall_finds_nothing_new_and_changes_nothing() -> None:
 
 
 class SlowEmbedder:
-    """An embedder that takes far longer than a turn's recall budget."""
+    """Finds everything similar, but takes far longer than a turn's recall budget."""
 
     name = "slow"
     dim = 4
@@ -162,19 +177,38 @@ class SlowEmbedder:
         return np.ones((len(texts), self.dim), dtype=np.float32) / 2
 
     def embed_query(self, texts: Sequence[str]) -> np.ndarray:
-        import time
-
         time.sleep(0.3)
         return self.embed(texts)
 
 
-async def test_over_budget_recall_is_skipped_not_awaited() -> None:
+async def test_over_budget_dense_recall_is_skipped_not_awaited() -> None:
     memory = returning_caller()
     memory.facts.append(Fact(text="Caller's dog Rex is afraid of the vacuum", confidence=0.6))
+    memory.profile.language = "en"  # English function words are not matches
     proc = processor(loaded(memory), max_facts=2, recall_budget_s=0.01, embedder=SlowEmbedder())
     down, _ = await run_test(
         proc,
-        frames_to_send=[SleepFrame(sleep=0.3), user_turn("Can you keep my dog Rex calm?")],
-        expected_down_frames=[TTSUpdateSettingsFrame, LLMUpdateSettingsFrame, LLMContextFrame],
+        # Shares no word with any memory: only the (slow) dense similarity could recall one.
+        frames_to_send=[
+            SleepFrame(sleep=0.3),
+            user_turn("What time is it?"),
+            SleepFrame(sleep=0.1),
+            user_turn("And tomorrow?"),
+        ],
+        expected_down_frames=[
+            TTSUpdateSettingsFrame,
+            LLMUpdateSettingsFrame,
+            LLMContextFrame,
+            LLMContextFrame,
+        ],
     )
     assert "Rex" not in prompts(down)[0]
+
+
+async def test_opening_waits_for_the_call_start() -> None:
+    proc = processor(loaded(returning_caller(), delay=0.05))
+    opening = asyncio.ensure_future(proc.opening_frames())
+    await asyncio.sleep(0)
+    assert not opening.done()
+    await run_test(proc, frames_to_send=[])
+    assert [type(f) for f in await opening] == [LLMRunFrame]
