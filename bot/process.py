@@ -10,6 +10,7 @@ before the transport and pipeline are built.
 from __future__ import annotations
 
 import asyncio
+import gc
 from contextlib import suppress
 from typing import Any
 
@@ -34,9 +35,11 @@ from bot.wording import prompt_template
 from memory.calls_cli import WORKER_COMMAND_TIMEOUT
 from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
+from memory.models import CallerMemory
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template
+from memory.retrieval import select_for_call_start
 from memory.runtime import MemoryRuntime, memory_runtime, open_memory
 from memory.settings import AnalysisSettings
 
@@ -108,8 +111,19 @@ class RapportBot:
             maxlen=self._analysis.queue_maxlen,
         )
         self._memory = MemoryAccess(runtime=self._runtime, queue=queue, embedder=embedder)
-        # The model loads on first use (~0.2 s): not in the first caller's call start.
-        await asyncio.to_thread(embedder.embed_query, ["warm-up"])
+        # The model loads on first use (~0.2 s), and the agent's purpose is embedded once per
+        # process: both now, not in the first caller's call start.
+        await asyncio.to_thread(
+            select_for_call_start,
+            CallerMemory(),
+            purpose=self._settings.agent_purpose,
+            token_budget=1,
+            embedder=embedder,
+        )
+        # Start-up objects live as long as the process: keep them out of every collection,
+        # which shortens the collector's pauses on the call path.
+        gc.collect()
+        gc.freeze()
         if self._settings.run_worker:
             self._worker = asyncio.create_task(self._run_worker(embedder), name="analysis-worker")
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from memory.coalesce import ScriptCoalescer
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import (
@@ -219,7 +220,7 @@ class MemoryStore:
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
         self._append_turns = redis.register_script(_APPEND_TURNS)
-        self._load = redis.register_script(_LOAD)
+        self._load = ScriptCoalescer(redis, redis.register_script(_LOAD))
         self._hset_all = redis.register_script(_HSET_ALL)
         self._replace_turns = redis.register_script(_REPLACE_TURNS)
         self._mark_failed = redis.register_script(_MARK_FAILED)
