@@ -31,7 +31,6 @@ class MemorySettings(BaseSettings):
     #: Call-path timeouts are tight: a slow Redis degrades a call to "no memory", not silence.
     redis_connect_timeout: float = Field(default=0.5, gt=0, alias="RAPPORT_REDIS_CONNECT_TIMEOUT")
     redis_command_timeout: float = Field(default=0.25, gt=0, alias="RAPPORT_REDIS_COMMAND_TIMEOUT")
-    redis_retries: int = Field(default=2, ge=0, le=10, alias="RAPPORT_REDIS_RETRIES")
 
 
 def _default_actions() -> list[str]:
