@@ -86,7 +86,7 @@ def render_memory(
         lines.append("Known facts:")
         lines += [f"{number}. {fact.text}" for number, fact in enumerate(facts, start=1)]
     spent = sum(estimate_tokens(line) for line in [*lines, opening])
-    turn_lines = []
+    turn_lines: list[str] = []
     for turn in reversed(memory.recent_turns[-recent_turns:]):
         line = _turn_line(turn)
         spent += estimate_tokens(line)

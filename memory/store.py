@@ -40,7 +40,6 @@ from memory.models import (
 MAX_TRANSCRIPT_TURNS = 2000
 _DAY = 86_400
 
-_T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 # One validation call per list instead of one per item: most of a load's CPU is parsing.
 _LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {
@@ -250,7 +249,8 @@ class MemoryStore:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _run(self, awaitable: Awaitable[_T]) -> _T:
+    async def _run(self, awaitable: Awaitable[Any]) -> Any:
+        # Any: redis-py types replies for every client mode; ours is bytes-only (see module doc).
         try:
             return await awaitable
         except (RedisError, OSError, TimeoutError) as e:

@@ -244,7 +244,12 @@ class AnalysisWorker:
             update={
                 "analysis": analysis,
                 "transcript": transcript,
-                "facts_written": merge.written,
+                # The remember tool stores facts during the call: they were written by it too.
+                "facts_written": list(
+                    dict.fromkeys(
+                        [*(f.id for f in known if f.source_call_id == job.call_id), *merge.written]
+                    )
+                ),
                 "facts_confirmed": merge.confirmed,
                 "facts_superseded": merge.superseded,
                 "error": None,

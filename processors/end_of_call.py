@@ -8,6 +8,8 @@ turn never waits on Redis and shutdown never waits on the analysis queue.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -28,7 +30,7 @@ class EndOfCallProcessor(FrameProcessor):
             makes this processor a pass-through.
     """
 
-    def __init__(self, *, recorder: CallRecorder | None, **kwargs: object) -> None:
+    def __init__(self, *, recorder: CallRecorder | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._recorder = recorder
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping
+from typing import Any
 
 import numpy as np
 from loguru import logger
@@ -77,7 +78,7 @@ class MemoryContextProcessor(FrameProcessor):
         purpose: str = "",
         recall_budget_s: float = 0.015,
         embedder: Embedder | None = None,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._source = memory

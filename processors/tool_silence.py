@@ -119,9 +119,11 @@ class ToolSilenceGuard(FrameProcessor):
         await self._cancel_filler()
 
     async def _watch(self, frame: Frame) -> None:
-        if isinstance(frame, TTSUpdateSettingsFrame) and isinstance(frame.delta.language, str):
+        if isinstance(frame, TTSUpdateSettingsFrame):
             # The voice follows the caller's language; so do the guard's phrases.
-            self.language = frame.delta.language
+            language = frame.delta.language if frame.delta is not None else None
+            if isinstance(language, str):
+                self.language = language
         elif isinstance(frame, FunctionCallsStartedFrame):
             # A system frame: it overtakes queued frames, but never its own response's end.
             self._tool_batches_unended += 1

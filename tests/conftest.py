@@ -18,6 +18,8 @@ import pytest
 import redis.asyncio
 
 from memory.embedded import EmbeddedRedis, client_from_url
+from memory.queue import AnalysisQueue
+from memory.store import MemoryStore
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +50,15 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 def key_prefix() -> str:
     """A key prefix no other test uses, e.g. ``rapport-test-1a2b3c4d``."""
     return f"rapport-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def store(redis_client: redis.asyncio.Redis, key_prefix: str) -> MemoryStore:
+    """A store on the session's Redis, under this test's own prefix."""
+    return MemoryStore(redis_client, prefix=key_prefix)
+
+
+@pytest.fixture
+def queue(redis_client: redis.asyncio.Redis, key_prefix: str) -> AnalysisQueue:
+    """The analysis queue on the session's Redis, under this test's own prefix."""
+    return AnalysisQueue(redis_client, prefix=key_prefix)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anthropic
 import pytest
@@ -18,6 +17,7 @@ from memory.errors import (
     RetryableAnalysisError,
 )
 from memory.models import Fact, Sentiment, Turn
+from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, RecordedRequest, Reply
 
 MODEL = "claude-haiku-4-5"
@@ -27,19 +27,6 @@ TRANSCRIPT = [
     Turn(role="user", text="Hi, it's Marta. Can I order a cake for Friday? PIN is 4321."),
     Turn(role="assistant", text="Of course. I'll send you a quote today."),
 ]
-
-
-def answer(**overrides: Any) -> dict[str, Any]:
-    """A valid tool input, with some fields replaced."""
-    return {
-        "summary": "Marta ordered a cake for Friday. The agent will send a quote today.",
-        "urgency": 3,
-        "action": "send_quote",
-        "sentiment": "satisfied",
-        "language": "en-GB",
-        "caller_name": "Marta",
-        "facts": [{"text": "Caller orders cakes for Fridays", "confidence": 0.8, "supersedes": []}],
-    } | overrides
 
 
 @pytest.fixture

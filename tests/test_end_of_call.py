@@ -27,16 +27,6 @@ PEPPER = b"end-of-call-test-pepper-0123456789"
 
 
 @pytest.fixture
-def store(redis_client: Redis, key_prefix: str) -> MemoryStore:
-    return MemoryStore(redis_client, prefix=key_prefix)
-
-
-@pytest.fixture
-def queue(redis_client: Redis, key_prefix: str) -> AnalysisQueue:
-    return AnalysisQueue(redis_client, prefix=key_prefix)
-
-
-@pytest.fixture
 def caller() -> CallerIdentity:
     identity = identify("+1 415 555 0123", agent_id="acme", pepper=PEPPER)
     assert identity is not None

@@ -45,11 +45,6 @@ def analysed(
     )
 
 
-@pytest.fixture
-def store(redis_client: Redis, key_prefix: str) -> MemoryStore:
-    return MemoryStore(redis_client, prefix=key_prefix)
-
-
 async def keys_of(redis: Redis, prefix: str) -> list[bytes]:
     return [key async for key in redis.scan_iter(match=f"{prefix}:*")]
 

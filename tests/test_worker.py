@@ -22,12 +22,13 @@ from memory.analysis import TOOL_NAME
 from memory.calls_cli import follow_ups, parse_since
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.identity import CallerIdentity, identify
-from memory.models import CallRecord, CallStatus, Turn, now
+from memory.models import CallRecord, CallStatus, Fact, Turn, now
 from memory.queue import AnalysisQueue, end_call
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
 from memory.webhook import SIGNATURE_HEADER, signature_valid
 from memory.worker import ABANDONED, AnalysisWorker, JobOutcome, analysis_worker
+from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,19 +46,6 @@ def caller(number: str = ALICE) -> CallerIdentity:
     identity = identify(number, agent_id=AGENT, pepper=PEPPER.encode())
     assert identity is not None
     return identity
-
-
-def answer(**overrides: Any) -> dict[str, Any]:
-    """A valid tool input for the analysis, with some fields replaced."""
-    return {
-        "summary": "Marta ordered a cake for Friday. The agent will send a quote today.",
-        "urgency": 3,
-        "action": "send_quote",
-        "sentiment": "satisfied",
-        "language": "en-GB",
-        "caller_name": "Marta",
-        "facts": [{"text": "Caller orders cakes for Fridays", "confidence": 0.8}],
-    } | overrides
 
 
 def analysed_reply(*, delay: float = 0.0, **overrides: Any) -> Reply:
@@ -131,16 +119,6 @@ async def snapshot(redis: Redis, prefix: str) -> dict[bytes, Any]:
 async def fake() -> AsyncIterator[FakeAnthropic]:
     async with FakeAnthropic(api_key=API_KEY) as server:
         yield server
-
-
-@pytest.fixture
-def store(redis_client: Redis, key_prefix: str) -> MemoryStore:
-    return MemoryStore(redis_client, prefix=key_prefix)
-
-
-@pytest.fixture
-def queue(redis_client: Redis, key_prefix: str) -> AnalysisQueue:
-    return AnalysisQueue(redis_client, prefix=key_prefix)
 
 
 @pytest.fixture
@@ -227,6 +205,19 @@ async def test_analysis_lands_in_profile_facts_and_record_and_the_next_load_sees
     assert "4321" not in json.dumps(fake.requests[0].body)
     counts = await queue.counts()
     assert (counts.waiting, counts.pending, counts.dead) == (0, 0, 0)
+
+
+async def test_facts_the_remember_tool_stored_during_the_call_are_in_its_audit(
+    store: MemoryStore, queue: AnalysisQueue, worker: AnalysisWorker, fake: FakeAnthropic
+) -> None:
+    fake.script(analysed_reply())
+    told = Fact(text="Caller wants invoices by email", confidence=0.95, source_call_id="call-1")
+    await store.upsert_facts(caller(), [told])  # as the remember tool does, mid-call
+    who = await hang_up(store, queue, "call-1")
+    assert await process_next(worker) == JobOutcome.ANALYSED
+    record = await store.get_call(who, "call-1")
+    assert record is not None and told.id in record.facts_written
+    assert len(record.facts_written) == 2  # the tool's fact and the analysis's
 
 
 async def test_a_replayed_job_changes_nothing(
