@@ -8,32 +8,85 @@ store a test builds uses its own ``key_prefix``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import phonenumbers
 import pytest
+import redis
 import redis.asyncio
 
 from memory.embedded import EmbeddedRedis, client_from_url
+from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """URL of the session's Redis: ``REDIS_URL`` or a fresh embedded server."""
+    """URL of the session's Redis: ``REDIS_URL`` or a fresh embedded server.
+
+    When the session ends, every key and value the tests left in it is checked for the phone
+    numbers the tests used: none may be stored raw.
+    """
     if url := os.environ.get("REDIS_URL"):
         yield url
+        _assert_no_raw_numbers(url)
         return
     data_dir = Path(tempfile.mkdtemp(prefix="rapport-test-redis-"))
     try:
         with EmbeddedRedis(data_dir=data_dir) as server:
             yield server.url
+            _assert_no_raw_numbers(server.url)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# A phone number, or the start of one an f-string completes ("+1 415 555 01{i:02d}").
+_NUMBER_IN_SOURCE = re.compile(r"\+\d[\d \-().]{8,}\d")
+
+
+def _numbers_used_in_tests() -> set[str]:
+    """Digit strings of every number the tests spell out: E.164 digits and national forms."""
+    found: set[str] = set()
+    for source in Path(__file__).parent.rglob("*.py"):
+        for match in _NUMBER_IN_SOURCE.findall(source.read_text(encoding="utf-8")):
+            digits = re.sub(r"\D", "", match)
+            if len(digits) >= 9:
+                found.add(digits)
+            e164 = normalize_number(match)
+            national = str(phonenumbers.parse(e164).national_number) if e164 else ""
+            if len(national) >= 10:  # shorter ones ("123456789") match unrelated test data
+                found.add(national)
+    return found
+
+
+def _assert_no_raw_numbers(url: str) -> None:
+    numbers = _numbers_used_in_tests()
+    client = redis.Redis.from_url(url)
+    leaks = []
+    for key in client.scan_iter(match="rapport-test-*", count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"hash":
+            values = [item for pair in client.hgetall(key).items() for item in pair]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind in (b"set", b"zset"):
+            values = list(client.smembers(key) if kind == b"set" else client.zrange(key, 0, -1))
+        else:  # streams: the analysis queue
+            values = [
+                v for _, fields in client.xrange(key) for pair in fields.items() for v in pair
+            ]
+        text = b"\n".join([key, *values]).decode("latin-1")
+        leaks += [number for number in numbers if number in text]
+    client.close()
+    assert not leaks, f"raw phone numbers stored in Redis: {sorted(set(leaks))}"
 
 
 @pytest.fixture
