@@ -17,17 +17,15 @@ import json
 import os
 import random
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from memory.embedded import open_redis
+from bench.redis_target import benchmark_redis
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.store import MemoryStore
@@ -210,18 +208,8 @@ async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
-    redis_url = os.environ.get("REDIS_URL")
-    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as data_dir:
-        redis, close = await open_redis(
-            redis_url=redis_url, data_dir=Path(data_dir), connect_timeout=2, command_timeout=10
-        )
-        try:
-            return await measure(args, redis)
-        finally:
-            if redis_url:  # never leave benchmark data in somebody's Redis
-                async for key in redis.scan_iter(match=f"bench-{os.getpid()}:*", count=1000):
-                    await redis.unlink(key)
-            await close()
+    async with benchmark_redis(f"bench-{os.getpid()}") as redis:
+        return await measure(args, redis)
 
 
 def main() -> None:

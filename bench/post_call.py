@@ -23,19 +23,17 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from bench.redis_target import benchmark_redis
 from memory.analysis import TOOL_NAME
-from memory.embedded import open_redis
 from memory.embeddings import default_embedder
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Turn, now
@@ -214,19 +212,9 @@ async def measure(args: argparse.Namespace, redis: Redis, prefix: str) -> dict[s
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    redis_url = os.environ.get("REDIS_URL")
     prefix = f"bench-{os.getpid()}"
-    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as data_dir:
-        redis, close = await open_redis(
-            redis_url=redis_url, data_dir=Path(data_dir), connect_timeout=2, command_timeout=10
-        )
-        try:
-            return await measure(args, redis, prefix)
-        finally:
-            if redis_url:  # never leave benchmark data in somebody's Redis
-                async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-                    await redis.unlink(key)
-            await close()
+    async with benchmark_redis(prefix) as redis:
+        return await measure(args, redis, prefix)
 
 
 def main() -> None:

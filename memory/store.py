@@ -47,6 +47,14 @@ _LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {
     Turn: TypeAdapter(list[Turn]),
 }
 
+# Lua: refresh the TTL of every key of the script that exists (``ttl`` set by the script).
+_REFRESH_TTLS = """if ttl > 0 then
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+  end
+end
+"""
+
 # Writes a call record and the profile/fact changes it implies, once per call id and mode.
 # KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv
 # ARGV: call_id, mode, record json, at, ttl, masked, n_profile, (field, value)*n, n_facts,
@@ -82,12 +90,7 @@ for j = 1, n_facts do
   if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
 end
 local ttl = tonumber(ARGV[5])
-if ttl > 0 then
-  for _, key in ipairs(KEYS) do
-    if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
-  end
-end
-return 1
+""" + _REFRESH_TTLS + """return 1
 """
 
 # Rewrites changed turns of one call's transcript, and the same turns among the recent turns
@@ -155,12 +158,7 @@ if recent > 0 then
 end
 redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
 local ttl = tonumber(ARGV[4])
-if ttl > 0 then
-  for _, key in ipairs(KEYS) do
-    if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
-  end
-end
-"""
+""" + _REFRESH_TTLS
 
 # Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
 # (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
