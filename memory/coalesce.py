@@ -1,55 +1,52 @@
-"""Coalescing concurrent calls of one Redis script into one pipeline.
+"""Coalescing concurrent reads into one Redis pipeline.
 
-When many calls start at once (a burst of incoming calls loading their callers' memory), each
-script call on its own costs a connection, a write, a read and a parse in Python; sent together
-they cost one of each, so the burst is served sooner. A call made alone is sent alone, one
-event-loop tick later. Cluster pipelines refuse scripts, so on a cluster the calls are sent
-concurrently instead.
+When many reads start at once (a burst of incoming calls loading their callers' memory), each
+on its own costs a connection, a write, a read and a parse in Python; sent together they cost
+one of each, so the burst is served sooner. A read made alone is sent alone, one event-loop
+tick later.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
+
+#: Adds one read's commands to a pipeline.
+Commands = Callable[[Any], None]
 
 
 @dataclass(slots=True)
-class _Call:
-    keys: Sequence[Any]
-    args: Sequence[Any]
-    result: asyncio.Future[Any]
+class _Read:
+    commands: Commands
+    count: int
+    replies: asyncio.Future[list[Any]]
 
 
-class ScriptCoalescer:
-    """Calls one script; calls made in the same event-loop tick share one round trip.
+class ReadCoalescer:
+    """Runs reads of a few commands each; reads made in the same tick share one pipeline.
 
     Args:
-        redis: The client the script is registered on.
-        script: The registered script.
+        redis: The client (a cluster client splits the pipeline by node itself).
     """
 
-    def __init__(self, redis: Redis, script: AsyncScript) -> None:
+    def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._script = script
-        self._pipelined = not isinstance(redis, RedisCluster)
-        self._waiting: list[_Call] = []
+        self._waiting: list[_Read] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run the script with ``keys`` and ``args``; raises what the call raised."""
+    async def __call__(self, commands: Commands, count: int) -> list[Any]:
+        """The replies of the ``count`` commands ``commands`` adds; raises what they raised."""
         loop = asyncio.get_running_loop()
-        call = _Call(keys=keys, args=args, result=loop.create_future())
-        self._waiting.append(call)
+        read = _Read(commands=commands, count=count, replies=loop.create_future())
+        self._waiting.append(read)
         if len(self._waiting) == 1:
             loop.call_soon(self._send_waiting)
-        return await call.result
+        return await read.replies
 
     def _send_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -57,24 +54,23 @@ class ScriptCoalescer:
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: Sequence[_Read]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for read in batch:
+            read.commands(pipe)
+        replies: list[Any]
         try:
-            if len(batch) > 1 and self._pipelined:
-                pipe = self._redis.pipeline(transaction=False)
-                for call in batch:
-                    await self._script(keys=call.keys, args=call.args, client=pipe)
-                results = await pipe.execute(raise_on_error=False)
-            else:
-                results = await asyncio.gather(
-                    *(self._script(keys=call.keys, args=call.args) for call in batch),
-                    return_exceptions=True,
-                )
+            replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as e:
-            results = [e] * len(batch)
-        for call, result in zip(batch, results, strict=True):
-            if call.result.done():  # the caller stopped waiting
+            replies = [e] * sum(read.count for read in batch)
+        start = 0
+        for read in batch:
+            mine = replies[start : start + read.count]
+            start += read.count
+            if read.replies.done():  # the caller stopped waiting
                 continue
-            if isinstance(result, BaseException):
-                call.result.set_exception(result)
+            error = next((r for r in mine if isinstance(r, BaseException)), None)
+            if error is not None:
+                read.replies.set_exception(error)
             else:
-                call.result.set_result(result)
+                read.replies.set_result(mine)

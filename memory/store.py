@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from memory.coalesce import ScriptCoalescer
+from memory.coalesce import ReadCoalescer
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import (
@@ -59,7 +59,8 @@ end
 # KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv
 # ARGV: call_id, mode, record json, at, ttl, masked, n_profile, (field, value)*n, n_facts,
 #       (id, json, embedding)*n_facts
-_RECORD_CALL = """
+_RECORD_CALL = (
+    """
 local call_id, mode, at = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local state = redis.call('HGET', KEYS[6], call_id)
 if state == 'analysed' or (state == 'closed' and mode == 'close') then return 0 end
@@ -90,8 +91,11 @@ for j = 1, n_facts do
   if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
 end
 local ttl = tonumber(ARGV[5])
-""" + _REFRESH_TTLS + """return 1
 """
+    + _REFRESH_TTLS
+    + """return 1
+"""
+)
 
 # Rewrites changed turns of one call's transcript, and the same turns among the recent turns
 # (stored with the same JSON), so a scrubbed transcript leaves no copy of what it replaced.
@@ -135,19 +139,10 @@ return stored
 """
 
 
-# Everything one call loads, in one command (a pipeline of four costs more client CPU).
-# KEYS: profile, facts, embeddings, recent turns. ARGV: how many recent turns.
-_LOAD = """
-local recent = tonumber(ARGV[1])
-local turns = {}
-if recent > 0 then turns = redis.call('LRANGE', KEYS[4], -recent, -1) end
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
-        redis.call('HGETALL', KEYS[3]), turns}
-"""
-
 # Appends turns to their call's transcript and to the recent turns, atomically.
 # KEYS: call turns, recent turns, profile. ARGV: transcript cap, recent cap, masked, ttl, turns...
-_APPEND_TURNS = """
+_APPEND_TURNS = (
+    """
 local turns = {unpack(ARGV, 5)}
 redis.call('RPUSH', KEYS[1], unpack(turns))
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
@@ -158,7 +153,9 @@ if recent > 0 then
 end
 redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
 local ttl = tonumber(ARGV[4])
-""" + _REFRESH_TTLS
+"""
+    + _REFRESH_TTLS
+)
 
 # Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
 # (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
@@ -217,7 +214,7 @@ class MemoryStore:
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
         self._append_turns = redis.register_script(_APPEND_TURNS)
-        self._load = ScriptCoalescer(redis, redis.register_script(_LOAD))
+        self._reads = ReadCoalescer(redis)
         self._hset_all = redis.register_script(_HSET_ALL)
         self._replace_turns = redis.register_script(_REPLACE_TURNS)
         self._mark_failed = redis.register_script(_MARK_FAILED)
@@ -310,14 +307,16 @@ class MemoryStore:
         turns are the most recent exchanges within retention.
         """
         keys = self._caller_keys(caller)
-        loaded = await self._run(
-            self._load(
-                keys=[keys["profile"], keys["facts"], keys["emb"], keys["turns"]],
-                args=[self._recent_turns],
-            )
-        )
-        profile_raw, facts_raw, emb_raw = (_pairs(flat) for flat in loaded[:3])
-        turns_raw = loaded[3]
+        recent = self._recent_turns
+
+        def commands(pipe: Any) -> None:
+            pipe.hgetall(keys["profile"])
+            pipe.hgetall(keys["facts"])
+            pipe.hgetall(keys["emb"])
+            pipe.lrange(keys["turns"], -recent, -1) if recent else pipe.lrange(keys["turns"], 1, 0)
+
+        replies = await self._run(self._reads(commands, 4))
+        profile_raw, facts_raw, emb_raw, turns_raw = replies
         cutoff = self._cutoff()
         facts = [
             fact
@@ -708,11 +707,6 @@ class MemoryStore:
         """Every stored value of a caller."""
         raw = await self._run(self._redis.hgetall(self.key_for(caller, "kv")))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    """A hash as HGETALL returns it inside a script (field, value, field, value…) as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _glob_escaped(text: str) -> str:
