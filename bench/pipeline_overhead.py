@@ -45,6 +45,7 @@ from pipecat.frames.frames import (
     LLMRunFrame,
     LLMTextFrame,
     LLMUpdateSettingsFrame,
+    StartFrame,
     TranscriptionFrame,
     TTSUpdateSettingsFrame,
 )
@@ -169,6 +170,27 @@ class Probe(FrameProcessor):
             await self.push_frame(frame, direction)
 
 
+class StartClock(FrameProcessor):
+    """Notes when the ``StartFrame`` passes, and when the first system prompt does.
+
+    One on each side of the ``MemoryContextProcessor`` times what it adds at call start
+    directly, instead of as a difference of two noisy whole-pipeline tails.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start_at: float | None = None
+        self.prompt_at: float | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame) and self.start_at is None:
+            self.start_at = time.perf_counter()
+        elif isinstance(frame, LLMUpdateSettingsFrame) and self.prompt_at is None:
+            self.prompt_at = time.perf_counter()
+        await self.push_frame(frame, direction)
+
+
 @dataclass
 class Memory:
     """One returning caller's memory, prefetched, and where calls are recorded."""
@@ -196,13 +218,29 @@ class BenchCall:
     task: asyncio.Task[None] | None = None
     started_at: float = 0.0
     recorder: CallRecorder | None = field(default=None, repr=False)
+    clocks: tuple[StartClock, StartClock] | None = None
+
+    @property
+    def memory_start_ms(self) -> float | None:
+        """Time the memory processor held the call start (when clocked)."""
+        if self.clocks is None:
+            return None
+        before, after = self.clocks
+        assert before.start_at is not None and after.prompt_at is not None
+        return (after.prompt_at - before.start_at) * 1000
 
 
-def build(variant: str, memory: Memory, embedder: Embedder | None, call_id: str) -> BenchCall:
-    """The text pipeline of ``variant`` (the processors only when not the baseline)."""
+def build(
+    variant: str, memory: Memory, embedder: Embedder | None, call_id: str, *, clocked: bool = False
+) -> BenchCall:
+    """The text pipeline of ``variant`` (the processors only when not the baseline).
+
+    ``clocked`` puts a :class:`StartClock` on each side of the memory processor.
+    """
     user, assistant = LLMContextAggregatorPair(LLMContext())
     llm, probe = EchoLLM(), Probe()
     recorder = None
+    clocks: tuple[StartClock, StartClock] | None = None
     if variant == BASELINE:
         processors: list[FrameProcessor] = [user, llm, TextTTS(), assistant, probe]
     elif variant == PASS:
@@ -230,9 +268,12 @@ def build(variant: str, memory: Memory, embedder: Embedder | None, call_id: str)
             purpose=PURPOSE,
             embedder=embedder,
         )
+        if clocked:
+            clocks = (StartClock(), StartClock())
+        around = [clocks[0], memory_context, clocks[1]] if clocks else [memory_context]
         processors = [
             user,
-            memory_context,
+            *around,
             llm,
             ToolSilenceGuard(),
             TextTTS(),
@@ -243,7 +284,13 @@ def build(variant: str, memory: Memory, embedder: Embedder | None, call_id: str)
     worker = PipelineWorker(
         Pipeline(processors), enable_rtvi=False, idle_timeout_secs=None, enable_turn_tracking=False
     )
-    return BenchCall(worker=worker, llm=llm, probe=probe, recorder=recorder)
+    return BenchCall(
+        worker=worker,
+        llm=llm,
+        probe=probe,
+        recorder=recorder,
+        clocks=clocks,
+    )
 
 
 async def start(call: BenchCall) -> float:
@@ -300,25 +347,35 @@ async def interleaved(
 
 async def call_starts(
     memories: dict[str, Memory], embedders: dict[str, Embedder | None], starts: int
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Call starts, one variant after the other, each on a quiet process.
 
     A call leaves background work behind (its recorder closing the call, its recall index
     being built in a thread); the next start waits for it to settle, so each start is
     measured on its own rather than against the previous call's leftovers.
+
+    Returns:
+        Start to first LLM request per variant (s), and, from separate clocked starts of the
+        processor variants, the time the memory processor held the start (ms).
     """
     samples: dict[str, list[float]] = {}
+    held: dict[str, list[float]] = {}
     for name, memory in memories.items():
         samples[name] = []
         for i in range(WARM_UP + starts):
-            call = build(name, memory, embedders[name], f"start-{name}-{i}")
-            opened = await start(call)
-            await stop(call)
-            await CallRecorder.drain_all()
-            await asyncio.sleep(SETTLE_S)
-            if i >= WARM_UP:
-                samples[name].append(opened)
-    return samples
+            for clocked in (False, True) if name in (LEXICAL, E5) else (False,):
+                call = build(name, memory, embedders[name], f"start-{name}-{i}", clocked=clocked)
+                opened = await start(call)
+                await stop(call)
+                await CallRecorder.drain_all()
+                await asyncio.sleep(SETTLE_S)
+                if i < WARM_UP:
+                    continue
+                if clocked:
+                    held.setdefault(name, []).append(call.memory_start_ms or 0.0)
+                else:
+                    samples[name].append(opened)
+    return samples, held
 
 
 # -- Redis -------------------------------------------------------------------------------------
@@ -407,7 +464,7 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         for i, (name, embedder) in enumerate(embedders.items())
     }
 
-    starts = await call_starts(memories, embedders, args.starts)
+    starts, held = await call_starts(memories, embedders, args.starts)
     calls = {
         name: build(name, memories[name], embedders[name], f"call-{name}") for name in embedders
     }
@@ -462,6 +519,9 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         "turn_overhead_ms": {name: added(turn_stats, name) for name in ADDED},
         "start_to_first_llm_ms": start_stats,
         "start_overhead_ms": {name: added(start_stats, name) for name in ADDED},
+        "memory_processor_start_ms": {
+            name: median_p99([ms / 1000 for ms in values]) for name, values in held.items()
+        },
         "redis_commands_per_turn": commands / (recorded_turns / 2),
         "redis_commands_per_recorded_utterance": commands / recorded_turns,
         "frame_path_round_trips_per_turn": max(0.0, slowdown / PROXY_DELAY_S),
@@ -523,6 +583,12 @@ def main() -> None:
             *(f"{over[name]['median']:.3f} / {over[name]['p99']:.3f}" for name in ADDED),
         )
     Console().print(table)
+    held = result["memory_processor_start_ms"]
+    print(
+        "call start held by the memory processor (StartFrame in -> system prompt out), "
+        "median / p99: "
+        + "; ".join(f"{name} {v['median']:.3f} / {v['p99']:.3f} ms" for name, v in held.items())
+    )
     print(
         f"Redis commands per turn (recorder, off the frame path): "
         f"{result['redis_commands_per_turn']:.1f}; round trips on the frame path per turn: "
