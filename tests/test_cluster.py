@@ -41,10 +41,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ports = [free_port() for _ in range(3)]
     servers = [
         subprocess.Popen(
-            [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
-             "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-             "--dir", str(folder), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(redis_server_binary()),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--dir",
+                str(folder),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for port in ports
     ]
@@ -94,14 +109,23 @@ async def test_a_whole_call_on_a_cluster(cluster_store: tuple[MemoryStore, Analy
     for i, caller in enumerate(callers):
         assert caller is not None
         await store.append_turn(caller, Turn(role="user", text="Hi, it's me", call_id=f"c{i}"))
-        await end_call(store, queue, caller, CallRecord(call_id=f"c{i}", agent_id="acme",
-                                                         ended_at=now()))
-        analysis = CallAnalysis(summary="Booked.", urgency=2, action="none",
-                                sentiment="satisfied", language="en", caller_name=f"Caller {i}")
+        await end_call(
+            store, queue, caller, CallRecord(call_id=f"c{i}", agent_id="acme", ended_at=now())
+        )
+        analysis = CallAnalysis(
+            summary="Booked.",
+            urgency=2,
+            action="none",
+            sentiment="satisfied",
+            language="en",
+            caller_name=f"Caller {i}",
+        )
         record = CallRecord(call_id=f"c{i}", agent_id="acme", ended_at=now(), analysis=analysis)
         facts = [Fact(text="Caller is vegetarian", embedding=b"\x00" * 8)]
-        await asyncio.gather(store.record_call(caller, record, facts=facts),
-                             store.record_call(caller, record, facts=facts))
+        await asyncio.gather(
+            store.record_call(caller, record, facts=facts),
+            store.record_call(caller, record, facts=facts),
+        )
         await store.set_value(caller, "plan", "gold")
     memory = await store.load(callers[3])  # type: ignore[arg-type]
     assert memory.profile.name == "Caller 3" and memory.profile.call_count == 1
