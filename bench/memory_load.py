@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -28,6 +27,7 @@ from rich.table import Table
 from bench.redis_target import benchmark_redis
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
+from memory.runtime import freeze_startup_objects
 from memory.store import MemoryStore
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
@@ -169,9 +169,7 @@ async def timed_load(store: MemoryStore, caller: CallerIdentity) -> float:
 async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
     store = MemoryStore(redis, prefix=f"bench-{os.getpid()}")
     fill_seconds = await fill(store, redis, args.callers, args.facts, args.seed)
-    # As the bot does once started: long-lived objects leave the collector's scans.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()  # as the bot does once started
     pick = random.Random(args.seed)
     # Warm the interpreter and open the pool's connections before timing anything.
     warm = [caller_for(pick.randrange(args.callers)) for _ in range(100)]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import statistics
@@ -66,6 +65,7 @@ from memory.identity import CallerIdentity, identify
 from memory.models import CallerMemory, CallRecord, Fact, Turn
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
+from memory.runtime import freeze_startup_objects
 from memory.store import MemoryStore
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
@@ -465,9 +465,7 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         for i, (name, embedder) in enumerate(embedders.items())
     }
 
-    # As the bot does once started: long-lived objects leave the collector's scans.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_objects()  # as the bot does once started
     starts, held = await call_starts(memories, embedders, args.starts)
     calls = {
         name: build(name, memories[name], embedders[name], f"call-{name}") for name in embedders

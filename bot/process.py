@@ -10,7 +10,6 @@ before the transport and pipeline are built.
 from __future__ import annotations
 
 import asyncio
-import gc
 from contextlib import suppress
 from typing import Any
 
@@ -40,7 +39,7 @@ from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template
 from memory.retrieval import select_for_call_start
-from memory.runtime import MemoryRuntime, memory_runtime, open_memory
+from memory.runtime import MemoryRuntime, freeze_startup_objects, memory_runtime, open_memory
 from memory.settings import AnalysisSettings
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
@@ -120,10 +119,7 @@ class RapportBot:
             token_budget=1,
             embedder=embedder,
         )
-        # Start-up objects live as long as the process: keep them out of every collection,
-        # which shortens the collector's pauses on the call path.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()
         if self._settings.run_worker:
             self._worker = asyncio.create_task(self._run_worker(embedder), name="analysis-worker")
 

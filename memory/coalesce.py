@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from memory.errors import REDIS_FAILURES
 
 #: Adds one read's commands to a pipeline.
 Commands = Callable[[Any], None]
@@ -61,7 +62,7 @@ class ReadCoalescer:
         replies: list[Any]
         try:
             replies = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             replies = [e] * sum(read.count for read in batch)
         start = 0
         for read in batch:

@@ -1,5 +1,13 @@
 """The exceptions ``memory`` raises; each is raised ``from`` the error that caused it."""
 
+from collections.abc import Awaitable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+#: What a Redis call raises when the server is down, slow or unreachable.
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
 
 class RapportMemoryError(Exception):
     """Base of every error raised by the memory package."""
@@ -49,3 +57,15 @@ class InvalidAnalysisError(AnalysisError):
 
 class PermanentAnalysisError(AnalysisError):
     """The request itself was refused (4xx other than 429: auth, bad request); do not retry."""
+
+
+async def redis_reply(awaitable: Awaitable[Any]) -> Any:
+    """Await a Redis reply; a failure becomes :class:`MemoryUnavailableError`.
+
+    The reply is ``Any``: redis-py types replies for every client mode, and Rapport's clients
+    are bytes-only (``decode_responses=False``).
+    """
+    try:
+        return await awaitable
+    except REDIS_FAILURES as e:
+        raise MemoryUnavailableError("Redis did not answer") from e

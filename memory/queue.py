@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 from loguru import logger
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from memory.errors import MemoryUnavailableError
+from memory.errors import REDIS_FAILURES, MemoryUnavailableError, redis_reply
 from memory.identity import CallerIdentity
 from memory.models import CallRecord, now
 from memory.store import CallRef, MemoryStore
@@ -173,12 +173,6 @@ class AnalysisQueue:
         # A blocked read must return before the client's command timeout fires.
         self._max_block = 0.8 * timeout if timeout else None
 
-    async def _run(self, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await awaitable
-        except (RedisError, OSError, TimeoutError) as e:
-            raise MemoryUnavailableError("Redis did not answer") from e
-
     async def _grouped(self, command: Callable[[], Awaitable[_T]]) -> _T:
         """Run a consumer-group command, creating the group first if it does not exist yet."""
         try:
@@ -187,10 +181,10 @@ class AnalysisQueue:
             # NOGROUP from most commands; XINFO says "no such key" when the stream is missing.
             if "NOGROUP" not in str(e) and "no such key" not in str(e):
                 raise MemoryUnavailableError("Redis refused a queue command") from e
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             raise MemoryUnavailableError("Redis did not answer") from e
         await self.ensure_group()
-        return await self._run(command())
+        return await redis_reply(command())
 
     # -- producing ---------------------------------------------------------------------------
 
@@ -217,19 +211,19 @@ class AnalysisQueue:
             dead_id,
         ]
         args += [item for pair in fields.items() for item in pair]
-        return bool(await self._run(self._enqueue(keys=keys, args=args)))
+        return bool(await redis_reply(self._enqueue(keys=keys, args=args)))
 
     async def note_closing(self, caller: CallerIdentity, call_id: str) -> None:
         """Note that a call is being closed; :meth:`enqueue` clears the note."""
         member = _member(caller.agent_id, caller.key, call_id)
-        await self._run(self._redis.zadd(self._closing_key, {member: now()}, nx=True))
+        await redis_reply(self._redis.zadd(self._closing_key, {member: now()}, nx=True))
 
     async def stranded(self, *, older_than: float) -> list[CallRef]:
         """Calls noted as closing ``older_than`` seconds ago and never queued.
 
         Their references carry no masked number (see :meth:`MemoryStore.caller_of`).
         """
-        members: Any = await self._run(
+        members: Any = await redis_reply(
             self._redis.zrangebyscore(self._closing_key, "-inf", now() - older_than)
         )
         return [_ref(member) for member in members]
@@ -237,7 +231,7 @@ class AnalysisQueue:
     async def drop_closing(self, ref: CallRef) -> None:
         """Forget a closing note that needs no job (the call is analysed, failed or gone)."""
         member = _member(ref.agent_id, ref.caller_key, ref.call_id)
-        await self._run(self._redis.zrem(self._closing_key, member))
+        await redis_reply(self._redis.zrem(self._closing_key, member))
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -248,7 +242,7 @@ class AnalysisQueue:
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise MemoryUnavailableError("Redis refused to create the group") from e
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             raise MemoryUnavailableError("Redis did not answer") from e
 
     async def read(self, consumer: str, *, block: float, count: int = 1) -> list[AnalysisJob]:
@@ -284,7 +278,7 @@ class AnalysisQueue:
             pipe.xpending_range(self.stream_key, GROUP, message_id, message_id, 1)
         deliveries = {
             row["message_id"]: row["times_delivered"]
-            for rows in await self._run(pipe.execute())
+            for rows in await redis_reply(pipe.execute())
             for row in rows
         }
         return await self._jobs(entries, deliveries=deliveries)
@@ -317,7 +311,7 @@ class AnalysisQueue:
             False when another worker has claimed the job meanwhile.
         """
         args = [GROUP, consumer, job.message_id]
-        return bool(await self._run(self._renew(keys=[self.stream_key], args=args)))
+        return bool(await redis_reply(self._renew(keys=[self.stream_key], args=args)))
 
     async def ack(self, job: AnalysisJob) -> None:
         """Acknowledge and delete a job whose results are written."""
@@ -327,7 +321,7 @@ class AnalysisQueue:
         self, message_id: str, *, member: str | None, dead: dict[Any, Any] | None = None
     ) -> None:
         fields: list[Any] = [item for pair in (dead or {}).items() for item in pair]
-        await self._run(
+        await redis_reply(
             self._finish_job(
                 keys=[self.stream_key, self.dead_key, self._queued_key],
                 args=[GROUP, message_id, member or "", self._dead_maxlen, *fields],
@@ -358,7 +352,7 @@ class AnalysisQueue:
 
     async def dead_letters(self, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest dead letters, oldest first."""
-        entries: Any = await self._run(self._redis.xrange(self.dead_key, count=limit))
+        entries: Any = await redis_reply(self._redis.xrange(self.dead_key, count=limit))
         return [
             DeadLetter(
                 message_id=message_id.decode(),
@@ -390,7 +384,7 @@ class AnalysisQueue:
         pipe = self._redis.pipeline(transaction=False)
         pipe.xlen(self.stream_key)
         pipe.xlen(self.dead_key)
-        length, dead = await self._run(pipe.execute())
+        length, dead = await redis_reply(pipe.execute())
         summary = await self._grouped(lambda: self._redis.xpending(self.stream_key, GROUP))
         pending = summary["pending"]
         return QueueCounts(waiting=length - pending, pending=pending, dead=dead)
@@ -398,7 +392,7 @@ class AnalysisQueue:
     async def lead_sweep(self, consumer: str, *, every: float) -> bool:
         """Take the sweeper's turn: True for at most one consumer per ``every`` seconds."""
         acquired = self._redis.set(self._sweep_key, consumer, nx=True, px=int(every * 1000))
-        return bool(await self._run(acquired))
+        return bool(await redis_reply(acquired))
 
     async def prune_consumers(self, *, idle_for: float) -> int:
         """Remove consumers (workers gone for good) idle ``idle_for`` seconds with no jobs."""
@@ -412,7 +406,7 @@ class AnalysisQueue:
         for name in gone:
             pipe.xgroup_delconsumer(self.stream_key, GROUP, name)
         if gone:
-            await self._run(pipe.execute())
+            await redis_reply(pipe.execute())
         return len(gone)
 
 

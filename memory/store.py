@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from memory.coalesce import ReadCoalescer
-from memory.errors import MemoryUnavailableError
+from memory.errors import REDIS_FAILURES, MemoryUnavailableError, redis_reply
 from memory.identity import CallerIdentity
 from memory.models import (
     CallerMemory,
@@ -244,13 +243,6 @@ class MemoryStore:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _run(self, awaitable: Awaitable[Any]) -> Any:
-        # Any: redis-py types replies for every client mode; ours is bytes-only (see module doc).
-        try:
-            return await awaitable
-        except (RedisError, OSError, TimeoutError) as e:
-            raise MemoryUnavailableError("Redis did not answer") from e
-
     def _cutoff(self) -> float:
         return now() - self.ttl_seconds if self.ttl_seconds else float("-inf")
 
@@ -315,7 +307,7 @@ class MemoryStore:
             pipe.hgetall(keys["emb"])
             pipe.lrange(keys["turns"], -recent, -1) if recent else pipe.lrange(keys["turns"], 1, 0)
 
-        replies = await self._run(self._reads(commands, 4))
+        replies = await redis_reply(self._reads(commands, 4))
         profile_raw, facts_raw, emb_raw, turns_raw = replies
         cutoff = self._cutoff()
         facts = [
@@ -352,7 +344,7 @@ class MemoryStore:
         payloads = [t.model_dump_json(exclude={"call_id"}, exclude_none=True) for t in turns]
         open_calls = self._agent_key(caller.agent_id, "open")
         # Two keys in two slots, sent together (cluster pipelines refuse scripts).
-        await self._run(
+        await redis_reply(
             asyncio.gather(
                 self._append_turns(
                     keys=[transcript_key, keys["turns"], keys["profile"]],
@@ -431,13 +423,13 @@ class MemoryStore:
             keys["turns"],
             keys["kv"],
         ]
-        written = await self._run(self._record_call(keys=call_keys, args=args))
+        written = await redis_reply(self._record_call(keys=call_keys, args=args))
         member = self._member(caller, record.call_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(self._agent_key(caller.agent_id, "open"), member)
         pipe.zadd(self._agent_key(caller.agent_id, "callers"), {caller.key: at}, gt=True)
         pipe.zadd(self._agent_key(caller.agent_id, "calls"), {member: at})
-        await self._run(pipe.execute())
+        await redis_reply(pipe.execute())
         return bool(written)
 
     async def upsert_facts(self, caller: CallerIdentity, facts: Sequence[Fact]) -> None:
@@ -459,7 +451,7 @@ class MemoryStore:
         for index, field, value in fields:
             args += [index, field, value]
         keys = [self.key_for(caller, part) for part in parts]
-        await self._run(self._hset_all(keys=keys, args=args))
+        await redis_reply(self._hset_all(keys=keys, args=args))
 
     async def set_embeddings(self, caller: CallerIdentity, embeddings: dict[str, bytes]) -> int:
         """Store the embeddings of existing facts, by fact id, leaving the facts as they are.
@@ -473,7 +465,7 @@ class MemoryStore:
         args: list[str | bytes | int] = [self.ttl_seconds]
         for fact_id, embedding in embeddings.items():
             args += [fact_id, embedding]
-        return int(await self._run(self._set_embeddings(keys=keys, args=args)))
+        return int(await redis_reply(self._set_embeddings(keys=keys, args=args)))
 
     async def set_name(self, caller: CallerIdentity, name: str) -> None:
         """Store the caller's name as they gave it during a call."""
@@ -487,7 +479,7 @@ class MemoryStore:
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(record_key)
         pipe.lrange(transcript_key, 0, -1)
-        raw, turns_raw = await self._run(pipe.execute())
+        raw, turns_raw = await redis_reply(pipe.execute())
         if raw is None and not turns_raw:
             return None
         turns = [t.model_copy(update={"call_id": call_id}) for t in self._turns(turns_raw)]
@@ -510,12 +502,12 @@ class MemoryStore:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys["facts"])
         pipe.hgetall(keys["emb"])
-        facts_raw, emb_raw = await self._run(pipe.execute())
+        facts_raw, emb_raw = await redis_reply(pipe.execute())
         return self._facts(facts_raw, emb_raw)
 
     async def open_calls(self, agent_id: str, *, idle_for: float) -> list[CallRef]:
         """Calls with turns but no end, idle for at least ``idle_for`` seconds."""
-        members = await self._run(
+        members = await redis_reply(
             self._redis.zrangebyscore(self._agent_key(agent_id, "open"), "-inf", now() - idle_for)
         )
         return [self._ref(agent_id, member) for member in members]
@@ -532,14 +524,16 @@ class MemoryStore:
         try:
             async for key in self._redis.scan_iter(match=pattern, count=1000, _type="ZSET"):
                 agents.add(key.decode()[len(prefix) : -len("}:open")])
-        except (RedisError, OSError, TimeoutError) as e:
+        except REDIS_FAILURES as e:
             raise MemoryUnavailableError("Redis did not answer") from e
         return sorted(agents)
 
     async def caller_of(self, ref: CallRef) -> CallerIdentity:
         """The caller of a call reference, with the masked number their profile keeps."""
         caller = ref.caller
-        masked = await self._run(self._redis.hget(self.key_for(caller, "profile"), "masked_number"))
+        masked = await redis_reply(
+            self._redis.hget(self.key_for(caller, "profile"), "masked_number")
+        )
         return CallerIdentity(
             agent_id=ref.agent_id,
             key=ref.caller_key,
@@ -561,7 +555,7 @@ class MemoryStore:
             args += [index, turn.model_dump_json(exclude={"call_id"}, exclude_none=True)]
         if args:
             keys = [transcript_key, self.key_for(caller, "turns")]
-            await self._run(self._replace_turns(keys=keys, args=args))
+            await redis_reply(self._replace_turns(keys=keys, args=args))
 
     async def mark_failed(self, caller: CallerIdentity, call_id: str, reason: str) -> bool:
         """Record that a closed call's analysis failed; its transcript and record stay.
@@ -570,18 +564,18 @@ class MemoryStore:
             False when the call was analysed meanwhile, or is not stored (forgotten, expired).
         """
         record_key, _ = self._call_keys(caller, call_id)
-        raw = await self._run(self._redis.get(record_key))
+        raw = await redis_reply(self._redis.get(record_key))
         record = self._parse(CallRecord, raw, what="call record") if raw is not None else None
         if record is None:
             return False
         failed = record.model_copy(update={"status": CallStatus.FAILED, "error": reason})
         payload = failed.model_dump_json(exclude={"transcript"}, exclude_defaults=True)
         keys = [self.key_for(caller, "callstate"), record_key]
-        return bool(await self._run(self._mark_failed(keys=keys, args=[call_id, payload])))
+        return bool(await redis_reply(self._mark_failed(keys=keys, args=[call_id, payload])))
 
     async def recent_calls(self, agent_id: str, *, since: float, limit: int = 500) -> list[CallRef]:
         """Calls of one agent that ended since ``since``, newest first."""
-        members = await self._run(
+        members = await redis_reply(
             self._redis.zrevrangebyscore(
                 self._agent_key(agent_id, "calls"), "+inf", since, start=0, num=limit
             )
@@ -594,7 +588,7 @@ class MemoryStore:
         suffix = f"|{call_id}".encode()
         calls = self._agent_key(agent_id, "calls")
         while True:
-            cursor, page = await self._run(self._redis.zscan(calls, cursor, match=b"*" + suffix))
+            cursor, page = await redis_reply(self._redis.zscan(calls, cursor, match=b"*" + suffix))
             for member, _score in page:
                 return self._ref(agent_id, member)
             if cursor == 0:
@@ -619,20 +613,20 @@ class MemoryStore:
         pipe.hkeys(keys["callstate"])
         pipe.hlen(keys["facts"])
         pipe.llen(keys["turns"])
-        call_ids, closed, n_facts, n_turns = await self._run(pipe.execute())
+        call_ids, closed, n_facts, n_turns = await redis_reply(pipe.execute())
         open_ids = await self._open_call_ids(caller)
         ids = {i.decode() for i in (*call_ids, *closed)} | open_ids
         doomed = list(keys.values())
         for call_id in ids:
             doomed.extend(self._call_keys(caller, call_id))
-        removed = await self._run(self._redis.delete(*doomed))
+        removed = await redis_reply(self._redis.delete(*doomed))
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(self._agent_key(caller.agent_id, "callers"), caller.key)
         members = [self._member(caller, call_id) for call_id in ids]
         if members:
             pipe.zrem(self._agent_key(caller.agent_id, "calls"), *members)
             pipe.zrem(self._agent_key(caller.agent_id, "open"), *members)
-        await self._run(pipe.execute())
+        await redis_reply(pipe.execute())
         return {"keys": removed, "facts": n_facts, "calls": len(ids), "turns": n_turns}
 
     async def _open_call_ids(self, caller: CallerIdentity) -> set[str]:
@@ -641,7 +635,9 @@ class MemoryStore:
         found: set[str] = set()
         cursor = 0
         while True:
-            cursor, page = await self._run(self._redis.zscan(open_key, cursor, match=prefix + b"*"))
+            cursor, page = await redis_reply(
+                self._redis.zscan(open_key, cursor, match=prefix + b"*")
+            )
             found.update(member[len(prefix) :].decode() for member, _ in page)
             if cursor == 0:
                 return found
@@ -654,7 +650,7 @@ class MemoryStore:
         pipe.lrange(keys["turns"], 0, -1)
         pipe.zrange(keys["calls"], 0, -1)
         pipe.hgetall(keys["kv"])
-        profile_raw, turns_raw, call_ids, kv_raw = await self._run(pipe.execute())
+        profile_raw, turns_raw, call_ids, kv_raw = await redis_reply(pipe.execute())
         open_ids = await self._open_call_ids(caller)
         calls = []
         for call_id in [i.decode() for i in call_ids] + sorted(open_ids):
@@ -676,12 +672,12 @@ class MemoryStore:
     ) -> list[CallerSummary]:
         """One page of an agent's callers, most recently seen first."""
         index = self._agent_key(agent_id, "callers")
-        members = await self._run(self._redis.zrevrange(index, offset, offset + limit - 1))
+        members = await redis_reply(self._redis.zrevrange(index, offset, offset + limit - 1))
         pipe = self._redis.pipeline(transaction=False)
         for member in members:
             caller = CallerIdentity(agent_id=agent_id, key=member.decode(), masked="")
             pipe.hgetall(self.key_for(caller, "profile"))
-        profiles = await self._run(pipe.execute()) if members else []
+        profiles = await redis_reply(pipe.execute()) if members else []
         return [
             CallerSummary(key=member.decode(), profile=self._profile(raw))
             for member, raw in zip(members, profiles, strict=True)
@@ -692,7 +688,7 @@ class MemoryStore:
 
     async def get_value(self, caller: CallerIdentity, name: str) -> Any:
         """One stored value (JSON-decoded), or None."""
-        raw = await self._run(self._redis.hget(self.key_for(caller, "kv"), name))
+        raw = await redis_reply(self._redis.hget(self.key_for(caller, "kv"), name))
         return None if raw is None else json.loads(raw)
 
     async def set_value(self, caller: CallerIdentity, name: str, value: Any) -> None:
@@ -701,11 +697,11 @@ class MemoryStore:
 
     async def delete_value(self, caller: CallerIdentity, name: str) -> bool:
         """Remove one value; True if it existed."""
-        return bool(await self._run(self._redis.hdel(self.key_for(caller, "kv"), name)))
+        return bool(await redis_reply(self._redis.hdel(self.key_for(caller, "kv"), name)))
 
     async def items(self, caller: CallerIdentity) -> dict[str, Any]:
         """Every stored value of a caller."""
-        raw = await self._run(self._redis.hgetall(self.key_for(caller, "kv")))
+        raw = await redis_reply(self._redis.hgetall(self.key_for(caller, "kv")))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
