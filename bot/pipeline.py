@@ -11,6 +11,7 @@ it; without a transport (tests, benchmarks) frames are queued on the worker dire
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -30,7 +31,7 @@ from bot.identify import CallOrigin
 from bot.services import CallServices
 from bot.settings import BotSettings
 from bot.tools import CallerTools
-from bot.wording import greetings
+from bot.wording import CALL_CONNECTED, opening_line
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
@@ -187,13 +188,15 @@ def build_call(
     )
     tools.register(services.llm)
     user, assistant = LLMContextAggregatorPair(
-        LLMContext(tools=CallerTools.schema()),
+        LLMContext(
+            messages=[{"role": "user", "content": CALL_CONNECTED}], tools=CallerTools.schema()
+        ),
         user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()),
     )
     memory_context = MemoryContextProcessor(
         memory=prepared.memory,
         prompt_template=prompt_template,
-        greetings=greetings(settings.business_name),
+        opening=functools.partial(opening_line, business_name=settings.business_name),
         voices=settings.voices,
         default_language=settings.default_language,
         load_budget_s=settings.memory_load_budget_ms / 1000,

@@ -1,4 +1,4 @@
-"""What the agent is told (the system prompt) and what it says first to a new caller.
+"""What the agent is told (the system prompt) and what it says first when a call connects.
 
 The system prompt template is a file (``RAPPORT_PROMPT_FILE``, default ``bot/prompts/system.md``)
 with ``{{business_name}}`` and ``{{purpose}}``, filled in here once per process, and
@@ -11,6 +11,11 @@ import re
 from collections.abc import Mapping
 
 from bot.settings import BotSettings
+from memory.models import CallerMemory
+
+#: The conversation sent to the LLM opens with this user turn: the agent speaks first on a
+#: phone call, but the Messages API (Bedrock and gateways strictly) wants a user turn first.
+CALL_CONNECTED = "[The call connected.]"
 
 #: First-time callers hear this, in the default language, before saying anything.
 GREETINGS: Mapping[str, str] = {
@@ -19,13 +24,35 @@ GREETINGS: Mapping[str, str] = {
     "ca": "Hola, heu trucat a {business}. En què us puc ajudar?",
 }
 
+#: A returning caller with no opening line prepared (older profile, failed analysis) hears this.
+RETURNING_GREETINGS: Mapping[str, str] = {
+    "en": "Hello again{name}, you're through to {business}. How can I help you today?",
+    "es": "Hola de nuevo{name}, ha llamado a {business}. ¿En qué puedo ayudarle?",
+    "ca": "Hola de nou{name}, heu trucat a {business}. En què us puc ajudar?",
+}
+
 _BUSINESS = re.compile(r"\{\{\s*business_name\s*\}\}")
 _PURPOSE = re.compile(r"\{\{\s*purpose\s*\}\}")
 
 
-def greetings(business_name: str) -> dict[str, str]:
-    """The first-time greeting per language, naming the business."""
-    return {language: text.format(business=business_name) for language, text in GREETINGS.items()}
+def opening_line(memory: CallerMemory | None, language: str, *, business_name: str) -> str:
+    """What the agent says the moment a call connects, with no LLM request.
+
+    A returning caller hears the line their last analysis prepared (already in their language,
+    scrubbed), else the returning greeting by name; anyone else hears the first-time greeting.
+
+    Args:
+        memory: The memory the call started with; None when there is none.
+        language: The call's language (``en``, ``es``…); unknown ones fall back to English.
+        business_name: Who the agent answers for.
+    """
+    if memory is not None and memory.is_returning:
+        if memory.profile.opening_line:
+            return memory.profile.opening_line
+        name = f", {memory.profile.name}" if memory.profile.name else ""
+        template = RETURNING_GREETINGS.get(language, RETURNING_GREETINGS["en"])
+        return template.format(business=business_name, name=name)
+    return GREETINGS.get(language, GREETINGS["en"]).format(business=business_name)
 
 
 def prompt_template(settings: BotSettings) -> str:

@@ -34,7 +34,14 @@ from memory.errors import (
     PermanentAnalysisError,
     RetryableAnalysisError,
 )
-from memory.models import CallAnalysis, ExtractedFact, Fact, Turn, clean_text
+from memory.models import (
+    MAX_OPENING_CHARS,
+    CallAnalysis,
+    ExtractedFact,
+    Fact,
+    Turn,
+    clean_text,
+)
 from memory.scrub import scrub, scrub_fact, scrub_turns
 
 TOOL_NAME = "record_call_analysis"
@@ -43,6 +50,8 @@ DEFAULT_ACTIONS = ("call_back", "send_quote", "book_appointment", "none")
 DEFAULT_MAX_TRANSCRIPT_CHARS = 24_000
 #: Known facts shown to the LLM, most recently confirmed first.
 MAX_PROMPT_FACTS = 50
+#: Most words of the opening line prepared for the next call (asked for: 25).
+MAX_OPENING_WORDS = 30
 
 _SYSTEM_PROMPT = """\
 You analyse one finished phone call answered by the phone agent of {business}, and record \
@@ -59,6 +68,12 @@ Fields:
 - sentiment: satisfied, neutral or frustrated, as the caller came across.
 - language: BCP 47 tag of the language the caller spoke (e.g. en-US, es-ES, ca-ES).
 - caller_name: the name the caller gave for themselves, or null if they gave none.
+- opening_line: what the agent will say first when this caller next calls, in the caller's \
+language: one or two short spoken sentences, at most 25 words, greeting them by name if known \
+and picking up what they called about (e.g. "Hola Lucía, ¿ya le llegó el pedido de la semana \
+pasada?"). Nothing sensitive and nothing a third party overhearing it should not hear: no \
+amounts owed, health details, account or order numbers, or anything said in confidence. \
+Null if nothing is worth picking up.
 - facts: 0 to 5 short third-person statements in English, each starting with "Caller", worth \
 knowing on the caller's next call.
 
@@ -284,6 +299,7 @@ class CallAnalyzer:
                 "language": language,
                 "caller_name": clean_text(analysis.caller_name or "", 80) or None,
                 "facts": _trusted_facts(analysis.facts),
+                "opening_line": _opening_line(analysis.opening_line),
             }
         )
 
@@ -305,6 +321,20 @@ def _capped(text: str, limit: int) -> str:
 def _two_sentences(summary: str) -> str:
     # A third sentence is not worth a retry; keeping the first two is the contract.
     return " ".join(_SENTENCE_BREAK.split(summary, maxsplit=2)[:2])
+
+
+def _opening_line(text: str | None) -> str | None:
+    """The next call's first words, or None when they cannot be spoken to whoever picks up.
+
+    A line that carried a secret is dropped, not scrubbed: a placeholder read aloud at pickup
+    would be worse than the greeting template. So is an overlong one: it is not a greeting.
+    """
+    line = clean_text(text or "")
+    if not line or len(line) > MAX_OPENING_CHARS or len(line.split()) > MAX_OPENING_WORDS:
+        return None
+    if scrub(line) != line or _AUTHORITY_CLAIM.search(line):
+        return None
+    return line
 
 
 def _language_tag(tag: str) -> str | None:

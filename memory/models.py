@@ -22,6 +22,8 @@ CONFIDENCE_FLOOR = 0.5
 MAX_TEXT_CHARS = 2000
 #: Longest fact statement.
 MAX_FACT_CHARS = 280
+#: Longest opening line the analysis may prepare for the next call (about 25 spoken words).
+MAX_OPENING_CHARS = 240
 
 _SPACES = re.compile(r"\s+")
 
@@ -81,6 +83,9 @@ class CallerProfile(StoredModel):
     last_seen: float | None = None
     #: Masked caller number (``+1415•••1234``) for lists and screens; never the raw number.
     masked_number: str | None = None
+    #: What the agent says first on this caller's next call, written by the last analysis
+    #: (empty: none prepared, the greeting template is used).
+    opening_line: str | None = None
 
 
 class Fact(StoredModel):
@@ -156,6 +161,9 @@ class CallAnalysis(StoredModel):
     language: str = Field(min_length=2, max_length=35)
     caller_name: str | None = Field(default=None, max_length=80)
     facts: list[ExtractedFact] = Field(default_factory=list, max_length=5)
+    #: The first words of the caller's next call, in their language (spoken with no LLM run).
+    #: Not length-checked here: an overlong line is dropped, not a reason to fail the analysis.
+    opening_line: str | None = None
 
 
 class CallStatus(StrEnum):

@@ -720,6 +720,8 @@ def _profile_update(record: CallRecord) -> dict[str, str]:
         "last_summary": analysis.summary,
         "last_action": analysis.action,
         "urgency": str(analysis.urgency),
+        # Replaced by every analysis, so a stale line is never spoken: empty means the template.
+        "opening_line": analysis.opening_line or "",
     }
     if analysis.caller_name:
         fields["name"] = analysis.caller_name

@@ -2,16 +2,19 @@
 
 Memory is loaded once per call, started when the caller is identified (while the line rings).
 On ``StartFrame`` this processor waits for it within a small budget, renders it into the
-system prompt in place of ``{{memory}}`` and switches the voice to the caller's language. On
-each user turn it recalls what is relevant to what was just said and not yet in the prompt,
-within a time budget, in process: no turn waits on the network.
+system prompt in place of ``{{memory}}`` (as quoted caller-reported data, see
+:mod:`memory.render`) and switches the voice to the caller's language. Once the caller is
+connected the call opens with a spoken line and no LLM request: the opening line the last
+analysis prepared, or a greeting. On each user turn it recalls what is relevant to what was
+just said and not yet in the prompt, within a time budget, in process: no turn waits on the
+network.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,6 @@ from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     LLMContextFrame,
-    LLMRunFrame,
     LLMUpdateSettingsFrame,
     StartFrame,
     TTSSpeakFrame,
@@ -31,7 +33,7 @@ from pipecat.services.settings import LLMSettings, TTSSettings
 
 from memory.embeddings import Embedder
 from memory.errors import RapportMemoryError
-from memory.models import CallerMemory
+from memory.models import CallerMemory, Fact
 from memory.render import fill_template, render_memory
 from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
 
@@ -53,7 +55,8 @@ class MemoryContextProcessor(FrameProcessor):
         memory: The caller's memory, being loaded since the caller was identified; None when
             memory is off or the caller is anonymous.
         prompt_template: The system prompt with a ``{{memory}}`` placeholder.
-        greetings: First-time greeting by language (``en``, ``es``…).
+        opening: The first words of the call, from the memory it started with (None: none)
+            and the caller's language; spoken at once, so it must need no LLM request.
         voices: TTS voice by language.
         default_language: Language used until the caller's is known.
         load_budget_s: How long the call start waits for memory before going on without it.
@@ -69,7 +72,7 @@ class MemoryContextProcessor(FrameProcessor):
         *,
         memory: Awaitable[CallerMemory | None] | None,
         prompt_template: str,
-        greetings: Mapping[str, str],
+        opening: Callable[[CallerMemory | None, str], str],
         voices: Mapping[str, str],
         default_language: str = "en",
         load_budget_s: float = 0.15,
@@ -83,7 +86,7 @@ class MemoryContextProcessor(FrameProcessor):
         super().__init__(**kwargs)
         self._source = memory
         self._template = prompt_template
-        self._greetings = greetings
+        self._opening = opening
         self._voices = voices
         self._language = default_language
         self._load_budget_s = load_budget_s
@@ -93,7 +96,7 @@ class MemoryContextProcessor(FrameProcessor):
         self._recall_budget_s = recall_budget_s
         self._embedder = embedder
         self._memory: CallerMemory | None = None
-        self._prompt = fill_template(prompt_template, "")
+        self._facts: list[Fact] = []
         self._index: RecallIndex | None = None
         self._index_task: asyncio.Task[None] | None = None
         self._in_prompt: set[str] = set()
@@ -101,22 +104,16 @@ class MemoryContextProcessor(FrameProcessor):
         self._embed_estimate_s = 0.0
         self._started = asyncio.Event()
 
-    @property
-    def memory(self) -> CallerMemory | None:
-        """The memory this call started with (None until start, or when there is none)."""
-        return self._memory
-
     async def opening_frames(self) -> list[Frame]:
-        """What to queue once the caller is connected: an LLM greeting for returning callers.
+        """What to queue once the caller is connected: the opening line, spoken at once.
 
-        Waits for the call start (memory loaded or given up on): a transport may report the
-        caller connected before the pipeline's ``StartFrame`` reaches this processor.
+        The line goes into the context too (``TTSSpeakFrame`` appends it), so the LLM carries
+        on from it when the caller answers. Waits for the call start (memory loaded or given up
+        on): a transport may report the caller connected before the pipeline's ``StartFrame``
+        reaches this processor.
         """
         await self._started.wait()
-        if self._memory is not None and self._memory.is_returning:
-            return [LLMRunFrame()]
-        greeting = self._greetings.get(self._language) or next(iter(self._greetings.values()))
-        return [TTSSpeakFrame(greeting)]
+        return [TTSSpeakFrame(self._opening(self._memory, self._language))]
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Set the prompt up at start; recall before each LLM run."""
@@ -131,9 +128,8 @@ class MemoryContextProcessor(FrameProcessor):
 
     async def _start(self) -> None:
         self._memory = await self._load()
-        block = ""
         if self._memory is not None and not self._memory.is_empty:
-            facts = await asyncio.to_thread(
+            self._facts = await asyncio.to_thread(
                 select_for_call_start,
                 self._memory,
                 purpose=self._purpose,
@@ -141,8 +137,7 @@ class MemoryContextProcessor(FrameProcessor):
                 k=self._max_facts,
                 embedder=self._embedder,
             )
-            block = render_memory(self._memory, facts, token_budget=self._token_budget)
-            self._in_prompt = {f.id for f in facts} | {
+            self._in_prompt = {f.id for f in self._facts} | {
                 turn_id(t) for t in self._memory.recent_turns
             }
             language = (self._memory.profile.language or "").split("-")[0].lower()
@@ -152,13 +147,16 @@ class MemoryContextProcessor(FrameProcessor):
                 locale = "-".join(voice.split("-")[:2])  # "es-ES-ElviraNeural" speaks es-ES
                 delta = TTSSettings(voice=voice, language=locale)
                 await self.push_frame(TTSUpdateSettingsFrame(delta=delta))
-        self._prompt = fill_template(self._template, block)
-        await self._set_prompt(self._prompt)
+        await self._set_prompt()
         self._started.set()
         if self._memory is not None and not self._memory.is_empty:
             self._index_task = self.create_task(self._build_index(self._memory))
 
-    async def _set_prompt(self, prompt: str) -> None:
+    async def _set_prompt(self) -> None:
+        block = render_memory(
+            self._memory, self._facts, token_budget=self._token_budget, recalled=self._recalled
+        )
+        prompt = fill_template(self._template, block)
         await self.push_frame(LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=prompt)))
 
     async def cleanup(self) -> None:
@@ -198,10 +196,7 @@ class MemoryContextProcessor(FrameProcessor):
             return
         self._in_prompt.update(r.id for r in fresh)
         self._recalled = (self._recalled + [r.text for r in fresh])[-MAX_RECALLED:]
-        recalled = "\n".join(f"- {text}" for text in self._recalled)
-        await self._set_prompt(
-            f"{self._prompt}\n\nAlso from earlier calls, relevant now:\n{recalled}"
-        )
+        await self._set_prompt()
 
     async def _query_vector(self, index: RecallIndex, query: str) -> np.ndarray | None:
         """Embed the turn for dense relevance, unless that would not fit the turn's budget."""

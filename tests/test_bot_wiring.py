@@ -21,8 +21,9 @@ from bot.logs import install_redaction, mask_numbers
 from bot.services import build_services
 from bot.settings import BotSettings
 from bot.twilio import twiml
-from bot.wording import greetings, prompt_template
+from bot.wording import opening_line, prompt_template
 from memory.errors import ConfigurationError
+from memory.models import CallerMemory, CallerProfile
 
 NUMBER = "+14155550123"
 
@@ -122,5 +123,14 @@ def test_prompt_names_the_business_and_keeps_only_the_memory_placeholder() -> No
     template = prompt_template(settings)
     assert "Bella's Bakery" in template and settings.agent_purpose in template
     assert template.count("{{") == 1 and "{{memory}}" in template
-    assert all("Bella's Bakery" in text for text in greetings("Bella's Bakery").values())
-    assert set(greetings("x")) >= {"en", "es", "ca"}
+
+
+@pytest.mark.parametrize("language", ["en", "es", "ca"])
+def test_every_served_language_has_both_greetings(language: str) -> None:
+    first = opening_line(None, language, business_name="Bella's Bakery")
+    returning = CallerMemory(profile=CallerProfile(name="Lucía", call_count=1))
+    again = opening_line(returning, language, business_name="Bella's Bakery")
+    assert "Bella's Bakery" in first and "Lucía" not in first
+    assert "Bella's Bakery" in again and "Lucía" in again and again != first
+    prepared = CallerMemory(profile=CallerProfile(call_count=1, opening_line="Hola Lucía!"))
+    assert opening_line(prepared, language, business_name="x") == "Hola Lucía!"

@@ -28,7 +28,7 @@ from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Fact
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
-from tests.fakes.anthropic_server import FakeAnthropic, Reply
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import serving
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.polling import eventually
@@ -123,15 +123,12 @@ async def test_a_media_stream_call_loads_the_callers_memory_and_hangs_up(
     redis_client: Redis,
     key_prefix: str,
 ) -> None:
-    fake.script(Reply.text("Welcome back, Ana! Still vegetarian?"))
     ws_url = server.replace("http://", "ws://") + "/ws"
     spoken = await _call(ws_url, until=twilio_api.updated)
     assert spoken, "the caller heard nothing"
 
-    # A returning caller: the opening request already carries what the bot remembers.
-    (opening,) = fake.requests
-    assert "Ana Puig" in opening.system_text and "vegetarian" in opening.system_text
-    assert "{{" not in opening.system_text
+    # A returning caller is greeted by name at once: no LLM request before they speak.
+    assert fake.requests == []
 
     # The bot hung up through Twilio's REST API, and queued the call for analysis.
     (update,) = twilio_api.updates
@@ -149,9 +146,8 @@ async def test_a_media_stream_call_loads_the_callers_memory_and_hangs_up(
     assert await queued() == [CALL_SID]
     record = await MemoryStore(redis_client, prefix=key_prefix).get_call(ana, CALL_SID)
     assert record is not None
-    assert [(t.role, t.text) for t in record.transcript] == [
-        ("assistant", "Welcome back, Ana! Still vegetarian?")
-    ]
+    ((role, greeting),) = [(t.role, t.text) for t in record.transcript]
+    assert role == "assistant" and greeting.startswith("Hello again, Ana Puig,")
 
 
 async def _call(ws_url: str, *, until: asyncio.Event) -> int:
