@@ -7,6 +7,12 @@ per block, `message_delta` with the stop reason and usage, `message_stop`). Erro
 body shape (`{"type": "error", "error": {"type": ..., "message": ...}}`) and status codes, with
 `retry-after` where the real API sends it, so the SDK's own retry logic runs against it.
 
+Requests are held to the real API's rules before anything else sees them (`request_problem`):
+one the real API refuses (no messages, a first message not from the user, an empty text block,
+an unpaired `tool_use` / `tool_result`, a bad tool name or `input_schema`, trailing whitespace
+after a prefill...) gets the real 400 `invalid_request_error` and its message, and fails the
+test it happened in unless the test takes it (`take_rejections()`).
+
 Behaviour is scripted: queue replies with `script()` (or answer from a `handler`), and assert on
 `requests`, which records every request received (headers and JSON body).
 
