@@ -3,6 +3,9 @@
 ``REDIS_URL`` selects an existing Redis; without it an embedded server runs in a temporary
 directory for the session. Tests may share a user's real Redis, so they never FLUSHDB: every
 store a test builds uses its own ``key_prefix``.
+
+Any test in which the Anthropic fake refused a request as the real API would fails (see
+:class:`tests.fakes.anthropic_server.FakeAnthropic`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,21 @@ from memory.embedded import EmbeddedRedis, client_from_url
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
+from tests.fakes.anthropic_server import FakeAnthropic
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Fail the test in which any LLM request broke the real API's rules.
+
+    Checked at the end of the test's own run (so ``xfail`` covers it), before its fixtures close
+    the fakes (which check again for requests sent while they wind down).
+    """
+    try:
+        return (yield)
+    finally:
+        for fake in FakeAnthropic.running():
+            fake.assert_no_rejections()
 
 
 @pytest.fixture(scope="session")

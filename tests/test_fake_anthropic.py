@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -31,7 +32,15 @@ from pipecat.services.llm_service import FunctionCallParams
 from pipecat.workers.runner import WorkerRunner
 
 from processors.tool_silence import DEFAULT_PHRASES, ToolSilenceGuard
-from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply, Text, ToolUse
+from tests.fakes.anthropic_server import (
+    ErrorReply,
+    FakeAnthropic,
+    InvalidRequestsError,
+    Reply,
+    Text,
+    ToolUse,
+    request_problem,
+)
 
 MODEL = "claude-haiku-4-5"
 USER = [{"role": "user", "content": "Hi, I'm Ana."}]
@@ -180,21 +189,319 @@ async def test_requires_the_headers_the_real_api_requires(fake: FakeAnthropic) -
             assert (r.status, (await r.json())["error"]["type"]) == (401, "authentication_error")
         async with http.post(url, json=body, headers={"x-api-key": "k"}) as r:
             assert (r.status, (await r.json())["error"]["type"]) == (400, "invalid_request_error")
+    (rejection,) = fake.take_rejections()
+    assert rejection.message == "anthropic-version: header is required"
     async with FakeAnthropic(api_key="the-right-key") as strict:
         wrong = AsyncAnthropic(api_key="a-wrong-key", base_url=strict.base_url)
         with pytest.raises(anthropic.AuthenticationError):
             await wrong.messages.create(model=MODEL, max_tokens=10, messages=USER)
 
 
-async def test_rejects_a_tool_use_without_its_tool_result(fake: FakeAnthropic) -> None:
-    broken = [
-        *USER,
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "x"}]},
-        {"role": "user", "content": "And another thing."},
-    ]
-    with pytest.raises(anthropic.BadRequestError, match="without `tool_result` blocks"):
-        await client(fake).messages.create(model=MODEL, max_tokens=10, messages=broken)
-    assert fake.pending == 0
+# --- the real API's request rules -------------------------------------------------------------
+
+
+def _use(tool_id: str = "toolu_1", name: str = "remember") -> dict[str, Any]:
+    return {"type": "tool_use", "id": tool_id, "name": name, "input": {"fact": "Vegetarian"}}
+
+
+def _result(tool_id: str = "toolu_1") -> dict[str, Any]:
+    return {"type": "tool_result", "tool_use_id": tool_id, "content": "saved"}
+
+
+def _user(*content: dict[str, Any] | str) -> dict[str, Any]:
+    return {"role": "user", "content": content[0] if isinstance(content[0], str) else [*content]}
+
+
+def _assistant(*content: dict[str, Any] | str) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": content[0] if isinstance(content[0], str) else [*content],
+    }
+
+
+def _tool(name: str = "remember", schema: object = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": "Remember a fact.",
+        "input_schema": {"type": "object", "properties": {}} if schema is None else schema,
+    }
+
+
+def _body(**fields: object) -> dict[str, Any]:
+    """A valid request with `fields` replaced (a field set to `...` is removed)."""
+    body: dict[str, Any] = {"model": MODEL, "max_tokens": 10, "messages": USER}
+    body.update(fields)
+    return {name: value for name, value in body.items() if value is not ...}
+
+
+_TRAILING = "messages: final assistant content cannot end with trailing whitespace"
+_EMPTY_TEXT = "messages: text content blocks must be non-empty"
+_WHITESPACE_TEXT = "messages: text content blocks must contain non-whitespace text"
+_NAME_PATTERN = "tools.0.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'"
+_UNEXPECTED_RESULT = (
+    "messages.{}.content.{}: unexpected `tool_use_id` found in `tool_result` blocks: {}. Each "
+    "`tool_result` block must have a corresponding `tool_use` block in the previous message."
+)
+_UNANSWERED_USE = (
+    "messages.{}: `tool_use` ids were found without `tool_result` blocks immediately after: {}. "
+    "Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+)
+
+# Each: a request the real Messages API refuses, and the `error.message` it answers with.
+INVALID_REQUESTS: dict[str, tuple[dict[str, Any], str]] = {
+    "no messages": (_body(messages=...), "messages: Field required"),
+    "empty messages": (_body(messages=[]), "messages: at least one message is required"),
+    "no model": (_body(model=...), "model: Field required"),
+    "no max_tokens": (_body(max_tokens=...), "max_tokens: Field required"),
+    "max_tokens zero": (
+        _body(max_tokens=0),
+        "max_tokens: Input should be greater than or equal to 1",
+    ),
+    "max_tokens a string": (_body(max_tokens="10"), "max_tokens: Input should be a valid integer"),
+    "max_tokens a float": (_body(max_tokens=10.5), "max_tokens: Input should be a valid integer"),
+    "role system": (
+        _body(messages=[{"role": "system", "content": "Be brief."}, *USER]),
+        'messages: Unexpected role "system". The Messages API accepts a top-level `system` '
+        'parameter, not "system" as an input message role.',
+    ),
+    "role tool": (
+        _body(messages=[*USER, {"role": "tool", "content": "x"}]),
+        "messages.1.role: Input should be 'user' or 'assistant'",
+    ),
+    "first message from the assistant": (
+        _body(messages=[_assistant("Hello, Rapport here."), *USER]),
+        'messages: first message must use the "user" role',
+    ),
+    "only an assistant message": (
+        _body(messages=[_assistant("Hello, Rapport here.")]),
+        'messages: first message must use the "user" role',
+    ),
+    "empty string content": (
+        _body(messages=[_user("")]),
+        "messages.0: all messages must have non-empty content except for the optional final "
+        "assistant message",
+    ),
+    "empty content list": (
+        _body(messages=[{"role": "user", "content": []}]),
+        "messages.0: all messages must have non-empty content except for the optional final "
+        "assistant message",
+    ),
+    "empty earlier assistant message": (
+        _body(messages=[*USER, _assistant(""), _user("Hello?")]),
+        "messages.1: all messages must have non-empty content except for the optional final "
+        "assistant message",
+    ),
+    "empty text block": (_body(messages=[_user({"type": "text", "text": ""})]), _EMPTY_TEXT),
+    "empty text block beside others": (
+        _body(messages=[_user({"type": "text", "text": "Hi"}, {"type": "text", "text": ""})]),
+        _EMPTY_TEXT,
+    ),
+    "whitespace-only text": (_body(messages=[*USER, _assistant("\n\n"), *USER]), _WHITESPACE_TEXT),
+    "final assistant ends in a space": (_body(messages=[*USER, _assistant("Sure, ")]), _TRAILING),
+    "final assistant ends in a newline": (
+        _body(messages=[*USER, _assistant({"type": "text", "text": "Sure.\n"})]),
+        _TRAILING,
+    ),
+    "tool_result for no tool_use": (
+        _body(messages=[*USER, _assistant("Let me see."), _user(_result())]),
+        _UNEXPECTED_RESULT.format(2, 0, "toolu_1"),
+    ),
+    "tool_result for another tool_use": (
+        _body(
+            messages=[*USER, _assistant(_use("toolu_1")), _user(_result("toolu_1"), _result("x"))]
+        ),
+        _UNEXPECTED_RESULT.format(2, 1, "x"),
+    ),
+    "tool_result for a tool_use two turns back": (
+        _body(
+            messages=[
+                *USER,
+                _assistant(_use("toolu_1")),
+                _user(_result("toolu_1")),
+                _assistant("Saved."),
+                _user(_result("toolu_1")),
+            ]
+        ),
+        _UNEXPECTED_RESULT.format(4, 0, "toolu_1"),
+    ),
+    "tool_use answered by plain text": (
+        _body(messages=[*USER, _assistant(_use("toolu_1")), _user("And another thing.")]),
+        _UNANSWERED_USE.format(1, "toolu_1"),
+    ),
+    "one of two tool_uses unanswered": (
+        _body(
+            messages=[
+                *USER,
+                _assistant(_use("toolu_1"), _use("toolu_2")),
+                _user(_result("toolu_2")),
+            ]
+        ),
+        _UNANSWERED_USE.format(1, "toolu_1"),
+    ),
+    "tool name with a space": (_body(tools=[_tool("remember fact")]), _NAME_PATTERN),
+    "tool name with a dot": (_body(tools=[_tool("memory.remember")]), _NAME_PATTERN),
+    "tool name of 65 characters": (_body(tools=[_tool("r" * 65)]), _NAME_PATTERN),
+    "empty tool name": (_body(tools=[_tool("")]), _NAME_PATTERN),
+    "no input_schema": (
+        _body(tools=[{"name": "remember", "description": "Remember."}]),
+        "tools.0.custom.input_schema: Field required",
+    ),
+    "input_schema a string": (
+        _body(tools=[_tool(schema="object")]),
+        "tools.0.custom.input_schema: Input should be a valid dictionary",
+    ),
+    "input_schema without a type": (
+        _body(tools=[_tool(schema={"properties": {}})]),
+        "tools.0.custom.input_schema.type: Field required",
+    ),
+    "input_schema of a string": (
+        _body(tools=[_tool(schema={"type": "string"})]),
+        "tools.0.custom.input_schema.type: Input should be 'object'",
+    ),
+    "two tools of one name": (_body(tools=[_tool(), _tool()]), "tools: Tool names must be unique."),
+    "tool_choice naming no offered tool": (
+        _body(tools=[_tool()], tool_choice={"type": "tool", "name": "record_analysis"}),
+        "tool_choice: tool 'record_analysis' not found in `tools`",
+    ),
+    "tool_choice without tools": (
+        _body(tool_choice={"type": "any"}),
+        "tool_choice: may only be specified while providing tools",
+    ),
+    "system a dict": (
+        _body(system={"type": "text", "text": "Be brief."}),
+        "system: Input should be a valid list",
+    ),
+    "system blocks not text": (
+        _body(system=[{"type": "image", "source": {}}]),
+        "system.0.type: Input should be 'text'",
+    ),
+    "system with an empty text block": (
+        _body(system=[{"type": "text", "text": ""}]),
+        "system: text content blocks must be non-empty",
+    ),
+}
+
+# Each: a request the real Messages API accepts, however close it sits to a rule above.
+VALID_REQUESTS: dict[str, dict[str, Any]] = {
+    "one user message": _body(),
+    "text blocks": _body(messages=[_user({"type": "text", "text": "Hi, I'm Ana."})]),
+    "system string and blocks": _body(
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+    ),
+    "empty system string": _body(system=""),
+    "consecutive user messages (merged by the API)": _body(messages=[*USER, _user("Hello?")]),
+    "consecutive assistant messages": _body(
+        messages=[*USER, _assistant("One."), _assistant("Two."), _user("Go on.")]
+    ),
+    "prefill without trailing whitespace": _body(messages=[*USER, _assistant("{")]),
+    "empty final assistant message": _body(messages=[*USER, _assistant("")]),
+    "whitespace inside the final assistant text": _body(messages=[*USER, _assistant("Sure, Ana")]),
+    "trailing whitespace in a user message": _body(messages=[_user("Hi, I'm Ana.\n")]),
+    "tool round trip": _body(
+        tools=[_tool()],
+        messages=[
+            *USER,
+            _assistant({"type": "text", "text": "Noting that."}, _use("toolu_1")),
+            _user(_result("toolu_1"), {"type": "text", "text": "Thanks."}),
+            _assistant("Saved."),
+            _user("Bye."),
+        ],
+    ),
+    "two tool_uses answered in one message": _body(
+        tools=[_tool()],
+        messages=[
+            *USER,
+            _assistant(_use("toolu_1"), _use("toolu_2")),
+            _user(_result("toolu_2"), _result("toolu_1")),
+        ],
+    ),
+    "tool_results split over consecutive user messages": _body(
+        messages=[
+            *USER,
+            _assistant(_use("toolu_1"), _use("toolu_2")),
+            _user(_result("toolu_1")),
+            _user(_result("toolu_2")),
+        ],
+    ),
+    "a final tool_use with no next message": _body(messages=[*USER, _assistant(_use("toolu_1"))]),
+    "tool names at the edges of the pattern": _body(
+        tools=[_tool("a"), _tool("save_caller-name_2"), _tool("r" * 64)]
+    ),
+    "forced tool": _body(
+        tools=[ANALYSIS_TOOL], tool_choice={"type": "tool", "name": "record_analysis"}
+    ),
+    "tool_choice none": _body(tools=[_tool()], tool_choice={"type": "none"}),
+    "null system": _body(system=None),
+}
+
+
+async def _post(fake: FakeAnthropic, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    headers = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{fake.base_url}/v1/messages", json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize(("body", "message"), INVALID_REQUESTS.values(), ids=INVALID_REQUESTS)
+async def test_refuses_what_the_real_api_refuses(
+    fake: FakeAnthropic, body: dict[str, Any], message: str
+) -> None:
+    fake.script(Reply.text("Never sent."))
+    status, reply = await _post(fake, body)
+    assert status == 400
+    assert reply["type"] == "error"
+    assert reply["error"] == {"type": "invalid_request_error", "message": message}
+    assert reply["request_id"].startswith("req_")
+    assert request_problem(body) == message
+    (rejection,) = fake.take_rejections()
+    assert (rejection.request, rejection.message) == (fake.requests[0], message)
+    assert fake.pending == 1  # a refused request never reaches the script or the handler
+
+
+@pytest.mark.parametrize("body", VALID_REQUESTS.values(), ids=VALID_REQUESTS)
+async def test_accepts_what_the_real_api_accepts(fake: FakeAnthropic, body: dict[str, Any]) -> None:
+    fake.script(Reply.text("Fine."))
+    status, reply = await _post(fake, body)
+    assert (status, reply["content"]) == (200, [{"type": "text", "text": "Fine."}])
+    assert request_problem(body) is None and fake.rejections == []
+
+
+async def test_the_sdk_raises_bad_request_and_the_handler_never_sees_it() -> None:
+    seen: list[object] = []
+
+    def handler(request: object) -> Reply:
+        seen.append(request)
+        return Reply.text("Never sent.")
+
+    async with FakeAnthropic(handler=handler) as strict:
+        sdk = AsyncAnthropic(api_key="k", base_url=strict.base_url, max_retries=0)
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await sdk.messages.create(model=MODEL, max_tokens=10, messages=[])
+        assert caught.value.status_code == 400
+        assert caught.value.body["error"] == {
+            "type": "invalid_request_error",
+            "message": "messages: at least one message is required",
+        }
+        assert [r.message for r in strict.take_rejections()] == [
+            "messages: at least one message is required"
+        ]
+    assert seen == [] and len(strict.requests) == 1
+
+
+async def test_an_untaken_rejection_fails_the_test() -> None:
+    strict = FakeAnthropic()
+    await strict.start()
+    sdk = AsyncAnthropic(api_key="k", base_url=strict.base_url, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError):
+        await sdk.messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "assistant", "content": "Hello!"}]
+        )
+    with pytest.raises(InvalidRequestsError, match="request 0: messages: first message must use"):
+        await strict.close()
+    strict.assert_no_rejections()  # each rejection is reported once
+    assert strict not in FakeAnthropic.running()
 
 
 async def test_handler_answers_once_the_script_is_used_up(fake: FakeAnthropic) -> None:

@@ -7,6 +7,12 @@ per block, `message_delta` with the stop reason and usage, `message_stop`). Erro
 body shape (`{"type": "error", "error": {"type": ..., "message": ...}}`) and status codes, with
 `retry-after` where the real API sends it, so the SDK's own retry logic runs against it.
 
+Requests are held to the real API's rules before anything else sees them (`request_problem`):
+one the real API refuses (no messages, a first message not from the user, an empty text block,
+an unpaired `tool_use` / `tool_result`, a bad tool name or `input_schema`, trailing whitespace
+after a prefill...) gets the real 400 `invalid_request_error` and its message, and fails the
+test it happened in unless the test takes it (`take_rejections()`).
+
 Behaviour is scripted: queue replies with `script()` (or answer from a `handler`), and assert on
 `requests`, which records every request received (headers and JSON body).
 
@@ -26,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 import secrets
 import string
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from aiohttp import web
 
@@ -223,12 +230,37 @@ class RecordedRequest:
         return results
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """A request the fake refused as invalid, as the real API would (400 invalid_request_error).
+
+    Attributes:
+        request: The request refused.
+        message: The `error.message` sent back.
+    """
+
+    request: RecordedRequest
+    message: str
+
+
+class InvalidRequestsError(AssertionError):
+    """Requests the real API would refuse reached the fake, and no test took them."""
+
+
 class FakeAnthropic:
     """A local HTTP server speaking the Anthropic Messages API on 127.0.0.1, ephemeral port.
 
     Responses come from the script queue (`script()`), then from `handler`; with neither,
     the fake answers 500 with `x-should-retry: false` so a missing script fails fast.
+
+    Every request is first checked against the real API's request rules (`request_problem`):
+    one that breaks them gets the real 400 `invalid_request_error` and is kept in `rejections`.
+    A rejection fails the test that caused it (`assert_no_rejections`, run after every test by
+    `tests/conftest.py` and by `close()`) unless the test takes it with `take_rejections()`,
+    which a test sending an invalid request on purpose does to assert on it.
     """
+
+    _running: ClassVar[set[FakeAnthropic]] = set()
 
     def __init__(
         self,
@@ -251,6 +283,8 @@ class FakeAnthropic:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self.requests: list[RecordedRequest] = []
+        self.rejections: list[Rejection] = []
+        self._untaken: list[Rejection] = []
 
     @property
     def base_url(self) -> str:
@@ -268,6 +302,26 @@ class FakeAnthropic:
         """Queue responses, served one per request in order."""
         self._script.extend(responses)
 
+    def take_rejections(self) -> list[Rejection]:
+        """The rejections since the last call, which then no longer fail the test."""
+        taken, self._untaken = self._untaken, []
+        return taken
+
+    def assert_no_rejections(self) -> None:
+        """Raise `InvalidRequestsError` naming every rejection not taken (each reported once)."""
+        untaken = self.take_rejections()
+        if untaken:
+            numbers = {id(request): n for n, request in enumerate(self.requests)}
+            lines = "\n".join(f"  request {numbers[id(r.request)]}: {r.message}" for r in untaken)
+            raise InvalidRequestsError(
+                f"the real Anthropic API would refuse {len(untaken)} request(s):\n{lines}"
+            )
+
+    @classmethod
+    def running(cls) -> list[FakeAnthropic]:
+        """Every fake started and not yet closed."""
+        return list(cls._running)
+
     async def start(self) -> None:
         """Start listening."""
         app = web.Application()
@@ -278,12 +332,19 @@ class FakeAnthropic:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         self._port = self._runner.addresses[0][1]
+        FakeAnthropic._running.add(self)
 
     async def close(self) -> None:
-        """Stop listening and drop open connections."""
+        """Stop listening and drop open connections; then fail on any rejection not taken.
+
+        Raises:
+            InvalidRequestsError: A request was refused as invalid and no test took it.
+        """
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        FakeAnthropic._running.discard(self)
+        self.assert_no_rejections()
 
     async def __aenter__(self) -> FakeAnthropic:
         await self.start()
@@ -300,6 +361,10 @@ class FakeAnthropic:
         recorded = await self._record(request)
         problem = _check_request(recorded, self._api_key)
         if problem:
+            if problem.error_type == "invalid_request_error":
+                rejection = Rejection(recorded, problem.message)
+                self.rejections.append(rejection)
+                self._untaken.append(rejection)
             return _error_response(problem)
         response = await self._next_response(recorded)
         if response.delay:
@@ -460,7 +525,7 @@ def _invalid(message: str) -> ErrorReply:
 
 
 def _check_request(recorded: RecordedRequest, api_key: str | None) -> ErrorReply | None:
-    """What the real API would reject this request for, if anything."""
+    """What the real API would reject this request for, if anything (run on every request)."""
     key = recorded.headers.get("x-api-key")
     if not key and not recorded.headers.get("authorization"):
         return ErrorReply(401, "authentication_error", "x-api-key header is required")
@@ -468,55 +533,207 @@ def _check_request(recorded: RecordedRequest, api_key: str | None) -> ErrorReply
         return ErrorReply(401, "authentication_error", "invalid x-api-key")
     if not recorded.headers.get("anthropic-version"):
         return _invalid("anthropic-version: header is required")
-    body = recorded.body
+    problem = request_problem(recorded.body)
+    return _invalid(problem) if problem else None
+
+
+def request_problem(body: Any) -> str | None:
+    """The `error.message` the real API answers this request body with, or None when valid.
+
+    The same check the fake runs on every request it receives, for tests that build a body
+    without sending it.
+    """
     if not isinstance(body, dict):
-        return _invalid("There was an error parsing the body of your request")
-    for name, kind in (("model", str), ("max_tokens", int), ("messages", list)):
-        if not isinstance(body.get(name), kind):
-            return _invalid(f"{name}: Field required")
-    return _check_tools(body) or _check_tool_pairing(body["messages"])
+        return "There was an error parsing the body of your request"
+    return (
+        _fields_problem(body)
+        or _system_problem(body)
+        or _tools_problem(body)
+        or _messages_problem(body["messages"])
+    )
 
 
-def _check_tools(body: dict[str, Any]) -> ErrorReply | None:
-    names = set()
-    for index, tool in enumerate(body.get("tools", [])):
-        if not tool.get("name") or not isinstance(tool.get("input_schema"), dict):
-            return _invalid(f"tools.{index}: name and input_schema are required")
-        names.add(tool["name"])
-    choice = body.get("tool_choice") or {}
-    if choice.get("type") in ("auto", "any", "tool") and not names:
-        return _invalid("tool_choice: may only be specified while providing tools")
-    if choice.get("type") == "tool" and choice.get("name") not in names:
-        return _invalid(f"tool_choice: tool '{choice.get('name')}' is not in tools")
+def _fields_problem(body: dict[str, Any]) -> str | None:
+    for name in ("model", "max_tokens", "messages"):
+        if name not in body:
+            return f"{name}: Field required"
+    if not isinstance(body["model"], str):
+        return "model: Input should be a valid string"
+    max_tokens = body["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        return "max_tokens: Input should be a valid integer"
+    if max_tokens < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    if not isinstance(body["messages"], list):
+        return "messages: Input should be a valid list"
+    if not body["messages"]:
+        return "messages: at least one message is required"
     return None
 
 
-def _check_tool_pairing(messages: list[dict[str, Any]]) -> ErrorReply | None:
-    """Each tool_use needs its tool_result in the next message, and vice versa (as the API)."""
-    previous_uses: set[str] = set()
-    for index, message in enumerate(messages):
-        content = message.get("content")
-        blocks = content if isinstance(content, list) else []
-        results = [b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"]
-        for result_id in results:
-            if result_id not in previous_uses:
-                return _invalid(
-                    f"messages.{index}: unexpected `tool_use_id` found in `tool_result` blocks: "
-                    f"{result_id}. Each `tool_result` block must have a corresponding `tool_use` "
-                    "block in the previous message."
-                )
-        missing = previous_uses - set(results)
-        if missing:
-            return _invalid(
-                f"messages.{index}: `tool_use` ids were found without `tool_result` blocks "
-                f"immediately after: {', '.join(sorted(missing))}. Each `tool_use` block must "
-                "have a corresponding `tool_result` block in the next message."
-            )
-        uses = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
-        previous_uses = uses if message.get("role") == "assistant" else set()
-    if previous_uses:
-        return _invalid(
-            f"messages.{len(messages) - 1}: `tool_use` ids were found without `tool_result` "
-            f"blocks immediately after: {', '.join(sorted(previous_uses))}."
+def _system_problem(body: dict[str, Any]) -> str | None:
+    system = body.get("system")
+    if system is None or isinstance(system, str):
+        return None
+    if not isinstance(system, list):
+        return "system: Input should be a valid list"
+    for index, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            return f"system.{index}.type: Input should be 'text'"
+        if not isinstance(block.get("text"), str):
+            return f"system.{index}.text: Input should be a valid string"
+        if not block["text"]:
+            return "system: text content blocks must be non-empty"
+    return None
+
+
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+
+
+def _tools_problem(body: dict[str, Any]) -> str | None:
+    tools = body.get("tools", [])
+    if not isinstance(tools, list):
+        return "tools: Input should be a valid list"
+    names: list[str] = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            return f"tools.{index}: Input should be a valid dictionary"
+        if tool.get("type", "custom") != "custom":
+            continue  # A server tool (web search...): named and typed by Anthropic.
+        name = tool.get("name")
+        if name is None:
+            return f"tools.{index}.custom.name: Field required"
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            pattern = _TOOL_NAME.pattern
+            return f"tools.{index}.custom.name: String should match pattern '^{pattern}$'"
+        if "input_schema" not in tool:
+            return f"tools.{index}.custom.input_schema: Field required"
+        schema = tool["input_schema"]
+        if not isinstance(schema, dict):
+            return f"tools.{index}.custom.input_schema: Input should be a valid dictionary"
+        if "type" not in schema:
+            return f"tools.{index}.custom.input_schema.type: Field required"
+        if schema["type"] != "object":
+            return f"tools.{index}.custom.input_schema.type: Input should be 'object'"
+        names.append(name)
+    if len(set(names)) < len(names):
+        return "tools: Tool names must be unique."
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        return (
+            "tool_choice: Input tag does not match any of the expected tags: "
+            "'auto', 'any', 'tool', 'none'"
         )
+    if choice["type"] in ("any", "tool") and not tools:
+        return "tool_choice: may only be specified while providing tools"
+    if choice["type"] == "tool" and choice.get("name") not in names:
+        return f"tool_choice: tool '{choice.get('name')}' not found in `tools`"
     return None
+
+
+def _messages_problem(messages: list[Any]) -> str | None:
+    last = len(messages) - 1
+    for index, message in enumerate(messages):
+        problem = _message_problem(index, message, final=index == last)
+        if problem:
+            return problem
+    if messages[0]["role"] != "user":
+        return 'messages: first message must use the "user" role'
+    if messages[last]["role"] == "assistant":
+        blocks = _content_blocks(messages[last]["content"])
+        if (
+            blocks
+            and blocks[-1].get("type") == "text"
+            and blocks[-1]["text"] != (blocks[-1]["text"].rstrip())
+        ):
+            return "messages: final assistant content cannot end with trailing whitespace"
+    return _tool_pairing_problem(messages)
+
+
+def _content_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return content
+
+
+def _message_problem(index: int, message: Any, *, final: bool) -> str | None:
+    if not isinstance(message, dict):
+        return f"messages.{index}: Input should be a valid dictionary"
+    role = message.get("role")
+    if role == "system":
+        return (
+            'messages: Unexpected role "system". The Messages API accepts a top-level `system` '
+            'parameter, not "system" as an input message role.'
+        )
+    if role not in ("user", "assistant"):
+        return f"messages.{index}.role: Input should be 'user' or 'assistant'"
+    if "content" not in message:
+        return f"messages.{index}.content: Field required"
+    content = message["content"]
+    if not isinstance(content, (str, list)):
+        return f"messages.{index}.content: Input should be a valid list"
+    for position, block in enumerate(content if isinstance(content, list) else []):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            return f"messages.{index}.content.{position}: Input should be a valid dictionary"
+        if block["type"] == "text" and not isinstance(block.get("text"), str):
+            return f"messages.{index}.content.{position}.text: Field required"
+    blocks = _content_blocks(content)
+    if not blocks and not (final and role == "assistant"):
+        return (
+            f"messages.{index}: all messages must have non-empty content except for the "
+            "optional final assistant message"
+        )
+    for block in blocks:
+        if block["type"] == "text" and not block["text"]:
+            return "messages: text content blocks must be non-empty"
+        if block["type"] == "text" and not block["text"].strip():
+            return "messages: text content blocks must contain non-whitespace text"
+    return None
+
+
+def _tool_pairing_problem(messages: list[dict[str, Any]]) -> str | None:
+    """Each tool_use needs its tool_result in the next turn, and vice versa (as the API).
+
+    The API merges consecutive messages of one role into one turn before it pairs them.
+    """
+    previous_uses: set[str] = set()  # Asked for by the assistant turn before this one.
+    asked_at = 0  # The last message of that assistant turn.
+    previous_role = ""
+    uses: set[str] = set()
+    answered: set[str] = set()
+    for index, message in enumerate(messages):
+        role = message["role"]
+        if role != previous_role:
+            if previous_role == "assistant":
+                previous_uses, asked_at = uses, index - 1
+            elif previous_uses - answered:
+                return _unanswered(asked_at, previous_uses - answered)
+            else:
+                previous_uses = set()
+            uses, answered = set(), set()
+            previous_role = role
+        for position, block in enumerate(_content_blocks(message["content"])):
+            if block["type"] == "tool_use":
+                uses.add(block.get("id", ""))
+            elif block["type"] == "tool_result":
+                result_id = block.get("tool_use_id")
+                if role != "user" or result_id not in previous_uses:
+                    return (
+                        f"messages.{index}.content.{position}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {result_id}. Each `tool_result` block must have "
+                        "a corresponding `tool_use` block in the previous message."
+                    )
+                answered.add(result_id)
+    if previous_role == "user" and previous_uses - answered:
+        return _unanswered(asked_at, previous_uses - answered)
+    return None
+
+
+def _unanswered(index: int, missing: set[str]) -> str:
+    return (
+        f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately "
+        f"after: {', '.join(sorted(missing))}. Each `tool_use` block must have a corresponding "
+        "`tool_result` block in the next message."
+    )
