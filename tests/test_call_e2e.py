@@ -174,7 +174,6 @@ async def queued_calls(line: Line) -> list[str]:
 
 
 # The returning caller's greeting runs the LLM on `messages: []` (issue 8).
-@pytest.mark.xfail(reason="issue 8 greeting", strict=True)
 async def test_a_caller_is_remembered_on_the_next_call(line: Line) -> None:
     fake, store = line.fake, runtime_of(line).store
     template = prompt_template(line.settings())

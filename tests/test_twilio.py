@@ -116,7 +116,6 @@ async def test_twiml_passes_the_numbers_to_the_stream(server: str) -> None:
 
 
 # The returning caller's greeting runs the LLM on `messages: []` (issue 8).
-@pytest.mark.xfail(reason="issue 8 greeting", strict=True)
 async def test_a_media_stream_call_loads_the_callers_memory_and_hangs_up(
     server: str,
     fake: FakeAnthropic,

@@ -65,7 +65,6 @@ async def queued_calls(redis: Redis, prefix: str) -> list[str]:
 
 
 # The returning caller's greeting runs the LLM on `messages: []` (issue 8).
-@pytest.mark.xfail(reason="issue 8 greeting", strict=True)
 async def test_the_caller_given_to_the_local_room_is_greeted_with_their_memory(
     tmp_path: Path, redis_url: str, redis_client: Redis, key_prefix: str, fake: FakeAnthropic
 ) -> None:
