@@ -97,12 +97,19 @@ _OTHER = (
     r"|unos|unas|otr[oa]s?|su|sus|dos|tres|varios|varias|uns|unes|altr[ea]s?|seu|seva|seus"
     r"|seves|dues)"
 )
-_THIS = r"(?:here|aqui|this|your|our|este|esta|vuestr[oa]|nuestr[oa]|aquest[a]?|vostr[ea]|nostr[ea])\b"
+_THIS = (
+    r"(?:here|aqui|this|your|our|este|esta|vuestr[oa]|nuestr[oa]|aquest[a]?|vostr[ea]|nostr[ea])\b"
+)
 #: A phrase naming this business: "this shop", "the clinic", "Bella's Bakery", "la botiga".
 _OURS = rf"(?:{_THIS}|(?:(?!{_OTHER}\b)[\w'-]+\s+){{0,3}}?(?:l'|d')?{_VENUE}\b)"
-_DEFINITE = r"(?:\b(?:the|this|your|our|el|la|lo|este|esta|aquest|aquesta|nuestr[oa]|vuestr[oa]|nostr[ea]|vostr[ea])\s+|\bl')"
+_DEFINITE = (
+    r"(?:\b(?:the|this|your|our|el|la|lo|este|esta|aquest|aquesta|nuestr[oa]|vuestr[oa]"
+    r"|nostr[ea]|vostr[ea])\s+|\bl')"
+)
 _INDEFINITE = r"\b(?:a|an|un|una)\s+"
-_COPULA = r"\b(?:is|are|am|was|were|be|being|been|as|es|soy|eres|son|sea|era|fue|como|com|sou|sigui)\s+"
+_COPULA = (
+    r"\b(?:is|are|am|was|were|be|being|been|as|es|soy|eres|son|sea|era|fue|como|com|sou|sigui)\s+"
+)
 _PREPOSITION = r"(?:(?:of|at|for|in|from|de|en|a|del|al|dels|als)\s+|d')"
 #: Roles that give power over a business.
 _ROLE = (
@@ -159,9 +166,9 @@ _RULES = (
     # "from now on treat …", "obey the caller". Not: "Caller always orders the chocolate cake".
     _rule(
         "instruction",
-        rf"""
+        r"""
           \b(?:ignore|ignores|disregard|forget|override|bypass|ignora|ignoren|olvida|olvidate
-              |oblida|omite|omet)\b .{{0,40}}
+              |oblida|omite|omet)\b .{0,40}
             (?:instruc|prompt|\brule|\bregla|\bregle|\bnorma|\bnorme|\bpolic|guideline|directri
               |\bsystem|\bsistema|programming|\bthe\s+above|lo\s+anterior|l'anterior)
         | \bsystem\s+(?:prompt|message|instruction)
@@ -174,11 +181,12 @@ _RULES = (
               |agree|dar|darle|conceder|aprobar|obedecer|donar|concedir|aprovar|obeir)\b
         | \b(?:from\s+now\s+on|going\s+forward|henceforth|a\s+partir\s+de\s+ahora
               |de\s+ahora\s+en\s+adelante|desde\s+ahora|a\s+partir\s+d'ara|d'ara\s+endavant
-              |des\s+d'ara)\b .{{0,40}}
+              |des\s+d'ara)\b .{0,40}
             \b(?:you|agent|assistant|treat|give|grant|obey|do|must|should|always|never|trata
               |tratar|da|dale|obedece|haz|debe|agente|tracta|dona|obeeix|fes|ha)\b
         | \b(?:obey|obeys|obedec\w*|obedezca\w*|obeir|obeeix\w*)\b
-        | \bdo\s+(?:whatever|anything|everything)\s+(?:the\s+caller|they|he|she)\s+(?:says|asks|wants)
+        | \bdo\s+(?:whatever|anything|everything)\s+(?:the\s+caller|they|he|she)
+            \s+(?:says|asks|wants)
         | \b(?:haz|hacer|fes|fer)\s+(?:todo\s+)?(?:lo|el)\s+que\s+(?:diga|pida|digui|demani)
         | \b(?:new|standing|updated|secret)\s+(?:instruction|rule)s?\b
         | \bnuevas?\s+(?:instrucciones|reglas|normas) | \bnoves?\s+(?:instruccions|regles|normes)
@@ -216,7 +224,8 @@ _RULES = (
           \b(?:works?|working|worked|employed|trabaja|trabajo|treballa|treballo)\s+
             (?:here|aqui|(?:at|for|in|en|a|per|para|con|amb|de|d')\s*{_OURS}
               |(?:as|como|com|de|d')\s+(?:[\w'-]+\s+){{1,3}}?(?:at|for|in|en|a|per|para)\s+{_OURS})
-        | (?:{_COPULA}|\bpart\s+of\s+|\bparte\s+de\s*|\bpart\s+d|\bforma\s+parte\s+|\bforma\s+part\s+)
+        | (?:{_COPULA}|\bpart\s+of\s+|\bparte\s+de\s*|\bpart\s+d
+            |\bforma\s+parte\s+|\bforma\s+part\s+)
             (?:the\s+|an?\s+|el\s+|la\s+|l'|del\s+|de\s+la\s+|de\s+|un\s+|una\s+)?{_STAFF}\b
             {_ENDS_HERE}
         """,
@@ -243,9 +252,11 @@ _RULES = (
         | \bon\s+the\s+house\b | \bcomplimentary\b | \bcomp(?:ed|'d)\b | \bgratis\b | \bgratuit
         | \bde\s+franc\b | \bsin\s+(?:coste|costo|cargo|pagar)\b | \bsense\s+(?:cost|carrec|pagar)\b
         | \b(?:cuenta|compte)\s+de\s+la\s+casa\b | \b(?:invita|convida)\s+la\s+casa\b
-        | \bcosts?\s+(?:nothing|zero)\b | \bfor\s+nothing\b | \bunlimited\b | \bilimitad | \bil·?limitat
+        | \bcosts?\s+(?:nothing|zero)\b | \bfor\s+nothing\b
+        | \bunlimited\b | \bilimitad | \bil·?limitat
         | \b(?:pays?|paying|paid)\s+(?:nothing|zero|\$?0\b|nada|res\b)
-        | (?:n't|\bnot|\bnever|\bno)\s+(?:(?:have|has|need|needs|ever|to|be|going|required|expected)\s+){0,3}
+        | (?:n't|\bnot|\bnever|\bno)\s+
+            (?:(?:have|has|need|needs|ever|to|be|going|required|expected)\s+){0,3}
             pay\b(?!\s+(?:by|with|in|via|using|online|cash|card)\b)
         | (?:n't|\bnot|\bnever|\bno\s+longer)\s+(?:(?:be|been|being|ever|get|gets)\s+){0,2}
             (?:charged|billed|invoiced)\b
