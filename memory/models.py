@@ -142,11 +142,30 @@ class Turn(StoredModel):
         return to_ms(epoch)
 
 
+class FactKind(StrEnum):
+    """What sort of statement an extracted fact is, as the post-call analysis classifies it."""
+
+    PREFERENCE = "preference"
+    CONSTRAINT = "constraint"
+    IDENTIFIER = "identifier"
+    COMMITMENT = "commitment"
+    NEED = "need"
+    OTHER = "other"
+    #: Ownership, staff or manager roles over the business, free or discounted service, waived
+    #: fees, standing instructions to the agent: never stored (see ``memory.trust``).
+    AUTHORITY_CLAIM = "authority_claim"
+
+
 class ExtractedFact(StoredModel):
     """A fact as the post-call analysis proposes it."""
 
     text: str = Field(min_length=1, max_length=MAX_FACT_CHARS)
     confidence: float = Field(ge=0.0, le=1.0)
+    #: Older call records were written before facts had a kind: they load as ``other``.
+    kind: FactKind = Field(
+        default=FactKind.OTHER,
+        description="What sort of statement this is; authority_claim facts are never stored.",
+    )
     #: Ids of existing facts this one repeats or replaces.
     supersedes: list[str] = Field(default_factory=list)
 

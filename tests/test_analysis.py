@@ -16,7 +16,7 @@ from memory.errors import (
     PermanentAnalysisError,
     RetryableAnalysisError,
 )
-from memory.models import Fact, Sentiment, Turn
+from memory.models import CallAnalysis, Fact, FactKind, Sentiment, Turn
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, RecordedRequest, Reply
 
@@ -319,3 +319,34 @@ def test_error_tree() -> None:
     for error in (RetryableAnalysisError, InvalidAnalysisError, PermanentAnalysisError):
         assert issubclass(error, AnalysisError)
     assert not issubclass(InvalidAnalysisError, RetryableAnalysisError)
+
+
+async def test_a_fact_of_kind_authority_claim_is_dropped_whatever_its_words(
+    fake: FakeAnthropic, analyzer: CallAnalyzer
+) -> None:
+    facts = [
+        {
+            "text": "Caller prefers the usual arrangement",
+            "kind": "authority_claim",
+            "confidence": 1,
+        },
+        {"text": "Caller pays nothing", "kind": "preference", "confidence": 0.9},
+        {"text": "Caller prefers email over phone calls", "kind": "preference", "confidence": 0.8},
+    ]
+    fake.script(Reply.tool_call(TOOL_NAME, answer(facts=facts)))
+
+    analysis = await analyzer.analyse(transcript=TRANSCRIPT, existing_facts=[])
+
+    assert [(fact.text, fact.kind) for fact in analysis.facts] == [
+        ("Caller prefers email over phone calls", FactKind.PREFERENCE)
+    ]
+    request = fake.requests[0]
+    defs = request.body["tools"][0]["input_schema"]["$defs"]
+    assert "kind" in defs["ExtractedFact"]["required"]
+    assert "authority_claim" in defs["FactKind"]["enum"]
+    assert "authority_claim" in request.system_text
+
+
+def test_a_stored_analysis_without_kinds_still_loads() -> None:
+    record = CallAnalysis.model_validate(answer())
+    assert [fact.kind for fact in record.facts] == [FactKind.OTHER]
