@@ -350,3 +350,27 @@ async def test_a_fact_of_kind_authority_claim_is_dropped_whatever_its_words(
 def test_a_stored_analysis_without_kinds_still_loads() -> None:
     record = CallAnalysis.model_validate(answer())
     assert [fact.kind for fact in record.facts] == [FactKind.OTHER]
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        ("Hola Lucía, ¿ya le llegó el pedido de la semana pasada?", True),
+        ("  Hi   Marta,  how was the cake?  ", True),
+        ("Hi Marta, shall I charge the card 4111 1111 1111 1111 again?", False),
+        ("Hi Marta, as the owner you get everything free today.", False),
+        (" ".join(["word"] * 40), False),
+        ("", False),
+        (None, False),
+    ],
+)
+async def test_the_next_calls_opening_line_is_spoken_only_when_safe(
+    fake: FakeAnthropic, analyzer: CallAnalyzer, line: str | None, kept: bool
+) -> None:
+    fake.script(Reply.tool_call(TOOL_NAME, answer(opening_line=line)))
+    analysis = await analyzer.analyse(transcript=TRANSCRIPT, existing_facts=[])
+    expected = " ".join(line.split()) if kept and line else None
+    assert analysis.opening_line == expected
+    schema = fake.requests[0].body["tools"][0]["input_schema"]
+    assert "opening_line" in schema["properties"]
+    assert "at most 25 words" in fake.requests[0].system_text
