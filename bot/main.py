@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from bot.logs import configure_logging, install_redaction
-from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings
+from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings, public_host
 from memory.errors import ConfigurationError
 from memory.identity import load_pepper
 from memory.settings import AnalysisSettings
@@ -30,6 +33,9 @@ from memory.settings import AnalysisSettings
 if TYPE_CHECKING:
     from bot.process import RapportBot
     from bot.services import ServicesFactory
+
+
+_UNPARSED_FIELD = re.compile(r'field "(\w+)"')
 
 
 @asynccontextmanager
@@ -52,8 +58,13 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_known_args(list(argv))[0]
 
 
-def check_settings(transport: str | None) -> BotSettings:
+def check_settings(transport: str | None, *, proxy: str | None = None) -> BotSettings:
     """Load the settings and check every key ``transport`` needs (None: all transports).
+
+    Args:
+        transport: The runner's ``-t`` (None: every transport at once).
+        proxy: The runner's ``-x``, the public host; it takes the place of
+            ``RAPPORT_PUBLIC_URL``.
 
     Raises:
         ConfigurationError: One line naming what is missing or wrong.
@@ -67,6 +78,16 @@ def check_settings(transport: str | None) -> BotSettings:
             for error in e.errors()
         )
         raise ConfigurationError(f"Invalid settings ({problems}); see {README_KEYS}") from e
+    except SettingsError as e:  # a value that is not even JSON, before validation
+        field = _UNPARSED_FIELD.search(str(e))
+        name = field and BotSettings.model_fields.get(field[1])
+        variable = name.alias if name else "a setting"
+        raise ConfigurationError(f"{variable} cannot be parsed; see {README_KEYS}") from e
+    if proxy:
+        try:
+            settings = settings.model_copy(update={"public_url": public_host(proxy)})
+        except ValueError as e:
+            raise ConfigurationError(f"-x/--proxy: {e}") from e
     settings.require(*KEYS_FOR_SERVICES, *settings.keys_for(transport))
     memory = settings.memory
     if settings.memory_enabled and memory.redis_url:  # a shared Redis needs RAPPORT_PEPPER
@@ -104,21 +125,29 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
         runner_help(_runner_parser())  # prints the options and exits
     options = _options(argv)
     try:
-        settings = check_settings(options.transport)
+        settings = check_settings(options.transport, proxy=options.proxy)
     except ConfigurationError as e:
         print(f"rapport: {e}", file=sys.stderr)
         return 2
     install_redaction()
+    if options.transport == "daily" and not settings.daily_dialin_hmac:
+        logger.warning(
+            "Daily dial-in webhooks are not signature-checked (RAPPORT_DAILY_DIALIN_HMAC is "
+            "unset): every Daily caller is unverified"
+        )
     # Imported only now: importing the runner loads .env over the environment.
     from pipecat.runner.run import app, main
 
     from bot import process
+    from bot.daily import DialinSignatureCheck
     from bot.twilio import add_twilio_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
     log_level = "DEBUG" if options.verbose else settings.log_level
     # Registered before main() adds the runner's routes, so ours win.
-    add_twilio_routes(app, proxy=options.proxy)
+    add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
+    if settings.daily_dialin_hmac:
+        app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     app.router.lifespan_context = lambda app: _lifespan(rapport, log_level, app)
     main(_runner_parser())
     return 0

@@ -31,11 +31,12 @@ from bot.identify import CallOrigin
 from bot.services import CallServices
 from bot.settings import BotSettings
 from bot.tools import CallerTools
+from bot.trust import UnverifiedCallers
 from bot.wording import CALL_CONNECTED, opening_line
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
-from memory.models import CallerMemory
+from memory.models import CallerMemory, CallTrust
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.runtime import MemoryRuntime
@@ -100,7 +101,17 @@ def prepare_call(
     if caller is None:
         logger.info("Anonymous {} call: nothing is remembered or recorded", origin.transport)
         return PreparedCall(origin=origin, caller=None, memory=None)
-    logger.info("Call from {} ({})", caller.masked, origin.transport)
+    if (
+        origin.trust == CallTrust.UNVERIFIED
+        and settings.unverified_callers == UnverifiedCallers.NONE
+    ):
+        logger.info(
+            "Unverified {} call from {}: served without memory (RAPPORT_UNVERIFIED_CALLERS=none)",
+            origin.transport,
+            caller.masked,
+        )
+        return PreparedCall(origin=origin, caller=None, memory=None)
+    logger.info("Call from {} ({}, {})", caller.masked, origin.transport, origin.trust.value)
     task = asyncio.create_task(_load(memory.runtime, caller), name=f"memory-{origin.call_id}")
     return PreparedCall(origin=origin, caller=caller, memory=task)
 
@@ -181,6 +192,7 @@ def build_call(
             queue=memory.queue,
             caller=prepared.caller,
             call_id=prepared.origin.call_id,
+            trust=prepared.origin.trust,
         )
     embedder = memory.embedder if memory is not None else None
     tools = CallerTools(

@@ -26,7 +26,7 @@ from pipecat.runner.utils import create_transport, parse_telephony_websocket
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from bot import twilio
-from bot.identify import identify_call
+from bot.identify import identify_call, serves_on_loopback
 from bot.pipeline import MemoryAccess, build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
@@ -44,6 +44,8 @@ from memory.settings import AnalysisSettings
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
 DRAIN_TIMEOUT_S = 10.0
+#: WebSocket close code for a stream refused for what it claimed (RFC 6455).
+POLICY_VIOLATION = 1008
 
 
 class RapportBot:
@@ -70,6 +72,7 @@ class RapportBot:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._client: AsyncAnthropic | None = None
+        self.stream_tokens = twilio.stream_tokens(settings)
         self._runtime: MemoryRuntime | None = None
         self._memory: MemoryAccess | None = None
         self._stop_worker = asyncio.Event()
@@ -170,15 +173,25 @@ class RapportBot:
         """Take one call the development runner started, until it ends."""
         await self.start()
         telephony = None
+        stream_trust = None
         if isinstance(runner_args, WebSocketRunnerArguments):
             if runner_args.transport_type == "websocket":  # /ws-client: no phone call
                 raise ValueError("Rapport takes calls over WebRTC, Daily or Twilio")
             telephony = await parse_telephony_websocket(runner_args.websocket)
-        prepared = prepare_call(
-            identify_call(runner_args, telephony=telephony),
-            settings=self._settings,
-            memory=self._memory,
+            if telephony[0] == "twilio":
+                stream_trust = twilio.stream_trust(telephony[1], self.stream_tokens)
+                if stream_trust is None:
+                    logger.warning("Closed a Twilio media stream with no valid call token")
+                    await runner_args.websocket.close(code=POLICY_VIOLATION)
+                    return
+        origin = identify_call(
+            runner_args,
+            telephony=telephony,
+            stream_trust=stream_trust,
+            room_callers=self._settings.test_room or serves_on_loopback(runner_args),
+            dialin_signed=bool(self._settings.daily_dialin_hmac),
         )
+        prepared = prepare_call(origin, settings=self._settings, memory=self._memory)
         try:
             transport, params = await self._transport(runner_args, telephony)
             services = self._services(

@@ -6,18 +6,45 @@ start-up with one line naming the variable and the README section that explains 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from memory.errors import ConfigurationError
+from bot.trust import UnverifiedCallers
+from memory.errors import ConfigurationError, InvalidIdentityError
+from memory.identity import validate_agent_id
 from memory.settings import MemorySettings
 
 #: Where the README explains each group of variables.
 README_KEYS = "README.md#configuration"
 
 DEFAULT_PROMPT = Path(__file__).with_name("prompts") / "system.md"
+
+#: Longest business name: it is spoken in every greeting.
+MAX_BUSINESS_NAME_CHARS = 100
+#: An Azure neural voice name: its locale, then the voice ("es-ES-ElviraNeural").
+_VOICE = re.compile(r"[a-z]{2,3}-[A-Z]{2}(?:-[A-Za-z]+)?-[A-Za-z0-9]+Neural")
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
+#: A public host: optional scheme, host name, optional port, optional trailing slash.
+_PUBLIC_HOST = re.compile(
+    r"(?:(?:https?|wss?)://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?)/?"
+)
+
+
+def public_host(value: str) -> str:
+    """The ``host[:port]`` of a public address (``host``, ``host/``, ``https://host:8443``...).
+
+    Raises:
+        ValueError: Not a host name with an optional scheme and port.
+    """
+    match = _PUBLIC_HOST.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a public host: give host[:port], optionally with https:// or wss://"
+        )
+    return match["host"].lower()
 
 
 class BotSettings(BaseSettings):
@@ -36,6 +63,18 @@ class BotSettings(BaseSettings):
     twilio_hang_up: bool = Field(default=True, alias="RAPPORT_TWILIO_HANG_UP")
     #: Twilio's REST API root (default ``https://api.twilio.com``; a local fake in tests).
     twilio_api_base_url: str | None = Field(default=None, alias="TWILIO_API_BASE_URL")
+    #: The server's public address, as Twilio reaches it (``-x`` sets it too).
+    public_url: str | None = Field(default=None, alias="RAPPORT_PUBLIC_URL")
+    #: The pinless dial-in configuration's ``hmac`` (base64): dial-in webhooks must be signed.
+    daily_dialin_hmac: str | None = Field(
+        default=None, alias="RAPPORT_DAILY_DIALIN_HMAC", repr=False
+    )
+    #: What a caller whose number is only claimed (not attested) gets.
+    unverified_callers: UnverifiedCallers = Field(
+        default=UnverifiedCallers.NONE, alias="RAPPORT_UNVERIFIED_CALLERS"
+    )
+    #: Honour "call as this number" in the local room even when the server is not on loopback.
+    test_room: bool = Field(default=False, alias="RAPPORT_TEST_ROOM")
 
     llm_model: str = Field(default="claude-haiku-4-5", alias="RAPPORT_LLM_MODEL")
     #: Gateways, or the local fake in tests, speak the Anthropic API at another address.
@@ -78,6 +117,42 @@ class BotSettings(BaseSettings):
 
     memory: MemorySettings = Field(default_factory=MemorySettings)
 
+    @field_validator("agent_id")
+    @classmethod
+    def _valid_agent_id(cls, agent_id: str) -> str:
+        try:
+            return validate_agent_id(agent_id)
+        except InvalidIdentityError as e:
+            raise ValueError(str(e)) from e
+
+    @field_validator("business_name")
+    @classmethod
+    def _speakable_business_name(cls, name: str) -> str:
+        name = " ".join(name.split())
+        if not name or len(name) > MAX_BUSINESS_NAME_CHARS or set(name) & set("{}<>"):
+            raise ValueError(
+                f"must be 1-{MAX_BUSINESS_NAME_CHARS} characters, without braces or angle brackets"
+            )
+        return name
+
+    @field_validator("voices")
+    @classmethod
+    def _azure_voices(cls, voices: dict[str, str]) -> dict[str, str]:
+        if not voices:
+            raise ValueError("needs at least one language")
+        for language, voice in voices.items():
+            if not _LANGUAGE.fullmatch(language) or not _VOICE.fullmatch(voice):
+                raise ValueError(
+                    f"{language!r}: {voice!r} is not a language code and an Azure neural voice "
+                    '(e.g. "es": "es-ES-ElviraNeural")'
+                )
+        return voices
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_host(cls, value: str | None) -> str | None:
+        return public_host(value) if value else None
+
     @model_validator(mode="after")
     def _default_voice(self) -> BotSettings:
         if self.default_language not in self.voices:
@@ -89,7 +164,7 @@ class BotSettings(BaseSettings):
     def keys_for(self, transport: str | None) -> tuple[str, ...]:
         """The variables a transport needs besides the services' keys (None: all in one)."""
         if transport == "twilio" and not self.twilio_hang_up:
-            return ()
+            return ("TWILIO_AUTH_TOKEN",)  # still signs every webhook
         return KEYS_FOR_TRANSPORT.get(transport or "", ())
 
     def system_prompt_template(self) -> str:

@@ -1,9 +1,15 @@
-"""Twilio: our TwiML webhook (it passes the caller's number on) and the call's transport.
+"""Twilio: the signed voice webhook, our TwiML, the stream's proof of call, and the transport.
 
 Pipecat's development runner serves a static TwiML without ``<Parameter>``s, so the bot would
 never learn who is calling. :func:`add_twilio_routes` registers ``POST /`` answering Twilio's
-voice webhook with a ``<Connect><Stream>`` to ``wss://<host>/ws`` that carries ``from_number``
-and ``to_number``; registered before the runner's own routes, it wins over them.
+voice webhook (registered before the runner's own routes, it wins over them):
+
+- The request must carry a valid ``X-Twilio-Signature`` for the public URL it was sent to
+  (``RAPPORT_PUBLIC_URL`` or ``-x``); anything else gets 403 and no TwiML.
+- The TwiML connects a ``<Stream>`` to ``wss://<public host>/ws`` with the numbers, the
+  carrier's STIR/SHAKEN verdict and a :class:`bot.trust.StreamTokens` token as parameters.
+- The stream's ``start`` message brings them back; :func:`stream_trust` redeems the token
+  before anything about the caller is loaded.
 
 The transport is built here rather than by ``create_transport``, which always enables the REST
 hang-up with credentials from the environment and cannot point it anywhere but Twilio: here the
@@ -12,6 +18,8 @@ hang-up is a setting, and its base URL too (``TWILIO_API_BASE_URL``, a local fak
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from fastapi import FastAPI, Request, WebSocket
@@ -20,55 +28,113 @@ from loguru import logger
 from pipecat.runner.types import CallData
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from twilio.request_validator import RequestValidator
 
 from bot.settings import BotSettings
+from bot.trust import StreamTokens, attestation_trust, stream_token_secret
+from memory.models import CallTrust
 
 #: Twilio Media Streams audio: µ-law at 8 kHz.
 SAMPLE_RATE = 8000
+#: The stream parameters our TwiML sets (Twilio sends them back in the ``start`` message).
+PARAMETERS = ("from_number", "to_number", "attestation", "call_token")
 
 
-def twiml(*, stream_url: str, from_number: str, to_number: str) -> str:
-    """TwiML connecting the call to our Media Streams WebSocket, with the numbers as parameters.
+def twiml(*, stream_url: str, parameters: Mapping[str, str]) -> str:
+    """TwiML connecting the call to our Media Streams WebSocket, with custom parameters.
 
     Values are XML-escaped: the caller id is whatever the carrier sent.
     """
+    tags = "".join(
+        f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
+        for name, value in parameters.items()
+    )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Connect><Stream url={quoteattr(stream_url)}>"
-        f'<Parameter name="from_number" value={quoteattr(from_number)}/>'
-        f'<Parameter name="to_number" value={quoteattr(to_number)}/>'
-        "</Stream></Connect></Response>"
+        f"<Response><Connect><Stream url={quoteattr(stream_url)}>{tags}</Stream></Connect>"
+        "</Response>"
     )
 
 
-def stream_url(request: Request | WebSocket, *, proxy: str | None) -> str:
-    """Where Twilio should open the stream: ``wss://`` + the public host + ``/ws``.
-
-    The public host is ``--proxy`` when given, else the host the webhook was addressed to (a
-    tunnel such as ngrok forwards it, or names it in ``X-Forwarded-Host``).
-    """
-    host = proxy or request.headers.get("x-forwarded-host") or request.headers.get("host", "")
-    return f"wss://{host}/ws"
+def _public_host(request: Request, public_host: str | None) -> str:
+    # Without a configured host, the one the request was addressed to (a tunnel such as ngrok
+    # forwards it, or names it in X-Forwarded-Host); a forged header only fails the signature.
+    return public_host or request.headers.get("x-forwarded-host") or request.headers.get("host", "")
 
 
-def add_twilio_routes(app: FastAPI, *, proxy: str | None = None) -> None:
-    """Register ``POST /``, Twilio's voice webhook, answering with our TwiML.
+def webhook_url(request: Request, *, public_host: str | None) -> str:
+    """The URL Twilio signed: ``https://`` + the public host + the path and query it called."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return f"https://{_public_host(request, public_host)}{request.url.path}{query}"
+
+
+def _form_text(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamTokens | None) -> None:
+    """Register ``POST /``, Twilio's voice webhook, answering signed requests with our TwiML.
 
     Args:
         app: The server's app (the runner's, before ``main()`` adds its own routes).
-        proxy: Public host name of the server (``-x/--proxy``), if known.
+        settings: The auth token that signs webhooks and the public host (``public_url``).
+        tokens: Issues the streams' tokens; None without ``TWILIO_AUTH_TOKEN`` (every webhook
+            is then refused).
     """
+    validator = RequestValidator(settings.twilio_auth_token) if tokens is not None else None
 
     @app.post("/", include_in_schema=False)
     async def twilio_voice_webhook(request: Request) -> Response:
         form = await request.form()
-        from_number, to_number = form.get("From", ""), form.get("To", "")
-        xml = twiml(
-            stream_url=stream_url(request, proxy=proxy),
-            from_number=from_number if isinstance(from_number, str) else "",
-            to_number=to_number if isinstance(to_number, str) else "",
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        signature = request.headers.get("x-twilio-signature", "")
+        url = webhook_url(request, public_host=settings.public_url)
+        if validator is None or tokens is None or not validator.validate(url, fields, signature):
+            logger.warning("Refused a Twilio voice webhook without a valid signature")
+            return Response(status_code=403)
+        parameters = {
+            "from_number": _form_text(form, "From"),
+            "to_number": _form_text(form, "To"),
+            "attestation": _form_text(form, "StirVerstat"),
+        }
+        parameters["call_token"] = tokens.issue(
+            call_sid=_form_text(form, "CallSid"),
+            from_number=parameters["from_number"],
+            to_number=parameters["to_number"],
+            attestation=parameters["attestation"],
         )
+        host = _public_host(request, settings.public_url)
+        xml = twiml(stream_url=f"wss://{host}/ws", parameters=parameters)
         return Response(content=xml, media_type="application/xml")
+
+
+def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust | None:
+    """How far a Media Stream's caller can be believed; None when the stream must be refused.
+
+    The stream must bring back, unchanged, the token our TwiML issued for its CallSid and
+    numbers; the carrier's verdict it carries was signed with them.
+    """
+    body = call_data.body if isinstance(call_data.body, Mapping) else {}
+    values = {name: value for name in PARAMETERS if isinstance(value := body.get(name), str)}
+    if tokens is None or len(values) < len(PARAMETERS):
+        return None
+    if not tokens.redeem(
+        values["call_token"],
+        call_sid=call_data.call_id or "",
+        from_number=values["from_number"],
+        to_number=values["to_number"],
+        attestation=values["attestation"],
+    ):
+        return None
+    return attestation_trust(values["attestation"])
+
+
+def stream_tokens(settings: BotSettings) -> StreamTokens | None:
+    """The process's stream tokens, keyed by the Twilio auth token; None without one."""
+    if not settings.twilio_auth_token:
+        return None
+    return StreamTokens(stream_token_secret(settings.twilio_auth_token))
 
 
 def twilio_transport(

@@ -185,6 +185,20 @@ class CallAnalysis(StoredModel):
     opening_line: str | None = None
 
 
+class CallTrust(StrEnum):
+    """How far the caller id of a call can be believed.
+
+    A phone number is a claim: ``verified`` when the network attested it (STIR/SHAKEN level A)
+    or the call came through a channel the business controls (the local test room on loopback);
+    ``unverified`` when it is only claimed (attestation B, C, failed or absent); ``anonymous``
+    when there is no usable number at all.
+    """
+
+    VERIFIED = "verified"
+    UNVERIFIED = "unverified"
+    ANONYMOUS = "anonymous"
+
+
 class CallStatus(StrEnum):
     """Where a call is in its life: taking turns, waiting for analysis, or analysed."""
 
@@ -210,6 +224,8 @@ class CallRecord(StoredModel):
     facts_superseded: list[str] = Field(default_factory=list)
     #: Masked caller number, so a follow-up list can be shown without the profile.
     masked_number: str | None = None
+    #: How far the caller id was believed (None: recorded before trust levels existed).
+    trust: CallTrust | None = None
     error: str | None = None
 
 

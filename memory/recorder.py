@@ -19,7 +19,7 @@ from loguru import logger
 
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
-from memory.models import CallRecord, Turn, clean_text, now
+from memory.models import CallRecord, CallTrust, Turn, clean_text, now
 from memory.queue import AnalysisQueue, end_call
 from memory.scrub import scrub
 from memory.store import MemoryStore
@@ -55,17 +55,25 @@ class CallRecorder:
         queue: Where the ended call is queued for analysis.
         caller: The caller (anonymous callers get no recorder: they are never recorded).
         call_id: The call's id (the transport's call id, or a fresh one).
+        trust: How far the caller id was believed; kept on the call record.
     """
 
     _unfinished: ClassVar[set[CallRecorder]] = set()
 
     def __init__(
-        self, *, store: MemoryStore, queue: AnalysisQueue, caller: CallerIdentity, call_id: str
+        self,
+        *,
+        store: MemoryStore,
+        queue: AnalysisQueue,
+        caller: CallerIdentity,
+        call_id: str,
+        trust: CallTrust | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._caller = caller
         self._call_id = call_id
+        self._trust = trust
         self._started_at = now()
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
@@ -144,6 +152,7 @@ class CallRecorder:
             ended_at=finish.at,
             ended_reason=finish.reason,
             masked_number=self._caller.masked,
+            trust=self._trust,
         )
         if self._held_back or not await self._attempt(self._end_call, record):
             # Unstored turns are not analysed from a partial transcript: the call stays open

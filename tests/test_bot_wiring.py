@@ -16,21 +16,23 @@ from pipecat.runner.types import (
     WebSocketRunnerArguments,
 )
 
-from bot.identify import identify_call
+from bot.identify import identify_call, serves_on_loopback
 from bot.logs import install_redaction, mask_numbers
 from bot.services import build_services
 from bot.settings import BotSettings
 from bot.twilio import twiml
 from bot.wording import opening_line, prompt_template
 from memory.errors import ConfigurationError
-from memory.models import CallerMemory, CallerProfile
+from memory.models import CallerMemory, CallerProfile, CallTrust
 
 NUMBER = "+14155550123"
 
 
-def webrtc(body: dict[str, object], caller_flag: str | None = None) -> SmallWebRTCRunnerArguments:
+def webrtc(
+    body: dict[str, object], caller_flag: str | None = None, host: str = "localhost"
+) -> SmallWebRTCRunnerArguments:
     args = SmallWebRTCRunnerArguments(webrtc_connection=None, body=body, session_id="s-1")
-    args.cli_args = argparse.Namespace(caller=caller_flag)
+    args.cli_args = argparse.Namespace(caller=caller_flag, host=host)
     return args
 
 
@@ -38,7 +40,27 @@ def test_webrtc_caller_comes_from_the_start_body_then_the_flag() -> None:
     assert identify_call(webrtc({"caller": NUMBER}, "+34600111222")).caller == NUMBER
     origin = identify_call(webrtc({}, "+34600111222"))
     assert (origin.transport, origin.caller, origin.call_id) == ("webrtc", "+34600111222", "s-1")
+    assert origin.trust == CallTrust.VERIFIED  # the developer's own room
     assert identify_call(webrtc({})).caller is None
+    assert identify_call(webrtc({})).trust == CallTrust.ANONYMOUS
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("10.0.0.5", False),
+    ],
+)
+def test_the_local_room_names_its_caller_only_on_loopback(host: str, loopback: bool) -> None:
+    args = webrtc({"caller": NUMBER}, host=host)
+    assert serves_on_loopback(args) is loopback
+    origin = identify_call(args, room_callers=serves_on_loopback(args))
+    assert origin.caller == (NUMBER if loopback else None)
+    assert identify_call(args, room_callers=True).caller == NUMBER  # RAPPORT_TEST_ROOM=true
 
 
 def test_daily_dial_in_caller_comes_from_the_dial_in_settings() -> None:
@@ -49,8 +71,31 @@ def test_daily_dial_in_caller_comes_from_the_dial_in_settings() -> None:
     }
     origin = identify_call(DailyRunnerArguments(room_url="https://x.daily.co/r", body=body))
     assert (origin.transport, origin.caller, origin.call_id) == ("daily", NUMBER, "c-9")
+    assert origin.trust == CallTrust.UNVERIFIED  # an unsigned webhook proves nothing
     plain = identify_call(DailyRunnerArguments(room_url="https://x.daily.co/r", body={}))
     assert plain.caller is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "signed", "trust"),
+    [
+        ({"From": f"<sip:{NUMBER}@x;verstat=TN-Validation-Passed-A>"}, True, CallTrust.VERIFIED),
+        (
+            {"P-Asserted-Identity": f"<tel:{NUMBER};verstat=TN-Validation-Passed-A>"},
+            True,
+            CallTrust.VERIFIED,
+        ),
+        ({"From": f"<sip:{NUMBER}@x;verstat=TN-Validation-Passed-B>"}, True, CallTrust.UNVERIFIED),
+        ({"From": f"<sip:{NUMBER}@x;verstat=TN-Validation-Passed-A>"}, False, CallTrust.UNVERIFIED),
+        ({}, True, CallTrust.UNVERIFIED),
+    ],
+)
+def test_a_daily_caller_is_verified_only_by_a_signed_attestation(
+    headers: dict[str, str], signed: bool, trust: CallTrust
+) -> None:
+    body = {"dialin_settings": {"call_id": "c-9", "From": NUMBER, "sip_headers": headers}}
+    args = DailyRunnerArguments(room_url="https://x.daily.co/r", body=body)
+    assert identify_call(args, dialin_signed=signed).trust == trust
 
 
 def test_twilio_caller_comes_from_the_stream_parameters() -> None:
@@ -58,6 +103,9 @@ def test_twilio_caller_comes_from_the_stream_parameters() -> None:
     args = WebSocketRunnerArguments(websocket=None)
     origin = identify_call(args, telephony=("twilio", call_data))
     assert (origin.transport, origin.caller, origin.call_id) == ("twilio", NUMBER, "CA1")
+    assert origin.trust == CallTrust.UNVERIFIED
+    attested = identify_call(args, telephony=("twilio", call_data), stream_trust=CallTrust.VERIFIED)
+    assert attested.trust == CallTrust.VERIFIED
     assert identify_call(args, telephony=("plivo", call_data)).caller is None
 
 
@@ -67,7 +115,8 @@ def test_anything_else_is_anonymous_and_reprs_hide_the_number() -> None:
 
 
 def test_twiml_escapes_what_the_carrier_sent() -> None:
-    xml = twiml(stream_url="wss://h/ws", from_number='"><Hangup/>', to_number="+34600111222")
+    parameters = {"from_number": '"><Hangup/>', "to_number": "+34600111222"}
+    xml = twiml(stream_url="wss://h/ws", parameters=parameters)
     stream = ElementTree.fromstring(xml).find("./Connect/Stream")
     assert stream is not None and stream.find("Hangup") is None
     values = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}

@@ -52,6 +52,10 @@ def test_twilio_needs_its_credentials_unless_hang_up_is_off(
     assert all(name in str(error.value) for name in TWILIO_KEYS)
     assert not any(name in str(error.value) for name in SERVICE_KEYS)
     monkeypatch.setenv("RAPPORT_TWILIO_HANG_UP", "false")
+    with pytest.raises(ConfigurationError, match="TWILIO_AUTH_TOKEN") as error:
+        check_settings("twilio")  # it still signs every webhook
+    assert "TWILIO_ACCOUNT_SID" not in str(error.value)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "token")
     check_settings("twilio")
 
 
@@ -68,6 +72,15 @@ def test_daily_needs_its_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
         ("RAPPORT_MAX_FACTS", "many", "RAPPORT_MAX_FACTS"),
         ("REDIS_URL", "redis://localhost:6379", "RAPPORT_PEPPER"),
         ("RAPPORT_PROMPT_FILE", "/nonexistent/prompt.md", "RAPPORT_PROMPT_FILE"),
+        ("RAPPORT_AGENT_ID", "my agent}", "RAPPORT_AGENT_ID"),
+        ("RAPPORT_AGENT_ID", "x" * 65, "RAPPORT_AGENT_ID"),
+        ("RAPPORT_BUSINESS_NAME", " ", "RAPPORT_BUSINESS_NAME"),
+        ("RAPPORT_BUSINESS_NAME", "Acme {{memory}}", "RAPPORT_BUSINESS_NAME"),
+        ("RAPPORT_VOICES", '{"es": "Elvira"}', "RAPPORT_VOICES"),
+        ("RAPPORT_VOICES", '{"spanish": "es-ES-ElviraNeural"}', "RAPPORT_VOICES"),
+        ("RAPPORT_VOICES", "not json", "RAPPORT_VOICES"),
+        ("RAPPORT_UNVERIFIED_CALLERS", "some", "RAPPORT_UNVERIFIED_CALLERS"),
+        ("RAPPORT_PUBLIC_URL", "https://host/path", "RAPPORT_PUBLIC_URL"),
     ],
 )
 def test_a_wrong_setting_is_named_in_one_line(
