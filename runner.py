@@ -16,8 +16,9 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from memory.calls_cli import add_calls_commands, add_worker_command
-from memory.cli import add_memory_commands
+from cli.calls import add_calls_commands
+from cli.memory import add_memory_commands
+from cli.worker import add_worker_command
 
 if TYPE_CHECKING:
     from pipecat.runner.types import RunnerArguments

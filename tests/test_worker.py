@@ -18,8 +18,9 @@ from aiohttp import web
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from cli.calls import parse_since
 from memory.analysis import TOOL_NAME
-from memory.calls_cli import follow_ups, parse_since
+from memory.calls import follow_ups
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, CallStatus, Fact, Turn, now
