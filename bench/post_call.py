@@ -34,10 +34,11 @@ from rich.table import Table
 
 from bench.redis_target import benchmark_redis
 from memory.analysis import TOOL_NAME
+from memory.calls import end_call
 from memory.embeddings import default_embedder
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Turn, now
-from memory.queue import AnalysisQueue, end_call
+from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
 from memory.worker import analysis_worker, single_threaded_embeddings

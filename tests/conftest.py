@@ -20,7 +20,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from memory.embedded import EmbeddedRedis, client_from_url
+from memory.connect import client_from_url
+from memory.embedded import EmbeddedRedis
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore

@@ -14,7 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from memory.embedded import EmbeddedRedis, open_redis, redis_connection
+from memory.connect import open_redis, redis_connection
+from memory.embedded import EmbeddedRedis
 from memory.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]

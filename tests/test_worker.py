@@ -20,11 +20,11 @@ from redis.asyncio import Redis
 
 from cli.calls import parse_since
 from memory.analysis import TOOL_NAME
-from memory.calls import follow_ups
+from memory.calls import end_call, follow_ups
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, CallStatus, Fact, Turn, now
-from memory.queue import AnalysisQueue, end_call
+from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
 from memory.webhook import SIGNATURE_HEADER, signature_valid
@@ -407,7 +407,7 @@ async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed
 
 _BOT = """
 import asyncio, sys
-from memory.embedded import client_from_url
+from memory.connect import client_from_url
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.identity import identify
 from memory.models import Turn
