@@ -554,10 +554,11 @@ class MemoryStore:
     async def find_call(self, agent_id: str, call_id: str) -> CallRef | None:
         """Locate a call of one agent by its id."""
         cursor = 0
-        suffix = agent_call_member("", call_id).encode()
+        # The id is the user's text: a "*" or "[" in it must match only itself.
+        pattern = "*" + glob_escaped(agent_call_member("", call_id))
         calls = self._keys.agent(agent_id, "calls")
         while True:
-            cursor, page = await redis_reply(self._redis.zscan(calls, cursor, match=b"*" + suffix))
+            cursor, page = await redis_reply(self._redis.zscan(calls, cursor, match=pattern))
             for member, _score in page:
                 return agent_call_ref(agent_id, member)
             if cursor == 0:
