@@ -7,8 +7,7 @@ bot, the worker, the CLI and the benchmarks all degrade the same way when Redis 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -104,20 +103,3 @@ async def open_redis(
                 await asyncio.to_thread(embedded.stop)
 
     return client, close
-
-
-@asynccontextmanager
-async def redis_connection(
-    *, redis_url: str | None, data_dir: Path, connect_timeout: float, command_timeout: float
-) -> AsyncIterator[redis.asyncio.Redis]:
-    """:func:`open_redis` as an async context manager that closes on exit."""
-    client, close = await open_redis(
-        redis_url=redis_url,
-        data_dir=data_dir,
-        connect_timeout=connect_timeout,
-        command_timeout=command_timeout,
-    )
-    try:
-        yield client
-    finally:
-        await close()

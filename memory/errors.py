@@ -22,10 +22,6 @@ class InvalidIdentityError(RapportMemoryError):
     """A caller id or agent id cannot identify a caller (anonymous callers are never stored)."""
 
 
-class CorruptRecordError(RapportMemoryError):
-    """A stored value failed validation; it is left in place and reported, never overwritten."""
-
-
 class ConfigurationError(RapportMemoryError):
     """A setting is missing or contradictory (e.g. ``REDIS_URL`` without ``RAPPORT_PEPPER``)."""
 

@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from memory.connect import open_redis, redis_connection
+from memory.connect import open_redis
 from memory.embedded import EmbeddedRedis
 from memory.errors import ConfigurationError
 
@@ -212,12 +212,15 @@ def test_socket_path_too_long(tmp_path: Path) -> None:
         EmbeddedRedis(data_dir=tmp_path / ("x" * 120)).start()
 
 
-async def test_redis_connection_embedded(tmp_path: Path) -> None:
-    async with redis_connection(
+async def test_open_redis_embedded(tmp_path: Path) -> None:
+    client, close = await open_redis(
         redis_url=None, data_dir=tmp_path, connect_timeout=1.0, command_timeout=1.0
-    ) as client:
+    )
+    try:
         await client.set("greeting", "hello")
         assert await client.get("greeting") == b"hello"
+    finally:
+        await close()
     assert not answers(tmp_path / "redis.sock")
 
 
