@@ -25,6 +25,8 @@ from memory.embedded import EmbeddedRedis
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.shared import API_KEY
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +118,10 @@ def store(redis_client: redis.asyncio.Redis, key_prefix: str) -> MemoryStore:
 def queue(redis_client: redis.asyncio.Redis, key_prefix: str) -> AnalysisQueue:
     """The analysis queue on the session's Redis, under this test's own prefix."""
     return AnalysisQueue(redis_client, prefix=key_prefix)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    """A fake Anthropic API on a local port, accepting ``API_KEY``."""
+    async with FakeAnthropic(api_key=API_KEY) as server:
+        yield server

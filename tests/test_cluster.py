@@ -23,9 +23,9 @@ from memory.identity import identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
+from tests.shared import PEPPER_BYTES as PEPPER
 
 SLOTS = 16384
-PEPPER = b"cluster-test-pepper-0123456789abcd"
 
 
 def free_port() -> int:

@@ -22,8 +22,7 @@ from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.store import MemoryStore
 from processors.end_of_call import EndOfCallProcessor
-
-PEPPER = b"end-of-call-test-pepper-0123456789"
+from tests.shared import PEPPER_BYTES as PEPPER
 
 
 @pytest.fixture

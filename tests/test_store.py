@@ -12,8 +12,8 @@ from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now
 from memory.store import MemoryStore
+from tests.shared import PEPPER_BYTES as PEPPER
 
-PEPPER = b"test-pepper-test-pepper-0123456789"
 ALICE = "+1 415 555 0123"
 BOB = "+34 600 123 456"
 

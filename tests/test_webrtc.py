@@ -8,11 +8,9 @@ place of audio) identifies the caller from that body and opens the call with the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 from redis.asyncio import Redis
@@ -24,15 +22,9 @@ from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import serving
 from tests.polling import eventually
+from tests.shared import PEPPER
 
-PEPPER = "webrtc-test-pepper-0123456789"
 CALLER = "+14155550123"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key="test-key") as server:
-        yield server
 
 
 async def join(

@@ -31,13 +31,12 @@ from memory.webhook import SIGNATURE_HEADER, signature_valid
 from memory.worker import ABANDONED, AnalysisWorker, JobOutcome, analysis_worker
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
+from tests.shared import API_KEY, PEPPER
 
 ROOT = Path(__file__).resolve().parent.parent
-PEPPER = "test-pepper-test-pepper-0123456789"
 ALICE = "+1 415 555 0123"
 BOB = "+34 600 123 456"
 AGENT = "acme"
-API_KEY = "test-key"
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 #: Fast and deterministic; the default model is exercised by the embeddings tests.
 EMBEDDER = HashingEmbedder()
@@ -114,12 +113,6 @@ async def snapshot(redis: Redis, prefix: str) -> dict[bytes, Any]:
         else:
             state[key] = await redis.get(key)
     return state
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as server:
-        yield server
 
 
 @pytest.fixture
