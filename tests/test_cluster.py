@@ -25,6 +25,9 @@ from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.shared import PEPPER_BYTES as PEPPER
 
+#: Runs subprocesses (see pyproject.toml).
+pytestmark = pytest.mark.slow
+
 SLOTS = 16384
 
 

@@ -101,6 +101,7 @@ def test_start_write_and_read(tmp_path: Path) -> None:
     assert (tmp_path / "appendonly.aof").exists()
 
 
+@pytest.mark.slow
 def test_a_second_process_shares_the_server(tmp_path: Path) -> None:
     with EmbeddedRedis(data_dir=tmp_path) as server:
         client = client_of(server)
@@ -124,6 +125,7 @@ def test_restart_keeps_the_data(tmp_path: Path) -> None:
         client.close()
 
 
+@pytest.mark.slow
 def test_a_process_that_started_the_server_alone_stops_it(tmp_path: Path) -> None:
     assert run_python(SECOND_PROCESS, tmp_path) == "True None"
     assert not answers(tmp_path / "redis.sock")
@@ -133,6 +135,7 @@ def test_a_process_that_started_the_server_alone_stops_it(tmp_path: Path) -> Non
         client.close()
 
 
+@pytest.mark.slow
 def test_processes_starting_at_once_share_one_server(tmp_path: Path) -> None:
     processes = [python(SECOND_PROCESS, tmp_path) for _ in range(4)]
     for process in processes:
@@ -152,6 +155,7 @@ def test_clean_shutdown_leaves_no_server(tmp_path: Path) -> None:
     assert not (tmp_path / "redis.pid").exists()
 
 
+@pytest.mark.slow
 def test_server_outlives_its_starter_while_another_process_uses_it(tmp_path: Path) -> None:
     starter = EmbeddedRedis(data_dir=tmp_path).start()
     pid = int((tmp_path / "redis.pid").read_text())

@@ -108,6 +108,7 @@ def test_the_model_loads_once_across_threads() -> None:
         np.testing.assert_allclose(vector, results[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_model_loads_with_no_network() -> None:
     # A fresh interpreter where any socket use fails and the hub is off: the weights are in
     # the package, so loading and embedding still work.

@@ -34,6 +34,9 @@ from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.polling import eventually
 from tests.shared import PEPPER
 
+#: Runs subprocesses (see pyproject.toml).
+pytestmark = pytest.mark.slow
+
 AGENT = "bakery"
 CALLER = "+14155550123"
 DIALLED = "+34600111222"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 from redis.asyncio import Redis
@@ -23,6 +24,9 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import serving
 from tests.polling import eventually
 from tests.shared import PEPPER
+
+#: Runs the bot in a subprocess (see pyproject.toml).
+pytestmark = pytest.mark.slow
 
 CALLER = "+14155550123"
 

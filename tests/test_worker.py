@@ -344,6 +344,7 @@ async def test_an_llm_that_stays_overloaded_dead_letters_the_call(
 # -- crashes -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed_once(
     store: MemoryStore,
     queue: AnalysisQueue,
@@ -419,6 +420,7 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 async def test_a_bot_killed_mid_call_has_its_turns_analysed_after_the_idle_timeout(
     store: MemoryStore,
     worker: AnalysisWorker,
@@ -727,6 +729,7 @@ async def test_follow_ups_filter_by_action_and_sort_by_urgency(
     assert await follow_ups(store, AGENT, since=now() + 60) == []
 
 
+@pytest.mark.slow
 async def test_calls_cli_lists_and_shows_with_masked_numbers(
     store: MemoryStore,
     queue: AnalysisQueue,
@@ -772,6 +775,7 @@ async def test_calls_cli_lists_and_shows_with_masked_numbers(
     assert (counts.waiting, counts.dead) == (1, 0)
 
 
+@pytest.mark.slow
 async def test_the_worker_refuses_to_start_without_an_api_key(
     redis_url: str, key_prefix: str
 ) -> None:
