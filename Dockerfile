@@ -12,11 +12,11 @@ RUN useradd --create-home --uid 10001 rapport
 
 # Dependencies first, in their own layer: code changes do not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir memory bot processors \
-    && touch memory/__init__.py bot/__init__.py processors/__init__.py \
+RUN mkdir memory bot processors cli web \
+    && touch memory/__init__.py bot/__init__.py processors/__init__.py cli/__init__.py web/__init__.py \
     && pip install . \
     && pip uninstall -y rapport \
-    && rm -rf memory bot processors
+    && rm -rf memory bot processors cli web
 
 COPY . .
 RUN pip install --no-deps . && mkdir -p data && chown -R rapport:rapport /app

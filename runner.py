@@ -1,28 +1,26 @@
-"""Rapport's one entry point.
+"""Rapport's one entry point (installed as the ``rapport`` command too).
 
 ``python runner.py`` runs the bot (local WebRTC test room by default; ``-t daily`` or
-``-t twilio`` for the phone line). Sub-commands manage what the bot remembers::
+``-t twilio`` for the phone line). Commands manage what the bot remembers::
 
     python runner.py memory list|show|export|forget --agent A [--caller NUMBER]
     python runner.py worker [--retry-dead] [--concurrency N]
     python runner.py calls list --agent A [--action ACTION] [--since 7d]
     python runner.py calls show CALL_ID --agent A
+
+The dispatch is :func:`cli.main.main`.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import runpy
 import sys
 from typing import TYPE_CHECKING
 
-from memory.calls_cli import add_calls_commands, add_worker_command
-from memory.cli import add_memory_commands
+from cli.main import main
 
 if TYPE_CHECKING:
     from pipecat.runner.types import RunnerArguments
-
-COMMANDS = ("memory", "worker", "calls")
 
 
 async def bot(runner_args: RunnerArguments) -> None:
@@ -32,19 +30,9 @@ async def bot(runner_args: RunnerArguments) -> None:
     await serve_call(runner_args)
 
 
-def main(argv: list[str]) -> int:
-    """Run a sub-command, or the bot when the first argument is not one."""
-    if not argv or argv[0] not in COMMANDS:
-        from bot.main import run_bot
-
-        return run_bot(argv)
-    parser = argparse.ArgumentParser(prog="runner.py", description="Rapport phone agent")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_memory_commands(subparsers)
-    add_worker_command(subparsers)
-    add_calls_commands(subparsers)
-    args = parser.parse_args(argv)
-    return asyncio.run(args.handler(args))
+def console() -> None:
+    """The ``rapport`` command: this module run as ``__main__``, as ``python runner.py`` is."""
+    runpy.run_module("runner", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

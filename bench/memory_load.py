@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -21,10 +20,9 @@ import uuid
 
 import numpy as np
 from redis.asyncio import Redis
-from rich.console import Console
-from rich.table import Table
 
 from bench.redis_target import benchmark_redis
+from bench.report import percentile, print_report
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.runtime import freeze_startup_objects
@@ -74,12 +72,6 @@ _WORDS = [
     "night",
     "shifts",
 ]
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-quantile (0-1) of samples, nearest rank."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def caller_for(i: int) -> CallerIdentity:
@@ -219,17 +211,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    if args.json:
-        print(json.dumps(result))
-        return
-    table = Table(title=f"MemoryStore.load: {args.callers} callers x {args.facts} facts")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    targets = {"p99_ms": "<= 2", "p99_concurrent_ms": "<= 20", "bytes_per_caller": "<= 16384"}
-    for name, value in result.items():
-        table.add_row(name, str(value), targets.get(name, ""))
-    Console().print(table)
+    print_report(
+        f"MemoryStore.load: {args.callers} callers x {args.facts} facts",
+        result,
+        targets={"p99_ms": "<= 2", "p99_concurrent_ms": "<= 20", "bytes_per_caller": "<= 16384"},
+        as_json=args.json,
+    )
 
 
 if __name__ == "__main__":

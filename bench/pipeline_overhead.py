@@ -59,7 +59,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from memory.embedded import open_redis
+from memory.connect import open_redis
 from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.identity import CallerIdentity, identify
 from memory.models import CallerMemory, CallRecord, Fact, Turn

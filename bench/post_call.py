@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import threading
@@ -29,15 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from redis.asyncio import Redis
-from rich.console import Console
-from rich.table import Table
 
 from bench.redis_target import benchmark_redis
+from bench.report import percentile, print_report
 from memory.analysis import TOOL_NAME
+from memory.calls import end_call
 from memory.embeddings import default_embedder
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Turn, now
-from memory.queue import AnalysisQueue, end_call
+from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
 from memory.worker import analysis_worker, single_threaded_embeddings
@@ -67,12 +66,6 @@ ANSWER = {
         {"text": "Caller prefers to be called in the morning", "confidence": 0.8},
     ],
 }
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-quantile (0-1) of samples, nearest rank."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class FakeLLMThread:
@@ -226,17 +219,12 @@ def main() -> None:
     args = parser.parse_args()
     single_threaded_embeddings()  # as `python runner.py worker` runs
     result = asyncio.run(run(args))
-    if args.json:
-        print(json.dumps(result))
-        return
-    table = Table(title=f"Post-call analysis (fake LLM delay D = {args.delay * 1000:.0f} ms)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("target", justify="right")
-    targets = {"hangup_to_loadable_p95_ms": "<= 50 (minus D)"}
-    for name, value in result.items():
-        table.add_row(name, str(value), targets.get(name, ""))
-    Console().print(table)
+    print_report(
+        f"Post-call analysis (fake LLM delay D = {args.delay * 1000:.0f} ms)",
+        result,
+        targets={"hangup_to_loadable_p95_ms": "<= 50 (minus D)"},
+        as_json=args.json,
+    )
 
 
 if __name__ == "__main__":

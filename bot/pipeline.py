@@ -123,13 +123,11 @@ class Call:
     Attributes:
         worker: The pipeline worker.
         memory_context: The processor that knows the caller's memory once started.
-        guard: The tool-silence guard (its language follows the caller's).
         recorder: Records turns and closes the call; None when nothing is recorded.
     """
 
     worker: PipelineWorker
     memory_context: MemoryContextProcessor
-    guard: ToolSilenceGuard
     recorder: CallRecorder | None
     _opened: bool = field(default=False, repr=False)
 
@@ -244,7 +242,6 @@ def build_call(
     call = Call(
         worker=worker,
         memory_context=memory_context,
-        guard=guard,
         recorder=recorder,
     )
     if transport is not None:

@@ -31,7 +31,6 @@ from bot.pipeline import MemoryAccess, build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.wording import prompt_template
-from memory.calls_cli import WORKER_COMMAND_TIMEOUT
 from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
 from memory.models import CallerMemory
@@ -130,14 +129,7 @@ class RapportBot:
         # Imported here: the analysis pulls in its own client and prompts.
         from memory.worker import analysis_worker
 
-        # Blocking queue reads need a longer command timeout than the call path's.
-        settings = self._settings.memory.model_copy(
-            update={
-                "redis_command_timeout": max(
-                    self._settings.memory.redis_command_timeout, WORKER_COMMAND_TIMEOUT
-                )
-            }
-        )
+        settings = self._settings.memory.for_worker()
         try:
             async with memory_runtime(settings) as runtime:
                 queue = AnalysisQueue(

@@ -18,6 +18,7 @@ from pipecat.services.azure.tts import AzureTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
 from bot.settings import KEYS_FOR_SERVICES, BotSettings
+from memory.language import voice_locale
 
 #: Pipecat 1.14 runs only the last ``tool_use`` block of a response (the others get no result),
 #: and its Anthropic adapter ignores ``LLMContext.tool_choice``: ask for one tool call at a time
@@ -52,11 +53,6 @@ def anthropic_client(settings: BotSettings) -> AsyncAnthropic:
     """
     settings.require("ANTHROPIC_API_KEY")
     return AsyncAnthropic(api_key=settings.anthropic_api_key, base_url=settings.llm_base_url)
-
-
-def voice_locale(voice: str) -> str:
-    """The locale an Azure voice speaks: ``es-ES-ElviraNeural`` -> ``es-ES``."""
-    return "-".join(voice.split("-")[:2])
 
 
 def build_llm(

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from memory.errors import REDIS_FAILURES
+from memory.errors import REDIS_FAILURES, MemoryUnavailableError
 
 #: Adds one read's commands to a pipeline.
 Commands = Callable[[Any], None]
@@ -56,14 +56,24 @@ class ReadCoalescer:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: Sequence[_Read]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for read in batch:
-            read.commands(pipe)
         replies: list[Any]
         try:
+            pipe = self._redis.pipeline(transaction=False)
+            for read in batch:
+                read.commands(pipe)
             replies = await pipe.execute(raise_on_error=False)
         except REDIS_FAILURES as e:
             replies = [e] * sum(read.count for read in batch)
+        except BaseException as e:
+            # Anything else (a bug, a cancellation) must still answer every read, or its call
+            # would wait for its memory for ever.
+            failure = e if isinstance(e, Exception) else MemoryUnavailableError("read cancelled")
+            for read in batch:
+                if not read.replies.done():
+                    read.replies.set_exception(failure)
+            if failure is not e:
+                raise
+            return
         start = 0
         for read in batch:
             mine = replies[start : start + read.count]

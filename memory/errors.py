@@ -3,10 +3,11 @@
 from collections.abc import Awaitable
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-#: What a Redis call raises when the server is down, slow or unreachable.
-REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+#: What a Redis call raises when the server is down, slow or unreachable (a cluster client
+#: raises ``RedisClusterException``, outside ``RedisError``, when no node answers).
+REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 class RapportMemoryError(Exception):
@@ -19,10 +20,6 @@ class MemoryUnavailableError(RapportMemoryError):
 
 class InvalidIdentityError(RapportMemoryError):
     """A caller id or agent id cannot identify a caller (anonymous callers are never stored)."""
-
-
-class CorruptRecordError(RapportMemoryError):
-    """A stored value failed validation; it is left in place and reported, never overwritten."""
 
 
 class ConfigurationError(RapportMemoryError):

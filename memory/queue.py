@@ -9,9 +9,10 @@ or MULTI/EXEC), on Redis Cluster too:
 - ``{prefix}:{queue}:analysis:dead``: dead letters, jobs that failed for good, with the reason.
 - ``{prefix}:{queue}:analysis:queued``: the calls that have a job in the stream, so a call is
   never queued twice.
-- ``{prefix}:{queue}:analysis:closing``: calls being closed, by time. :func:`end_call` notes the
-  call here before it closes the record and clears the note when it queues the job, so a
-  process that dies in between leaves a note that the worker's sweeper finds and finishes.
+- ``{prefix}:{queue}:analysis:closing``: calls being closed, by time.
+  :func:`memory.calls.end_call` notes the call here before it closes the record and clears the
+  note when it queues the job, so a process that dies in between leaves a note that the
+  worker's sweeper finds and finishes.
 
 Delivery is at least once. A job is acknowledged, and deleted, only after its results are
 written; while a worker analyses a job it renews its claim on it, so a job whose worker died is
@@ -32,8 +33,8 @@ from redis.exceptions import ResponseError
 
 from memory.errors import REDIS_FAILURES, MemoryUnavailableError, redis_reply
 from memory.identity import CallerIdentity
-from memory.models import CallRecord, now
-from memory.store import CallRef, MemoryStore
+from memory.keys import CallRef, KeyLayout, queue_member, queue_ref
+from memory.models import now
 
 GROUP = "analysis-workers"
 _T = TypeVar("_T")
@@ -99,13 +100,8 @@ class QueueCounts:
     dead: int
 
 
-def _member(agent_id: str, caller_key: str, call_id: str) -> str:
-    # Agent ids and caller keys hold no "|" (see memory.identity); a call id may.
-    return f"{agent_id}|{caller_key}|{call_id}"
-
-
 def _job_member(job: AnalysisJob) -> str:
-    return _member(job.caller.agent_id, job.caller.key, job.call_id)
+    return queue_member(job.caller.agent_id, job.caller.key, job.call_id)
 
 
 def _text(fields: Mapping[bytes, bytes], name: str) -> str:
@@ -116,11 +112,6 @@ def _caller(fields: Mapping[bytes, bytes]) -> CallerIdentity:
     return CallerIdentity(
         agent_id=_text(fields, "agent"), key=_text(fields, "caller"), masked=_text(fields, "masked")
     )
-
-
-def _ref(member: bytes) -> CallRef:
-    agent_id, caller_key, call_id = member.decode().split("|", 2)
-    return CallRef(agent_id=agent_id, caller_key=caller_key, call_id=call_id)
 
 
 # Acknowledges and deletes a job, dead-lettering it first when fields are given, atomically.
@@ -158,7 +149,7 @@ class AnalysisQueue:
         self._redis = redis
         self._maxlen = maxlen
         self._dead_maxlen = dead_maxlen
-        self.stream_key = f"{prefix}:{{queue}}:analysis"
+        self.stream_key = KeyLayout(prefix).queue
         self.dead_key = f"{self.stream_key}:dead"
         self._queued_key = f"{self.stream_key}:queued"
         self._closing_key = f"{self.stream_key}:closing"
@@ -206,7 +197,7 @@ class AnalysisQueue:
         }
         keys = [self.stream_key, self._queued_key, self._closing_key, self.dead_key]
         args: list[str | int] = [
-            _member(caller.agent_id, caller.key, call_id),
+            queue_member(caller.agent_id, caller.key, call_id),
             self._maxlen,
             dead_id,
         ]
@@ -215,7 +206,7 @@ class AnalysisQueue:
 
     async def note_closing(self, caller: CallerIdentity, call_id: str) -> None:
         """Note that a call is being closed; :meth:`enqueue` clears the note."""
-        member = _member(caller.agent_id, caller.key, call_id)
+        member = queue_member(caller.agent_id, caller.key, call_id)
         await redis_reply(self._redis.zadd(self._closing_key, {member: now()}, nx=True))
 
     async def stranded(self, *, older_than: float) -> list[CallRef]:
@@ -226,11 +217,11 @@ class AnalysisQueue:
         members: Any = await redis_reply(
             self._redis.zrangebyscore(self._closing_key, "-inf", now() - older_than)
         )
-        return [_ref(member) for member in members]
+        return [queue_ref(member) for member in members]
 
     async def drop_closing(self, ref: CallRef) -> None:
         """Forget a closing note that needs no job (the call is analysed, failed or gone)."""
-        member = _member(ref.agent_id, ref.caller_key, ref.call_id)
+        member = queue_member(ref.agent_id, ref.caller_key, ref.call_id)
         await redis_reply(self._redis.zrem(self._closing_key, member))
 
     # -- consuming ---------------------------------------------------------------------------
@@ -408,33 +399,3 @@ class AnalysisQueue:
         if gone:
             await redis_reply(pipe.execute())
         return len(gone)
-
-
-async def end_call(
-    store: MemoryStore, queue: AnalysisQueue, caller: CallerIdentity, record: CallRecord
-) -> bool:
-    """Close a call that just ended and queue it for analysis: every end path calls this.
-
-    The call is noted as closing first, so a process that dies between closing the record and
-    queueing the job leaves a note the worker's sweeper finishes; only the first closer of a
-    call queues it (closing is idempotent by call id).
-
-    Args:
-        store: Where the call's turns are.
-        queue: The analysis queue.
-        caller: The caller (never anonymous: anonymous calls are not stored).
-        record: The ended call (ids, timings, ended reason); its transcript is stored already.
-
-    Returns:
-        True when this call closed the record and queued it; False when it was closed already.
-
-    Raises:
-        MemoryUnavailableError: Redis did not answer.
-    """
-    await queue.note_closing(caller, record.call_id)
-    if record.masked_number is None:
-        record = record.model_copy(update={"masked_number": caller.masked})
-    if not await store.close_call(caller, record):
-        return False
-    await queue.enqueue(caller, record.call_id)
-    return True

@@ -17,10 +17,11 @@ from typing import ClassVar, Literal, TypeVar
 
 from loguru import logger
 
+from memory.calls import end_call
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import CallRecord, CallTrust, Turn, clean_text, now
-from memory.queue import AnalysisQueue, end_call
+from memory.queue import AnalysisQueue
 from memory.scrub import scrub
 from memory.store import MemoryStore
 

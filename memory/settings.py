@@ -15,6 +15,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from memory.errors import ConfigurationError
 
+#: The worker blocks on the stream for a second at a time; the call path's tight Redis
+#: timeouts would cut every such read short.
+WORKER_COMMAND_TIMEOUT = 5.0
+
 
 class MemorySettings(BaseSettings):
     """Where memory lives and how long it is kept."""
@@ -31,6 +35,15 @@ class MemorySettings(BaseSettings):
     #: Call-path timeouts are tight: a slow Redis degrades a call to "no memory", not silence.
     redis_connect_timeout: float = Field(default=0.5, gt=0, alias="RAPPORT_REDIS_CONNECT_TIMEOUT")
     redis_command_timeout: float = Field(default=0.25, gt=0, alias="RAPPORT_REDIS_COMMAND_TIMEOUT")
+
+    def for_worker(self) -> MemorySettings:
+        """These settings as the analysis worker uses them, for the bot and the CLI alike.
+
+        Its blocking queue reads need a longer command timeout than the call path's: at least
+        ``WORKER_COMMAND_TIMEOUT``.
+        """
+        timeout = max(self.redis_command_timeout, WORKER_COMMAND_TIMEOUT)
+        return self.model_copy(update={"redis_command_timeout": timeout})
 
 
 def _default_actions() -> list[str]:

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from memory.coalesce import ReadCoalescer
 from memory.errors import REDIS_FAILURES, MemoryUnavailableError, redis_reply
 from memory.identity import CallerIdentity
+from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
 from memory.models import (
     CallerMemory,
     CallerProfile,
@@ -174,21 +175,6 @@ class CallerSummary:
     profile: CallerProfile
 
 
-@dataclass(frozen=True, slots=True)
-class CallRef:
-    """Where a call is stored: its caller (key and masked number) and id."""
-
-    agent_id: str
-    caller_key: str
-    call_id: str
-    masked: str = ""
-
-    @property
-    def caller(self) -> CallerIdentity:
-        """The caller identity the call belongs to."""
-        return CallerIdentity(agent_id=self.agent_id, key=self.caller_key, masked=self.masked)
-
-
 class MemoryStore:
     """Reads and writes caller memory in Redis.
 
@@ -208,7 +194,7 @@ class MemoryStore:
         recent_exchanges: int = 10,
     ) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._keys = KeyLayout(prefix)
         self._retention_days = retention_days
         self._recent_turns = 2 * recent_exchanges
         self._record_call = redis.register_script(_RECORD_CALL)
@@ -224,22 +210,9 @@ class MemoryStore:
         """TTL refreshed on every write, 0 when retention is unbounded."""
         return self._retention_days * _DAY
 
-    # -- key layout -------------------------------------------------------------------------
-
     def key_for(self, caller: CallerIdentity, part: str) -> str:
         """The Redis key of one part (``profile``, ``facts``, …) of a caller's memory."""
-        return f"{self._prefix}:{{{caller.hash_tag}}}:{part}"
-
-    def _agent_key(self, agent_id: str, part: str) -> str:
-        return f"{self._prefix}:{{agent:{agent_id}}}:{part}"
-
-    def _caller_keys(self, caller: CallerIdentity) -> dict[str, str]:
-        parts = ("profile", "facts", "emb", "calls", "callstate", "turns", "kv")
-        return {part: self.key_for(caller, part) for part in parts}
-
-    def _call_keys(self, caller: CallerIdentity, call_id: str) -> tuple[str, str]:
-        record_key = self.key_for(caller, f"call:{call_id}")
-        return record_key, f"{record_key}:turns"
+        return self._keys.caller(caller, part)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -298,7 +271,7 @@ class MemoryStore:
         Facts are those within retention, above the confidence floor and not superseded;
         turns are the most recent exchanges within retention.
         """
-        keys = self._caller_keys(caller)
+        keys = self._keys.caller_keys(caller)
         recent = self._recent_turns
 
         def commands(pipe: Any) -> None:
@@ -338,11 +311,12 @@ class MemoryStore:
         call_id = turns[0].call_id
         if not call_id or any(turn.call_id != call_id for turn in turns):
             raise ValueError("stored turns need the call_id of one call")
-        keys = self._caller_keys(caller)
-        _, transcript_key = self._call_keys(caller, call_id)
+        keys = self._keys.caller_keys(caller)
+        _, transcript_key = self._keys.call(caller, call_id)
         # The transcript key already names the call; recent turns are told apart by time.
         payloads = [t.model_dump_json(exclude={"call_id"}, exclude_none=True) for t in turns]
-        open_calls = self._agent_key(caller.agent_id, "open")
+        open_calls = self._keys.agent(caller.agent_id, "open")
+        member = agent_call_member(caller.key, call_id)
         # Two keys in two slots, sent together (cluster pipelines refuse scripts).
         await redis_reply(
             asyncio.gather(
@@ -356,13 +330,9 @@ class MemoryStore:
                         *payloads,
                     ],
                 ),
-                self._redis.zadd(open_calls, {self._member(caller, call_id): turns[-1].at}),
+                self._redis.zadd(open_calls, {member: turns[-1].at}),
             )
         )
-
-    @staticmethod
-    def _member(caller: CallerIdentity, call_id: str) -> str:
-        return f"{caller.key}|{call_id}"
 
     # -- after the call ---------------------------------------------------------------------
 
@@ -393,8 +363,8 @@ class MemoryStore:
     async def _write_call(
         self, caller: CallerIdentity, record: CallRecord, facts: Iterable[Fact]
     ) -> bool:
-        keys = self._caller_keys(caller)
-        record_key, transcript_key = self._call_keys(caller, record.call_id)
+        keys = self._keys.caller_keys(caller)
+        record_key, transcript_key = self._keys.call(caller, record.call_id)
         at = record.ended_at or record.started_at
         profile = _profile_update(record)
         fact_args: list[str | bytes] = []
@@ -424,11 +394,11 @@ class MemoryStore:
             keys["kv"],
         ]
         written = await redis_reply(self._record_call(keys=call_keys, args=args))
-        member = self._member(caller, record.call_id)
+        member = agent_call_member(caller.key, record.call_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zrem(self._agent_key(caller.agent_id, "open"), member)
-        pipe.zadd(self._agent_key(caller.agent_id, "callers"), {caller.key: at}, gt=True)
-        pipe.zadd(self._agent_key(caller.agent_id, "calls"), {member: at})
+        pipe.zrem(self._keys.agent(caller.agent_id, "open"), member)
+        pipe.zadd(self._keys.agent(caller.agent_id, "callers"), {caller.key: at}, gt=True)
+        pipe.zadd(self._keys.agent(caller.agent_id, "calls"), {member: at})
         await redis_reply(pipe.execute())
         return bool(written)
 
@@ -475,7 +445,7 @@ class MemoryStore:
 
     async def get_call(self, caller: CallerIdentity, call_id: str) -> CallRecord | None:
         """One call record with its transcript, or None if unknown (or expired)."""
-        record_key, transcript_key = self._call_keys(caller, call_id)
+        record_key, transcript_key = self._keys.call(caller, call_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(record_key)
         pipe.lrange(transcript_key, 0, -1)
@@ -498,7 +468,7 @@ class MemoryStore:
 
     async def all_facts(self, caller: CallerIdentity) -> list[Fact]:
         """Every stored fact of a caller, superseded and low-confidence ones included."""
-        keys = self._caller_keys(caller)
+        keys = self._keys.caller_keys(caller)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys["facts"])
         pipe.hgetall(keys["emb"])
@@ -508,9 +478,9 @@ class MemoryStore:
     async def open_calls(self, agent_id: str, *, idle_for: float) -> list[CallRef]:
         """Calls with turns but no end, idle for at least ``idle_for`` seconds."""
         members = await redis_reply(
-            self._redis.zrangebyscore(self._agent_key(agent_id, "open"), "-inf", now() - idle_for)
+            self._redis.zrangebyscore(self._keys.agent(agent_id, "open"), "-inf", now() - idle_for)
         )
-        return [self._ref(agent_id, member) for member in members]
+        return [agent_call_ref(agent_id, member) for member in members]
 
     async def agents_with_open_calls(self) -> list[str]:
         """Agents with at least one call that has turns but no end.
@@ -518,8 +488,7 @@ class MemoryStore:
         Scans the keyspace (``SCAN``, never ``KEYS``): meant for a periodic sweeper, not the
         call path.
         """
-        prefix = f"{self._prefix}:{{agent:"
-        pattern = _glob_escaped(prefix) + "*}:open"
+        pattern, prefix = self._keys.agent_pattern("open")
         agents: set[str] = set()
         try:
             async for key in self._redis.scan_iter(match=pattern, count=1000, _type="ZSET"):
@@ -549,7 +518,7 @@ class MemoryStore:
         text changed; the same turns among the caller's recent turns are replaced too. A turn
         that is no longer stored at its position is left alone.
         """
-        _, transcript_key = self._call_keys(caller, call_id)
+        _, transcript_key = self._keys.call(caller, call_id)
         args: list[str | int] = []
         for index, turn in enumerate(turns):
             args += [index, turn.model_dump_json(exclude={"call_id"}, exclude_none=True)]
@@ -563,7 +532,7 @@ class MemoryStore:
         Returns:
             False when the call was analysed meanwhile, or is not stored (forgotten, expired).
         """
-        record_key, _ = self._call_keys(caller, call_id)
+        record_key, _ = self._keys.call(caller, call_id)
         raw = await redis_reply(self._redis.get(record_key))
         record = self._parse(CallRecord, raw, what="call record") if raw is not None else None
         if record is None:
@@ -577,27 +546,23 @@ class MemoryStore:
         """Calls of one agent that ended since ``since``, newest first."""
         members = await redis_reply(
             self._redis.zrevrangebyscore(
-                self._agent_key(agent_id, "calls"), "+inf", since, start=0, num=limit
+                self._keys.agent(agent_id, "calls"), "+inf", since, start=0, num=limit
             )
         )
-        return [self._ref(agent_id, member) for member in members]
+        return [agent_call_ref(agent_id, member) for member in members]
 
     async def find_call(self, agent_id: str, call_id: str) -> CallRef | None:
         """Locate a call of one agent by its id."""
         cursor = 0
-        suffix = f"|{call_id}".encode()
-        calls = self._agent_key(agent_id, "calls")
+        # The id is the user's text: a "*" or "[" in it must match only itself.
+        pattern = "*" + glob_escaped(agent_call_member("", call_id))
+        calls = self._keys.agent(agent_id, "calls")
         while True:
-            cursor, page = await redis_reply(self._redis.zscan(calls, cursor, match=b"*" + suffix))
+            cursor, page = await redis_reply(self._redis.zscan(calls, cursor, match=pattern))
             for member, _score in page:
-                return self._ref(agent_id, member)
+                return agent_call_ref(agent_id, member)
             if cursor == 0:
                 return None
-
-    @staticmethod
-    def _ref(agent_id: str, member: bytes) -> CallRef:
-        caller_key, _, call_id = member.decode().partition("|")
-        return CallRef(agent_id=agent_id, caller_key=caller_key, call_id=call_id)
 
     # -- privacy and administration ---------------------------------------------------------
 
@@ -607,7 +572,7 @@ class MemoryStore:
         Returns:
             How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``).
         """
-        keys = self._caller_keys(caller)
+        keys = self._keys.caller_keys(caller)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrange(keys["calls"], 0, -1)
         pipe.hkeys(keys["callstate"])
@@ -618,33 +583,32 @@ class MemoryStore:
         ids = {i.decode() for i in (*call_ids, *closed)} | open_ids
         doomed = list(keys.values())
         for call_id in ids:
-            doomed.extend(self._call_keys(caller, call_id))
+            doomed.extend(self._keys.call(caller, call_id))
         removed = await redis_reply(self._redis.delete(*doomed))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zrem(self._agent_key(caller.agent_id, "callers"), caller.key)
-        members = [self._member(caller, call_id) for call_id in ids]
+        pipe.zrem(self._keys.agent(caller.agent_id, "callers"), caller.key)
+        members = [agent_call_member(caller.key, call_id) for call_id in ids]
         if members:
-            pipe.zrem(self._agent_key(caller.agent_id, "calls"), *members)
-            pipe.zrem(self._agent_key(caller.agent_id, "open"), *members)
+            pipe.zrem(self._keys.agent(caller.agent_id, "calls"), *members)
+            pipe.zrem(self._keys.agent(caller.agent_id, "open"), *members)
         await redis_reply(pipe.execute())
         return {"keys": removed, "facts": n_facts, "calls": len(ids), "turns": n_turns}
 
     async def _open_call_ids(self, caller: CallerIdentity) -> set[str]:
-        open_key = self._agent_key(caller.agent_id, "open")
-        prefix = f"{caller.key}|".encode()
+        open_key = self._keys.agent(caller.agent_id, "open")
+        head = agent_call_member(caller.key, "")
+        prefix, pattern = head.encode(), glob_escaped(head) + "*"
         found: set[str] = set()
         cursor = 0
         while True:
-            cursor, page = await redis_reply(
-                self._redis.zscan(open_key, cursor, match=prefix + b"*")
-            )
+            cursor, page = await redis_reply(self._redis.zscan(open_key, cursor, match=pattern))
             found.update(member[len(prefix) :].decode() for member, _ in page)
             if cursor == 0:
                 return found
 
     async def export(self, caller: CallerIdentity) -> dict[str, Any]:
         """All of one caller's data as a JSON-serialisable dict (embeddings left out)."""
-        keys = self._caller_keys(caller)
+        keys = self._keys.caller_keys(caller)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys["profile"])
         pipe.lrange(keys["turns"], 0, -1)
@@ -671,7 +635,7 @@ class MemoryStore:
         self, agent_id: str, *, offset: int = 0, limit: int = 50
     ) -> list[CallerSummary]:
         """One page of an agent's callers, most recently seen first."""
-        index = self._agent_key(agent_id, "callers")
+        index = self._keys.agent(agent_id, "callers")
         members = await redis_reply(self._redis.zrevrange(index, offset, offset + limit - 1))
         pipe = self._redis.pipeline(transaction=False)
         for member in members:
@@ -703,11 +667,6 @@ class MemoryStore:
         """Every stored value of a caller."""
         raw = await redis_reply(self._redis.hgetall(self.key_for(caller, "kv")))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
-
-
-def _glob_escaped(text: str) -> str:
-    """``text`` as a literal in a Redis ``MATCH`` pattern."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
 
 
 def _profile_update(record: CallRecord) -> dict[str, str]:

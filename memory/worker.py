@@ -42,6 +42,7 @@ from loguru import logger
 
 from memory.analysis import CallAnalyzer, analysis_client
 from memory.backoff import backoff_delay
+from memory.calls import end_call
 from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.errors import (
     AnalysisError,
@@ -52,7 +53,7 @@ from memory.errors import (
 from memory.facts import FactMerge, merge_facts
 from memory.identity import CallerIdentity
 from memory.models import CallAnalysis, CallRecord, CallStatus, Fact, Turn, now
-from memory.queue import AnalysisJob, AnalysisQueue, end_call
+from memory.queue import AnalysisJob, AnalysisQueue
 from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore

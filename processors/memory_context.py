@@ -33,6 +33,7 @@ from pipecat.services.settings import LLMSettings, TTSSettings
 
 from memory.embeddings import Embedder
 from memory.errors import RapportMemoryError
+from memory.language import voice_locale
 from memory.models import CallerMemory, Fact
 from memory.render import fill_template, render_memory
 from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
@@ -144,7 +145,7 @@ class MemoryContextProcessor(FrameProcessor):
             if language in self._voices:
                 self._language = language
                 voice = self._voices[language]
-                locale = "-".join(voice.split("-")[:2])  # "es-ES-ElviraNeural" speaks es-ES
+                locale = voice_locale(voice)
                 delta = TTSSettings(voice=voice, language=locale)
                 await self.push_frame(TTSUpdateSettingsFrame(delta=delta))
         await self._set_prompt()

@@ -37,6 +37,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from memory.language import primary_language
+
 
 @dataclass(frozen=True)
 class SilencePhrases:
@@ -99,7 +101,7 @@ class ToolSilenceGuard(FrameProcessor):
 
     @language.setter
     def language(self, language: str) -> None:
-        primary = str(language).split("-")[0].lower()
+        primary = primary_language(str(language))
         self._language = primary if primary in self._phrases else "en"
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

@@ -23,11 +23,13 @@ import pytest
 import redis
 import redis.asyncio
 
-from memory.embedded import EmbeddedRedis, client_from_url
+from memory.connect import client_from_url
+from memory.embedded import EmbeddedRedis
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.shared import API_KEY
 
 
 @pytest.hookimpl(wrapper=True)
@@ -133,3 +135,10 @@ def store(redis_client: redis.asyncio.Redis, key_prefix: str) -> MemoryStore:
 def queue(redis_client: redis.asyncio.Redis, key_prefix: str) -> AnalysisQueue:
     """The analysis queue on the session's Redis, under this test's own prefix."""
     return AnalysisQueue(redis_client, prefix=key_prefix)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    """A fake Anthropic API on a local port, accepting ``API_KEY``."""
+    async with FakeAnthropic(api_key=API_KEY) as server:
+        yield server

@@ -30,12 +30,6 @@ TRANSCRIPT = [
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key="test-key") as server:
-        yield server
-
-
-@pytest.fixture
 async def analyzer(fake: FakeAnthropic) -> AsyncIterator[CallAnalyzer]:
     client = analysis_client(api_key="test-key", base_url=fake.base_url, timeout=10.0)
     async with client:

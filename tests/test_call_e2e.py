@@ -35,10 +35,10 @@ from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually
+from tests.shared import PEPPER
 
 ANA = "+1 (415) 555-0123"
 OTHER = "+14155550188"
-PEPPER = "test-pepper-0123456789abcdef"
 GREETING = opening_line(None, "en", business_name="Bella's Bakery")
 
 
@@ -131,12 +131,6 @@ class RunningCall:
         if not self._task.done():
             await self.call.worker.cancel(reason="test over")
         await asyncio.wait_for(self._task, 10)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key="test-key") as server:
-        yield server
 
 
 @pytest.fixture

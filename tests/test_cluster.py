@@ -16,14 +16,19 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from memory.embedded import client_from_url, redis_server_binary
+from memory.calls import end_call
+from memory.connect import client_from_url
+from memory.embedded import redis_server_binary
 from memory.identity import identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
-from memory.queue import AnalysisQueue, end_call
+from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
+from tests.shared import PEPPER_BYTES as PEPPER
+
+#: Runs subprocesses (see pyproject.toml).
+pytestmark = pytest.mark.slow
 
 SLOTS = 16384
-PEPPER = b"cluster-test-pepper-0123456789abcd"
 
 
 def free_port() -> int:

@@ -14,7 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from memory.embedded import EmbeddedRedis, open_redis, redis_connection
+from memory.connect import open_redis
+from memory.embedded import EmbeddedRedis
 from memory.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,7 @@ def test_start_write_and_read(tmp_path: Path) -> None:
     assert (tmp_path / "appendonly.aof").exists()
 
 
+@pytest.mark.slow
 def test_a_second_process_shares_the_server(tmp_path: Path) -> None:
     with EmbeddedRedis(data_dir=tmp_path) as server:
         client = client_of(server)
@@ -123,6 +125,7 @@ def test_restart_keeps_the_data(tmp_path: Path) -> None:
         client.close()
 
 
+@pytest.mark.slow
 def test_a_process_that_started_the_server_alone_stops_it(tmp_path: Path) -> None:
     assert run_python(SECOND_PROCESS, tmp_path) == "True None"
     assert not answers(tmp_path / "redis.sock")
@@ -132,6 +135,7 @@ def test_a_process_that_started_the_server_alone_stops_it(tmp_path: Path) -> Non
         client.close()
 
 
+@pytest.mark.slow
 def test_processes_starting_at_once_share_one_server(tmp_path: Path) -> None:
     processes = [python(SECOND_PROCESS, tmp_path) for _ in range(4)]
     for process in processes:
@@ -151,6 +155,7 @@ def test_clean_shutdown_leaves_no_server(tmp_path: Path) -> None:
     assert not (tmp_path / "redis.pid").exists()
 
 
+@pytest.mark.slow
 def test_server_outlives_its_starter_while_another_process_uses_it(tmp_path: Path) -> None:
     starter = EmbeddedRedis(data_dir=tmp_path).start()
     pid = int((tmp_path / "redis.pid").read_text())
@@ -211,12 +216,15 @@ def test_socket_path_too_long(tmp_path: Path) -> None:
         EmbeddedRedis(data_dir=tmp_path / ("x" * 120)).start()
 
 
-async def test_redis_connection_embedded(tmp_path: Path) -> None:
-    async with redis_connection(
+async def test_open_redis_embedded(tmp_path: Path) -> None:
+    client, close = await open_redis(
         redis_url=None, data_dir=tmp_path, connect_timeout=1.0, command_timeout=1.0
-    ) as client:
+    )
+    try:
         await client.set("greeting", "hello")
         assert await client.get("greeting") == b"hello"
+    finally:
+        await close()
     assert not answers(tmp_path / "redis.sock")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from memory.embeddings import (
     compact_matches,
     decode_compact,
     default_embedder,
-    embed_async,
-    embed_query_async,
     encode_compact,
     with_embeddings,
 )
@@ -111,24 +108,7 @@ def test_the_model_loads_once_across_threads() -> None:
         np.testing.assert_allclose(vector, results[0], atol=1e-6)
 
 
-async def test_embedding_off_the_event_loop(e5: E5Embedder) -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    vector = await embed_query_async(e5, "¿cuándo abre la tienda?")
-    matrix = await embed_async(e5, ["The shop opens at nine", "La botiga obre a les nou"])
-    task.cancel()
-    assert vector.shape == (384,)
-    assert matrix.shape == (2, 384)
-    assert ticks > 0
-
-
+@pytest.mark.slow
 def test_the_model_loads_with_no_network() -> None:
     # A fresh interpreter where any socket use fails and the hub is off: the weights are in
     # the package, so loading and embedding still work.

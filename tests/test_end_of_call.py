@@ -15,15 +15,14 @@ from pipecat.frames.frames import (
 from pipecat.tests.utils import SleepFrame, run_test
 from redis.asyncio import Redis
 
-from memory.embedded import client_from_url
+from memory.connect import client_from_url
 from memory.identity import CallerIdentity, identify
 from memory.models import CallStatus
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.store import MemoryStore
 from processors.end_of_call import EndOfCallProcessor
-
-PEPPER = b"end-of-call-test-pepper-0123456789"
+from tests.shared import PEPPER_BYTES as PEPPER
 
 
 @pytest.fixture

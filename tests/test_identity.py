@@ -21,8 +21,8 @@ from memory.identity import (
     mask_number,
     normalize_number,
 )
+from tests.shared import PEPPER_BYTES as PEPPER
 
-PEPPER = b"test-pepper-0123456789abcdef"
 SF = "+14155550123"
 MADRID_MOBILE = "+34600123456"
 LONDON = "+442079460018"

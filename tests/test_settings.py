@@ -93,6 +93,7 @@ def test_a_wrong_setting_is_named_in_one_line(
     assert named in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_runner_without_keys_exits_with_the_line_and_no_traceback(tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
     result = subprocess.run(

@@ -7,13 +7,13 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from memory.embedded import client_from_url
+from memory.connect import client_from_url
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now
 from memory.store import MemoryStore
+from tests.shared import PEPPER_BYTES as PEPPER
 
-PEPPER = b"test-pepper-test-pepper-0123456789"
 ALICE = "+1 415 555 0123"
 BOB = "+34 600 123 456"
 
@@ -242,3 +242,14 @@ async def test_find_and_list_recent_calls(store: MemoryStore) -> None:
     assert ref is not None and ref.caller_key == alice.key
     assert await store.find_call("acme", "nope") is None
     assert [r.call_id for r in await store.recent_calls("acme", since=now() - 60)] == ["call-123"]
+
+
+@pytest.mark.parametrize("pattern_like", ["*", "call-?", "call-[12]", "call-\\*", "a|b*"])
+async def test_find_call_matches_the_id_literally(store: MemoryStore, pattern_like: str) -> None:
+    alice = caller(ALICE)
+    for call_id in ("call-1", "call-2", "call-\\x", "a|bc"):
+        await store.record_call(alice, analysed(call_id, at=now()))
+    assert await store.find_call("acme", pattern_like) is None
+    await store.record_call(alice, analysed(pattern_like, at=now()))
+    ref = await store.find_call("acme", pattern_like)
+    assert ref is not None and ref.call_id == pattern_like

@@ -32,8 +32,11 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import serving
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.polling import eventually
+from tests.shared import PEPPER
 
-PEPPER = "twilio-test-pepper-0123456789"
+#: Runs subprocesses (see pyproject.toml).
+pytestmark = pytest.mark.slow
+
 AGENT = "bakery"
 CALLER = "+14155550123"
 DIALLED = "+34600111222"
@@ -41,12 +44,6 @@ ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token
 CALL_SID, STREAM_SID = "CA0123456789abcdef0123456789abcdef", "MZ0123456789abcdef0123456789abcdef"
 # 20 ms of µ-law silence at 8 kHz, as Twilio sends it.
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key="test-key") as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ place of audio) identifies the caller from that body and opens the call with the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -25,18 +24,15 @@ from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import serving
 from tests.polling import eventually
+from tests.shared import PEPPER
 
-PEPPER = "webrtc-test-pepper-0123456789"
+#: Runs the bot in a subprocess (see pyproject.toml).
+pytestmark = pytest.mark.slow
+
 CALLER = "+14155550123"
 
 #: Long enough for the call to start and the greeting to be spoken to the peer.
 GREETING_S = 3.0
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key="test-key") as server:
-        yield server
 
 
 async def join(

@@ -18,25 +18,25 @@ from aiohttp import web
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from cli.calls import parse_since
 from memory.analysis import TOOL_NAME
-from memory.calls_cli import follow_ups, parse_since
+from memory.calls import end_call, follow_ups
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, CallStatus, Fact, Turn, now
-from memory.queue import AnalysisQueue, end_call
+from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
 from memory.webhook import SIGNATURE_HEADER, signature_valid
 from memory.worker import ABANDONED, AnalysisWorker, JobOutcome, analysis_worker
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
+from tests.shared import API_KEY, PEPPER
 
 ROOT = Path(__file__).resolve().parent.parent
-PEPPER = "test-pepper-test-pepper-0123456789"
 ALICE = "+1 415 555 0123"
 BOB = "+34 600 123 456"
 AGENT = "acme"
-API_KEY = "test-key"
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 #: Fast and deterministic; the default model is exercised by the embeddings tests.
 EMBEDDER = HashingEmbedder()
@@ -113,12 +113,6 @@ async def snapshot(redis: Redis, prefix: str) -> dict[bytes, Any]:
         else:
             state[key] = await redis.get(key)
     return state
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as server:
-        yield server
 
 
 @pytest.fixture
@@ -350,6 +344,7 @@ async def test_an_llm_that_stays_overloaded_dead_letters_the_call(
 # -- crashes -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed_once(
     store: MemoryStore,
     queue: AnalysisQueue,
@@ -406,7 +401,7 @@ async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed
 
 _BOT = """
 import asyncio, sys
-from memory.embedded import client_from_url
+from memory.connect import client_from_url
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.identity import identify
 from memory.models import Turn
@@ -425,6 +420,7 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 async def test_a_bot_killed_mid_call_has_its_turns_analysed_after_the_idle_timeout(
     store: MemoryStore,
     worker: AnalysisWorker,
@@ -733,6 +729,7 @@ async def test_follow_ups_filter_by_action_and_sort_by_urgency(
     assert await follow_ups(store, AGENT, since=now() + 60) == []
 
 
+@pytest.mark.slow
 async def test_calls_cli_lists_and_shows_with_masked_numbers(
     store: MemoryStore,
     queue: AnalysisQueue,
@@ -778,6 +775,7 @@ async def test_calls_cli_lists_and_shows_with_masked_numbers(
     assert (counts.waiting, counts.dead) == (1, 0)
 
 
+@pytest.mark.slow
 async def test_the_worker_refuses_to_start_without_an_api_key(
     redis_url: str, key_prefix: str
 ) -> None:

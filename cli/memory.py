@@ -8,17 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cli.format import console, print_error, when
 from memory.errors import RapportMemoryError
 from memory.identity import CallerIdentity
 from memory.runtime import MemoryRuntime, memory_runtime
-
-console = Console()
 
 
 def add_memory_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -42,13 +39,6 @@ def add_memory_commands(subparsers: argparse._SubParsersAction) -> None:
     memory.set_defaults(handler=run_memory_command)
 
 
-def when(epoch: float | None) -> str:
-    """A timestamp for tables."""
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M")
-
-
 async def run_memory_command(args: argparse.Namespace) -> int:
     """Run one ``memory`` sub-command; returns the process exit code."""
     try:
@@ -67,7 +57,7 @@ async def run_memory_command(args: argparse.Namespace) -> int:
                 return 0
             return await _forget(runtime, caller, args)
     except RapportMemoryError as e:
-        console.print(Text(str(e), style="red"))
+        print_error(str(e))
         return 1
 
 

@@ -1,0 +1,32 @@
+"""What the benchmarks share: percentiles and the metric/value/target table (or JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-quantile (0-1) of samples, nearest rank."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def print_report(
+    title: str, result: Mapping[str, Any], *, targets: Mapping[str, str], as_json: bool
+) -> None:
+    """Print ``result`` as one JSON object, or as a table of metric, value and target."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for name, value in result.items():
+        table.add_row(name, str(value), targets.get(name, ""))
+    Console().print(table)

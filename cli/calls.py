@@ -1,0 +1,156 @@
+"""``python runner.py calls …``: the follow-up list and analysed calls.
+
+    python runner.py calls list --agent A [--action call_back] [--since 7d]
+    python runner.py calls show CALL_ID --agent A
+
+Numbers are always shown masked; transcripts are shown scrubbed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from cli.format import add_row, console, print_error, when
+from memory.calls import follow_ups
+from memory.errors import RapportMemoryError
+from memory.models import CallRecord, CallStatus, Fact, now
+from memory.runtime import MemoryRuntime, memory_runtime
+from memory.scrub import scrub_turns
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "": 86_400}
+
+
+def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``calls list|show`` on a parent parser."""
+    calls = subparsers.add_parser("calls", help="the follow-up list and analysed calls")
+    actions = calls.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="calls to follow up, most urgent first")
+    listing.add_argument("--agent", required=True)
+    listing.add_argument("--action", dest="follow_up", help="only this action, e.g. call_back")
+    listing.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 2w")
+    listing.add_argument("--limit", type=int, default=500, help="calls looked at, newest first")
+    show = actions.add_parser("show", help="one call: transcript, analysis, memories written")
+    show.add_argument("call_id")
+    show.add_argument("--agent", required=True)
+    calls.set_defaults(handler=run_calls_command)
+
+
+def parse_since(text: str) -> float:
+    """Seconds in a duration like ``30m``, ``24h``, ``7d``, ``2w`` (a bare number is days).
+
+    Raises:
+        ValueError: Not such a duration.
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (try 24h, 7d or 2w)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+async def run_calls_command(args: argparse.Namespace) -> int:
+    """Run one ``calls`` sub-command; returns the process exit code."""
+    try:
+        async with memory_runtime() as runtime:
+            if args.action == "list":
+                return await _list(runtime, args)
+            return await _show(runtime, args)
+    except RapportMemoryError as e:
+        print_error(str(e))
+        return 1
+
+
+async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
+    try:
+        since = now() - parse_since(args.since)
+    except ValueError as e:
+        print_error(str(e))
+        return 2
+    records = await follow_ups(
+        runtime.store, args.agent, since=since, action=args.follow_up, limit=args.limit
+    )
+    title = f"Follow-ups of {args.agent} since {when(since)}"
+    table = Table(title=title + (f" (action {args.follow_up})" if args.follow_up else ""))
+    for column in ("urgency", "action", "caller", "name", "ended", "sentiment", "summary", "call"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        analysis = record.analysis
+        add_row(
+            table,
+            str(analysis.urgency) if analysis else "-",
+            analysis.action if analysis else _pending(record),
+            record.masked_number or "•••",
+            (analysis.caller_name if analysis else None) or "-",
+            when(record.ended_at),
+            analysis.sentiment.value if analysis else "-",
+            analysis.summary if analysis else "-",
+            record.call_id,
+        )
+    console.print(table)
+    return 0
+
+
+def _pending(record: CallRecord) -> str:
+    return "(analysis failed)" if record.status == CallStatus.FAILED else "(not analysed yet)"
+
+
+async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
+    ref = await runtime.store.find_call(args.agent, args.call_id)
+    record = await runtime.store.get_call(ref.caller, ref.call_id) if ref else None
+    if ref is None or record is None:
+        print_error(f"No call {args.call_id} for agent {args.agent}.")
+        return 1
+    console.print(
+        Text.assemble(
+            (f"Call {record.call_id}", "bold"),
+            f" of {record.masked_number or '•••'} for {record.agent_id}: {record.status.value}",
+        )
+    )
+    details = Table(show_header=False)
+    add_row(details, "started", when(record.started_at))
+    add_row(details, "ended", f"{when(record.ended_at)} ({record.ended_reason or '-'})")
+    if record.error:
+        add_row(details, "analysis error", record.error)
+    analysis = record.analysis
+    if analysis is not None:
+        add_row(details, "summary", analysis.summary)
+        add_row(details, "urgency", str(analysis.urgency))
+        add_row(details, "action", analysis.action)
+        add_row(details, "sentiment", analysis.sentiment.value)
+        add_row(details, "language", analysis.language)
+        add_row(details, "caller name", analysis.caller_name or "-")
+    console.print(details)
+    facts = {fact.id: fact for fact in await runtime.store.all_facts(ref.caller)}
+    memories = Table(title="Memories this call changed")
+    for column in ("change", "fact", "confidence", "now"):
+        memories.add_column(column)
+    for change, ids in (
+        ("written", record.facts_written),
+        ("confirmed", record.facts_confirmed),
+        ("superseded", record.facts_superseded),
+    ):
+        _memory_rows(memories, change, ids, facts)
+    console.print(memories)
+    transcript = Table(title="Transcript (scrubbed)")
+    transcript.add_column("who")
+    transcript.add_column("said", overflow="fold")
+    # Scrubbed again for display: a call not analysed yet still holds its raw turns.
+    for turn in scrub_turns(record.transcript):
+        add_row(transcript, "caller" if turn.role == "user" else "agent", turn.text)
+    console.print(transcript)
+    return 0
+
+
+def _memory_rows(table: Table, change: str, ids: Sequence[str], facts: dict[str, Fact]) -> None:
+    for fact_id in ids:
+        fact = facts.get(fact_id)
+        if fact is None:
+            add_row(table, change, "(forgotten)", "-", "-")
+            continue
+        state = "superseded" if fact.superseded_by else "active"
+        add_row(table, change, fact.text, f"{fact.confidence:.2f}", state)

@@ -1,0 +1,70 @@
+"""The dispatch behind ``python runner.py`` and ``rapport``: a command, or else the bot.
+
+The first argument names a command (``memory``, ``calls``, ``worker``); without one, the
+arguments are Pipecat's runner options and the bot serves calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from cli.calls import add_calls_commands
+from cli.memory import add_memory_commands
+from cli.worker import add_worker_command
+
+PROG = "runner.py"
+
+
+def command_parser() -> argparse.ArgumentParser:
+    """The parser of every command (the bot's options are Pipecat's runner's)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Rapport phone agent")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_memory_commands(subparsers)
+    add_calls_commands(subparsers)
+    add_worker_command(subparsers)
+    return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each command's name and one-line help, in the order they were added."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return {choice.dest: choice.help or "" for choice in action._choices_actions}
+    return {}
+
+
+def _print_commands(parser: argparse.ArgumentParser) -> None:
+    print(f"usage: {PROG} COMMAND ... | {PROG} [runner options]\n")
+    print("commands:")
+    for name, text in _commands(parser).items():
+        print(f"  {name:<10}{text}")
+    print(f"\n'{PROG} COMMAND --help' describes one command.\n")
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run a command, or the bot when the first argument is an option (or there is none).
+
+    Returns:
+        The exit code: 2 for an unknown command, named in one line on stderr.
+    """
+    argv = list(argv)
+    parser = command_parser()
+    commands = _commands(parser)
+    if argv and argv[0] in commands:
+        args = parser.parse_args(argv)
+        return asyncio.run(args.handler(args))
+    if argv and not argv[0].startswith("-"):
+        names = ", ".join(commands)
+        print(
+            f"rapport: unknown command {argv[0]!r} (commands: {names}; see {PROG} --help)",
+            file=sys.stderr,
+        )
+        return 2
+    if {"-h", "--help"} & set(argv):
+        _print_commands(parser)
+    from bot.main import run_bot
+
+    return run_bot(argv)
