@@ -1,11 +1,20 @@
-# Rapport phone agent. Build: docker build -t rapport .   Run: docker run --init -p 7860:7860 --env-file .env rapport
+# Rapport phone agent, serving one phone line (not the local test room).
+#   Build: docker build -t rapport .
+#   Run:   docker run -p 7860:7860 --env-file .env -v rapport-data:/app/data rapport
+# RAPPORT_TRANSPORT picks the line: twilio (default) or daily.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    RAPPORT_DATA_DIR=/app/data
+    RAPPORT_DATA_DIR=/app/data \
+    RAPPORT_TRANSPORT=twilio
+
+# tini reaps the embedded Redis when it exits and forwards signals, without `docker run --init`.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 RUN useradd --create-home --uid 10001 rapport
@@ -13,15 +22,20 @@ RUN useradd --create-home --uid 10001 rapport
 # Dependencies first, in their own layer: code changes do not reinstall them.
 COPY pyproject.toml README.md ./
 RUN mkdir memory bot processors cli web \
-    && touch memory/__init__.py bot/__init__.py processors/__init__.py cli/__init__.py web/__init__.py \
+    && touch memory/__init__.py bot/__init__.py processors/__init__.py cli/__init__.py \
+        web/__init__.py runner.py \
     && pip install . \
     && pip uninstall -y rapport \
-    && rm -rf memory bot processors cli web
+    && rm -rf memory bot processors cli web runner.py
 
 COPY . .
 RUN pip install --no-deps . && mkdir -p data && chown -R rapport:rapport /app
 
 USER rapport
+# The embedded Redis's data (and nothing else): keep it on a volume. Back the pepper up apart.
+VOLUME ["/app/data"]
 EXPOSE 7860
-# --init in `docker run` reaps the embedded Redis when it exits; with REDIS_URL set none is started.
-CMD ["python", "runner.py", "--host", "0.0.0.0"]
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/status', timeout=2)"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["sh", "-c", "exec python runner.py -t \"$RAPPORT_TRANSPORT\" --host 0.0.0.0"]

@@ -44,13 +44,14 @@ class CallOrigin:
         caller: The raw caller id, or None when the transport gives none (anonymous).
         call_id: The provider's call id when there is one (Twilio CallSid, Daily dial-in call
             id), else the runner's session id, else a fresh id.
-        trust: How far the caller id can be believed (``anonymous`` when there is none).
+        trust: How far the caller id can be believed: a claimed number is ``unverified``
+            unless a transport proved more; ``anonymous`` whenever there is no number.
     """
 
     transport: str
     caller: str | None
     call_id: str
-    trust: CallTrust = CallTrust.ANONYMOUS
+    trust: CallTrust = CallTrust.UNVERIFIED
 
     def __post_init__(self) -> None:
         if self.caller is None:

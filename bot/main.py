@@ -140,6 +140,7 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
 
     from bot import process
     from bot.daily import DialinSignatureCheck
+    from bot.test_room import ROOM_TRANSPORTS, TestRoomGate
     from bot.twilio import add_twilio_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
@@ -148,6 +149,8 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
     if settings.daily_dialin_hmac:
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
+    if options.transport not in ROOM_TRANSPORTS:
+        app.add_middleware(TestRoomGate)
     app.router.lifespan_context = lambda app: _lifespan(rapport, log_level, app)
     main(_runner_parser())
     return 0

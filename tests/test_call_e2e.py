@@ -27,6 +27,7 @@ from bot.wording import CALL_CONNECTED, opening_line, prompt_template
 from memory.analysis import TOOL_NAME
 from memory.embedded import EmbeddedRedis
 from memory.identity import CallerIdentity
+from memory.models import CallTrust
 from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, open_memory
 from memory.settings import AnalysisSettings, MemorySettings
@@ -72,11 +73,17 @@ class Line:
 
     @asynccontextmanager
     async def call(
-        self, number: str | None, call_id: str, *, agent: str = "bakery", **extra: Any
+        self,
+        number: str | None,
+        call_id: str,
+        *,
+        agent: str = "bakery",
+        trust: CallTrust = CallTrust.VERIFIED,
+        **extra: Any,
     ) -> AsyncIterator[RunningCall]:
         """A connected call (its opening queued); cancelled if the test leaves it running."""
         settings = self.settings(agent=agent, **extra)
-        origin = CallOrigin(transport="webrtc", caller=number, call_id=call_id)
+        origin = CallOrigin(transport="webrtc", caller=number, call_id=call_id, trust=trust)
         prepared = prepare_call(origin, settings=settings, memory=self.memory)
         template = prompt_template(settings)
         llm = build_llm(settings, client=self._client, system_instruction=template)
@@ -383,3 +390,24 @@ async def test_a_dead_redis_leaves_the_call_without_memory(
     assert "Ana" not in fake.requests[0].system_text
     (result,) = fake.requests[1].tool_results()
     assert '"saved": false' in result and "unavailable" in result
+
+
+@pytest.mark.parametrize(("policy", "remembered"), [("none", False), ("full", True)])
+async def test_what_an_unverified_caller_gets_is_the_businesss_choice(
+    line: Line, policy: str, remembered: bool
+) -> None:
+    store = runtime_of(line).store
+    ana = caller_of(line, ANA)
+    await store.set_name(ana, "Ana Puig")
+    line.fake.script(Reply.text("Hello! How can I help?"))
+    policy_setting = {"RAPPORT_UNVERIFIED_CALLERS": policy}
+    async with line.call(ANA, "call-u", trust=CallTrust.UNVERIFIED, **policy_setting) as call:
+        await call.say("Hi, it's me again.", replies=1)
+        await call.end()
+    prompt = line.fake.requests[-1].system_text
+    assert ("Ana Puig" in prompt) is remembered
+    record = await store.get_call(ana, "call-u")
+    if remembered:
+        assert record is not None and record.trust == CallTrust.UNVERIFIED
+    else:  # served like an anonymous caller: nothing read, nothing recorded
+        assert record is None and await queued_calls(line) == []

@@ -1,11 +1,12 @@
-"""Twilio, through the real server: our TwiML, then a Media Streams call to the runner's ``/ws``.
+"""Twilio, through the real server: the signed webhook, our TwiML, then a Media Streams call.
 
 The bot runs as ``python tests/fakes/text_bot.py -t twilio`` (``runner.py``'s serving path with
 text in place of audio) in a subprocess, configured by environment like production: Redis from
 the test fixture, the Anthropic API at a local fake, Twilio's REST API at a local fake. The test
-speaks Twilio's side of the protocol: the voice webhook form, then a WebSocket with
-``connected``, ``start`` (with the TwiML's ``customParameters``), ``media`` (µ-law, 8 kHz,
-base64) and ``stop``.
+speaks Twilio's side of the protocol: the voice webhook form signed with the auth token
+(``X-Twilio-Signature``, computed by the ``twilio`` package as Twilio computes it), then a
+WebSocket with ``connected``, ``start`` (with the TwiML's ``customParameters``), ``media``
+(µ-law, 8 kHz, base64) and ``stop``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import aiohttp
 import pytest
 import websockets
 from redis.asyncio import Redis
+from twilio.request_validator import RequestValidator
 
+from bot.trust import ATTESTED, StreamTokens, stream_token_secret
 from memory.identity import CallerIdentity, identify
-from memory.models import CallRecord, Fact
+from memory.models import CallRecord, CallTrust, Fact
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.text_bot import serving
+from tests.fakes.text_bot import SPOKEN_LOG, serving
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.polling import eventually
 from tests.shared import PEPPER
@@ -42,6 +45,8 @@ CALLER = "+14155550123"
 DIALLED = "+34600111222"
 ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token"
 CALL_SID, STREAM_SID = "CA0123456789abcdef0123456789abcdef", "MZ0123456789abcdef0123456789abcdef"
+PUBLIC_HOST = "voice.example.test"
+WEBHOOK_URL = f"https://{PUBLIC_HOST}/"
 # 20 ms of µ-law silence at 8 kHz, as Twilio sends it.
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
 
@@ -65,14 +70,21 @@ async def ana(redis_client: Redis, key_prefix: str) -> CallerIdentity:
 
 
 @pytest.fixture
+def spoken(tmp_path: Path) -> Path:
+    """Where the text bot writes each sentence it speaks."""
+    return tmp_path / "spoken.txt"
+
+
+@pytest.fixture
 async def server(
     tmp_path: Path,
     redis_url: str,
     key_prefix: str,
     fake: FakeAnthropic,
     twilio_api: FakeTwilioAPI,
+    spoken: Path,
 ) -> AsyncIterator[str]:
-    """The bot serving Twilio on a loopback port; yields its base URL."""
+    """The bot serving Twilio on a loopback port (default trust policy); yields its base URL."""
     env = {
         "REDIS_URL": redis_url,
         "RAPPORT_PEPPER": PEPPER,
@@ -89,44 +101,125 @@ async def server(
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_API_BASE_URL": twilio_api.base_url,
+        SPOKEN_LOG: str(spoken),
     }
-    options = ("-t", "twilio", "-x", "voice.example.test")
+    options = ("-t", "twilio", "-x", f"https://{PUBLIC_HOST}/")  # any public host form will do
     secrets = (CALLER, CALLER[2:])
     async with serving(*options, env=env, folder=tmp_path, secrets=secrets) as url:
         yield url
 
 
-async def test_twiml_passes_the_numbers_to_the_stream(server: str) -> None:
+def signature(form: dict[str, str], *, url: str = WEBHOOK_URL, token: str = AUTH_TOKEN) -> str:
+    """The ``X-Twilio-Signature`` Twilio sends for ``form`` posted to ``url``."""
+    return RequestValidator(token).compute_signature(url, form)
+
+
+def call_form(verstat: str | None = ATTESTED) -> dict[str, str]:
+    """Twilio's voice webhook form for the call, with the carrier's verdict."""
+    form = {"From": CALLER, "To": DIALLED, "CallSid": CALL_SID, "AccountSid": ACCOUNT_SID}
+    return form | ({"StirVerstat": verstat} if verstat else {})
+
+
+async def post_webhook(
+    server: str, form: dict[str, str], headers: dict[str, str]
+) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            f"{server}/", data={"From": CALLER, "To": DIALLED, "CallSid": CALL_SID}
-        ) as response,
+        session.post(f"{server}/", data=form, headers=headers) as response,
     ):
-        assert response.status == 200
-        assert response.content_type == "application/xml"
-        stream = ElementTree.fromstring(await response.text()).find("./Connect/Stream")
+        return response.status, await response.text()
+
+
+async def stream_parameters(server: str, form: dict[str, str]) -> dict[str, str]:
+    """What Twilio learns from our TwiML for a signed webhook: the stream's parameters."""
+    status, xml = await post_webhook(server, form, {"X-Twilio-Signature": signature(form)})
+    assert status == 200, xml
+    stream = ElementTree.fromstring(xml).find("./Connect/Stream")
     assert stream is not None
-    assert stream.get("url") == "wss://voice.example.test/ws"
-    parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    assert parameters == {"from_number": CALLER, "to_number": DIALLED}
+    assert stream.get("url") == f"wss://{PUBLIC_HOST}/ws"
+    return {str(p.get("name")): str(p.get("value")) for p in stream.findall("Parameter")}
 
 
-# The returning caller's greeting runs the LLM on `messages: []` (issue 8).
-async def test_a_media_stream_call_loads_the_callers_memory_and_hangs_up(
+async def heard(spoken: Path) -> list[str]:
+    """What the caller heard, sentence by sentence."""
+    return (await asyncio.to_thread(spoken.read_text)).splitlines()
+
+
+def ws_url(server: str) -> str:
+    return server.replace("http://", "ws://") + "/ws"
+
+
+@contextlib.asynccontextmanager
+async def memory_reads(redis_url: str, key_prefix: str) -> AsyncIterator[list[str]]:
+    """Every Redis command touching this test's caller keys while the block runs (MONITOR)."""
+    seen: list[str] = []
+    client = Redis.from_url(redis_url)
+    monitor = client.monitor()
+    await monitor.connect()
+    await monitor.connection.send_command("MONITOR")
+    await monitor.connection.read_response()
+
+    async def watch() -> None:
+        while True:
+            command = (await monitor.next_command())["command"]
+            if f"{key_prefix}:{{{AGENT}:" in command:
+                seen.append(command.split()[0])
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+        await asyncio.sleep(0.5)  # what the bot may still be doing
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher
+        await monitor.connection.disconnect()
+        await client.aclose()
+
+
+async def test_a_signed_webhook_gets_twiml_carrying_the_numbers_and_a_call_token(
+    server: str,
+) -> None:
+    parameters = await stream_parameters(server, call_form())
+    assert {k: v for k, v in parameters.items() if k != "call_token"} == {
+        "from_number": CALLER,
+        "to_number": DIALLED,
+        "attestation": ATTESTED,
+    }
+    assert parameters["call_token"].count(".") == 2
+
+
+@pytest.mark.parametrize("forgery", ["missing", "altered body", "altered url", "wrong token"])
+async def test_a_webhook_without_a_valid_signature_gets_403_and_no_twiml(
+    server: str, forgery: str
+) -> None:
+    form = call_form()
+    signed = {
+        "missing": "",
+        "altered body": signature(form | {"From": "+14155550188"}),
+        "altered url": signature(form, url=f"https://{PUBLIC_HOST}/other"),
+        "wrong token": signature(form, token="not-the-auth-token"),
+    }[forgery]
+    headers = {"X-Twilio-Signature": signed} if signed else {}
+    assert await post_webhook(server, form, headers) == (403, "")
+
+
+async def test_an_attested_call_loads_the_callers_memory_and_hangs_up(
     server: str,
     fake: FakeAnthropic,
     twilio_api: FakeTwilioAPI,
     ana: CallerIdentity,
     redis_client: Redis,
     key_prefix: str,
+    spoken: Path,
 ) -> None:
-    ws_url = server.replace("http://", "ws://") + "/ws"
-    spoken = await _call(ws_url, until=twilio_api.updated)
-    assert spoken, "the caller heard nothing"
+    parameters = await stream_parameters(server, call_form())
+    audio = await _call(ws_url(server), parameters, until=twilio_api.updated)
+    assert audio, "the caller heard nothing"
 
-    # A returning caller is greeted by name at once: no LLM request before they speak.
+    # Greeted by name at once: no LLM request before the caller speaks.
     assert fake.requests == []
+    assert (await heard(spoken))[0].startswith("Hello again, Ana Puig,")
 
     # The bot hung up through Twilio's REST API, and queued the call for analysis.
     (update,) = twilio_api.updates
@@ -146,9 +239,66 @@ async def test_a_media_stream_call_loads_the_callers_memory_and_hangs_up(
     assert record is not None
     ((role, greeting),) = [(t.role, t.text) for t in record.transcript]
     assert role == "assistant" and greeting.startswith("Hello again, Ana Puig,")
+    assert record.trust == CallTrust.VERIFIED
 
 
-async def _call(ws_url: str, *, until: asyncio.Event) -> int:
+@pytest.mark.parametrize("token", ["none", "forged", "expired", "another call's", "replayed"])
+async def test_a_stream_without_a_valid_call_token_is_closed_before_any_memory_is_read(
+    server: str,
+    ana: CallerIdentity,
+    redis_client: Redis,
+    redis_url: str,
+    key_prefix: str,
+    token: str,
+) -> None:
+    parameters = await stream_parameters(server, call_form())
+    secret = stream_token_secret(AUTH_TOKEN)
+    if token == "none":
+        del parameters["call_token"]
+    elif token == "forged":
+        parameters["call_token"] = StreamTokens(b"x" * 32).issue(
+            call_sid=CALL_SID, from_number=CALLER, to_number=DIALLED, attestation=ATTESTED
+        )
+    elif token == "expired":
+        parameters["call_token"] = StreamTokens(secret, ttl_s=-1).issue(
+            call_sid=CALL_SID, from_number=CALLER, to_number=DIALLED, attestation=ATTESTED
+        )
+    elif token == "another call's":
+        parameters["call_token"] = StreamTokens(secret).issue(
+            call_sid="CA-another", from_number=CALLER, to_number=DIALLED, attestation=ATTESTED
+        )
+    else:  # the real call's token, used by the real stream first
+        await _refused(ws_url(server), parameters, hang_up=True)
+        queue = AnalysisQueue(redis_client, prefix=key_prefix)
+        await eventually(lambda: redis_client.xlen(queue.stream_key))  # that call is over
+    async with memory_reads(redis_url, key_prefix) as reads:
+        assert await _refused(ws_url(server), parameters) == 1008
+    assert reads == []
+
+
+async def test_a_spoofed_number_hears_a_first_time_greeting_and_nothing_of_the_real_caller(
+    server: str,
+    fake: FakeAnthropic,
+    twilio_api: FakeTwilioAPI,
+    ana: CallerIdentity,
+    redis_client: Redis,
+    redis_url: str,
+    key_prefix: str,
+    spoken: Path,
+) -> None:
+    # A validly signed webhook for a number the carrier could not vouch for.
+    parameters = await stream_parameters(server, call_form("TN-Validation-Failed"))
+    async with memory_reads(redis_url, key_prefix) as reads:
+        await _call(ws_url(server), parameters, until=twilio_api.updated)
+    assert reads == []  # nothing read, nothing written
+    greeting = (await heard(spoken))[0]
+    assert greeting.startswith("Hello, you're through to") and "Ana" not in greeting
+    assert fake.requests == []
+    store = MemoryStore(redis_client, prefix=key_prefix)
+    assert await store.get_call(ana, CALL_SID) is None
+
+
+async def _call(ws_url: str, parameters: dict[str, str], *, until: asyncio.Event) -> int:
     """Twilio's side of a call: stream silence until ``until`` (the hang-up) or the bot closes.
 
     Returns:
@@ -159,7 +309,7 @@ async def _call(ws_url: str, *, until: asyncio.Event) -> int:
         await twilio.send(
             json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         )
-        await twilio.send(json.dumps(_start_message()))
+        await twilio.send(json.dumps(_start_message(parameters)))
         try:
             async with asyncio.timeout(20):
                 for chunk in itertools.count():
@@ -177,7 +327,26 @@ async def _call(ws_url: str, *, until: asyncio.Event) -> int:
     return spoken
 
 
-def _start_message() -> dict[str, object]:
+async def _refused(ws_url: str, parameters: dict[str, str], *, hang_up: bool = False) -> int:
+    """Open a stream with ``parameters``; the close code the bot answered with.
+
+    With ``hang_up``, the stream is accepted and the test hangs up at once (Twilio's ``stop``).
+    """
+    async with websockets.connect(ws_url) as twilio:
+        await twilio.send(
+            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        )
+        await twilio.send(json.dumps(_start_message(parameters)))
+        if hang_up:
+            await twilio.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with asyncio.timeout(10):
+                while True:
+                    await twilio.recv()
+    return twilio.close_code or 0
+
+
+def _start_message(parameters: dict[str, str]) -> dict[str, object]:
     return {
         "event": "start",
         "sequenceNumber": "1",
@@ -188,7 +357,7 @@ def _start_message() -> dict[str, object]:
             "callSid": CALL_SID,
             "tracks": ["inbound"],
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            "customParameters": {"from_number": CALLER, "to_number": DIALLED},
+            "customParameters": parameters,
         },
     }
 

@@ -60,16 +60,8 @@ async def queued_calls(redis: Redis, prefix: str) -> list[str]:
     return [fields[b"call"].decode() for _, fields in entries]
 
 
-# The returning caller's greeting runs the LLM on `messages: []` (issue 8).
-async def test_the_caller_given_to_the_local_room_is_greeted_with_their_memory(
-    tmp_path: Path, redis_url: str, redis_client: Redis, key_prefix: str, fake: FakeAnthropic
-) -> None:
-    caller = identify(CALLER, agent_id="default", pepper=PEPPER.encode())
-    assert caller is not None
-    store = MemoryStore(redis_client, prefix=key_prefix)
-    await store.set_name(caller, "Ana Puig")
-    await store.close_call(caller, CallRecord(call_id="earlier", agent_id="default"))
-    env = {
+def bot_env(redis_url: str, key_prefix: str, fake: FakeAnthropic, **extra: str) -> dict[str, str]:
+    return {
         "REDIS_URL": redis_url,
         "RAPPORT_PEPPER": PEPPER,
         "RAPPORT_KEY_PREFIX": key_prefix,
@@ -79,24 +71,68 @@ async def test_the_caller_given_to_the_local_room_is_greeted_with_their_memory(
         "DEEPGRAM_API_KEY": "unused",
         "AZURE_SPEECH_KEY": "unused",
         "AZURE_SPEECH_REGION": "unused",
+        **extra,
     }
-    secrets = (CALLER, CALLER[2:])
-    async with (
-        serving(env=env, folder=tmp_path, secrets=secrets) as url,
-        aiohttp.ClientSession() as http,
-    ):
-        session, peer = await join(http, url, {"caller": CALLER})
+
+
+async def call_once(url: str, body: dict[str, str]) -> str:
+    """Join the room, stay for the greeting, leave; the call's id."""
+    async with aiohttp.ClientSession() as http:
+        session, peer = await join(http, url, body)
         try:
             # The greeting is stored once the bot has spoken it, which needs the peer's audio.
             await asyncio.sleep(GREETING_S)
         finally:
-            await peer.close()  # the browser leaves: the call ends and is queued
+            await peer.close()  # the browser leaves: the call ends
+    return session
 
+
+async def test_the_caller_given_to_the_local_room_is_greeted_with_their_memory(
+    tmp_path: Path, redis_url: str, redis_client: Redis, key_prefix: str, fake: FakeAnthropic
+) -> None:
+    caller = identify(CALLER, agent_id="default", pepper=PEPPER.encode())
+    assert caller is not None
+    store = MemoryStore(redis_client, prefix=key_prefix)
+    await store.set_name(caller, "Ana Puig")
+    await store.close_call(caller, CallRecord(call_id="earlier", agent_id="default"))
+    env = bot_env(redis_url, key_prefix, fake)
+    secrets = (CALLER, CALLER[2:])
+    async with serving(env=env, folder=tmp_path, secrets=secrets) as url:
+        session = await call_once(url, {"caller": CALLER})
         await eventually(lambda: queued_calls(redis_client, key_prefix))
     # Greeted by name at once, from memory, with no LLM request.
     record = await store.get_call(caller, session)
     assert record is not None and record.transcript
-    greeting = record.transcript[0].text
-    assert greeting is not None and greeting.startswith("Hello again, Ana Puig,")
+    assert record.transcript[0].text.startswith("Hello again, Ana Puig,")
     assert fake.requests == []
     assert await queued_calls(redis_client, key_prefix) == [session]
+
+
+@pytest.mark.parametrize("test_room", [False, True])
+async def test_beyond_loopback_the_room_names_no_caller_unless_enabled(
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: Redis,
+    key_prefix: str,
+    fake: FakeAnthropic,
+    test_room: bool,
+) -> None:
+    caller = identify(CALLER, agent_id="default", pepper=PEPPER.encode())
+    assert caller is not None
+    store = MemoryStore(redis_client, prefix=key_prefix)
+    await store.set_name(caller, "Ana Puig")
+    env = bot_env(redis_url, key_prefix, fake, RAPPORT_TEST_ROOM=str(test_room).lower())
+    secrets = (CALLER, CALLER[2:])
+    async with serving(env=env, folder=tmp_path, secrets=secrets, host="0.0.0.0") as url:
+        session = await call_once(url, {"caller": CALLER})
+        if test_room:
+            await eventually(lambda: queued_calls(redis_client, key_prefix))
+        else:
+            await asyncio.sleep(1)
+    log = await asyncio.to_thread((tmp_path / "bot.log").read_text)
+    if test_room:
+        assert await queued_calls(redis_client, key_prefix) == [session]
+    else:  # served as anonymous: nothing of Ana's is read or recorded, and the log says why
+        assert await queued_calls(redis_client, key_prefix) == []
+        assert await store.get_call(caller, session) is None
+        assert "caller number was ignored: the server listens beyond loopback" in log

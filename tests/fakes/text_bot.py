@@ -28,14 +28,22 @@ from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
+#: Names the file the text bot appends each spoken sentence to.
+SPOKEN_LOG = "TEXT_BOT_SPOKEN_LOG"
 
 
 def text_services(
     settings: BotSettings, *, client: AsyncAnthropic, system_instruction: str
 ) -> CallServices:
-    """The real LLM service between a pass-through STT and a silent TTS."""
+    """The real LLM service between a pass-through STT and a silent TTS.
+
+    With ``TEXT_BOT_SPOKEN_LOG`` set, every sentence the bot speaks is appended to that file, so
+    a test can tell what a caller heard.
+    """
     llm = build_llm(settings, client=client, system_instruction=system_instruction)
-    return CallServices(stt=TextSTT(), llm=llm, tts=SilentTTS())
+    spoken_log = os.environ.get(SPOKEN_LOG)
+    tts = SilentTTS(spoken_log=Path(spoken_log) if spoken_log else None)
+    return CallServices(stt=TextSTT(), llm=llm, tts=tts)
 
 
 def _free_port() -> int:
@@ -55,7 +63,11 @@ async def _serving(url: str, process: asyncio.subprocess.Process) -> bool:
 
 @asynccontextmanager
 async def serving(
-    *options: str, env: Mapping[str, str], folder: Path, secrets: tuple[str, ...] = ()
+    *options: str,
+    env: Mapping[str, str],
+    folder: Path,
+    secrets: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> AsyncIterator[str]:
     """Run the text bot on a loopback port until the block ends (then SIGINT, as Ctrl-C does).
 
@@ -65,6 +77,7 @@ async def serving(
         folder: Working directory (with no ``.env``: the runner loads one from there) and
             where ``bot.log`` is written.
         secrets: Text that must not appear in the log (phone numbers).
+        host: Where the server listens (it is always reached on 127.0.0.1).
 
     Yields:
         The server's base URL.
@@ -76,7 +89,7 @@ async def serving(
         "PYTHONPATH": str(REPO),
         **env,
     }
-    command = [sys.executable, __file__, *options, "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, __file__, *options, "--host", host, "--port", str(port)]
     log_path = folder / "bot.log"
     with log_path.open("w") as log:
         process = await asyncio.create_subprocess_exec(

@@ -9,6 +9,7 @@ synthesis returns 10 ms of silence per sentence instead of calling a cloud voice
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from pathlib import Path
 
 from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -27,7 +28,7 @@ class TextSTT(FrameProcessor):
 class SilentTTS(TTSService):
     """A TTS service whose voice is 10 ms of silence per sentence."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, *, spoken_log: Path | None = None, **kwargs: object) -> None:
         super().__init__(
             push_start_frame=True,
             push_stop_frames=True,
@@ -36,12 +37,16 @@ class SilentTTS(TTSService):
             **kwargs,
         )
         self.spoken: list[str] = []
+        self._spoken_log = spoken_log
 
     def can_generate_metrics(self) -> bool:
         return False
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         self.spoken.append(text)
+        if self._spoken_log is not None:
+            with self._spoken_log.open("a", encoding="utf-8") as log:
+                log.write(text.strip() + "\n")
         yield TTSAudioRawFrame(
             audio=bytes(self.sample_rate // 100 * 2),
             sample_rate=self.sample_rate,
