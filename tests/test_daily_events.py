@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.phone_line import DailyLine
-from tests.test_call_e2e import (  # noqa: F401  (fixtures)
+from tests.test_call_e2e import (  # noqa: F401  (client, fake, line: the e2e fixtures)
     ANA,
     Line,
     caller_of,
@@ -28,7 +28,9 @@ from tests.test_call_e2e import (  # noqa: F401  (fixtures)
     [("on_dialin_error", "dial-in error"), ("on_dialin_stopped", "dial-in stopped")],
 )
 async def test_a_dial_in_event_ends_the_call_and_queues_it_once(
-    line: Line, event: str, reason: str
+    line: Line,  # noqa: F811
+    event: str,
+    reason: str,
 ) -> None:
     line.fake.script(Reply.text("Yes, until six."))
     daily = DailyLine()
@@ -44,7 +46,9 @@ async def test_a_dial_in_event_ends_the_call_and_queues_it_once(
     assert [t.text for t in record.transcript][-2:] == ["Are you open today?", "Yes, until six."]
 
 
-async def test_other_transports_get_no_dial_in_handlers(line: Line) -> None:
+async def test_other_transports_get_no_dial_in_handlers(
+    line: Line,  # noqa: F811
+) -> None:
     daily = DailyLine()
     async with line.call(ANA, "call-webrtc", transport=daily, kind="webrtc") as call:
         await daily.emit("on_dialin_error", {})

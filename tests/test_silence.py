@@ -13,7 +13,7 @@ from bot.silence import IDLE_REASON
 from bot.wording import IDLE_GOODBYES, STILL_THERE
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.phone_line import PhoneLine
-from tests.test_call_e2e import (  # noqa: F401  (fixtures)
+from tests.test_call_e2e import (  # noqa: F401  (client, fake, line: the e2e fixtures)
     ANA,
     GREETING,
     Line,
@@ -29,7 +29,7 @@ QUICK = {"RAPPORT_SILENCE_CHECK_S": 0.4, "RAPPORT_IDLE_TIMEOUT_S": 1.6}
 
 
 async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle_timeout(
-    line: Line,
+    line: Line,  # noqa: F811
 ) -> None:
     started = time.monotonic()
     async with line.call(ANA, "call-quiet", transport=PhoneLine(), **QUICK) as call:
@@ -49,7 +49,7 @@ async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle
 
 
 async def test_the_check_in_and_the_goodbye_are_in_the_call_s_language(
-    line: Line,
+    line: Line,  # noqa: F811
 ) -> None:
     line.fake.script(Reply.text("Sí, hasta las seis."), Reply.text("Perfecto."))
     async with line.call(ANA, "call-es", transport=PhoneLine(), **QUICK) as call:
