@@ -1,7 +1,8 @@
 """Assembling one call: memory prefetch at identification, then the pipeline of DESIGN.md §1.
 
-    transport.in → STT → user aggregator (Silero VAD) → MemoryContextProcessor → LLM
-    → ToolSilenceGuard → TTS → transport.out → assistant aggregator → EndOfCallProcessor
+    transport.in → STT → CallLanguageProcessor → user aggregator (Silero VAD, silence check)
+    → MemoryContextProcessor → LLM → ToolSilenceGuard → TTS → transport.out
+    → assistant aggregator → EndOfCallProcessor
 
 :func:`prepare_call` runs as soon as the caller is known (while the line rings): it identifies
 the caller and starts loading their memory. :func:`build_call` then builds the pipeline around
@@ -24,15 +25,18 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.settings import TTSSettings
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
+from bot.dialin import connect_dialin_events
 from bot.identify import CallOrigin
-from bot.services import CallServices
+from bot.services import CallServices, voice_locale
 from bot.settings import BotSettings
+from bot.silence import SilenceCheck
 from bot.tools import CallerTools
 from bot.trust import UnverifiedCallers
-from bot.wording import CALL_CONNECTED, opening_line
+from bot.wording import CALL_CONNECTED, IDLE_GOODBYES, STILL_THERE, opening_line
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
@@ -40,6 +44,7 @@ from memory.models import CallerMemory, CallTrust
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.runtime import MemoryRuntime
+from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
@@ -197,11 +202,15 @@ def build_call(
         store=store, caller=prepared.caller, call_id=prepared.origin.call_id, embedder=embedder
     )
     tools.register(services.llm)
+    check_in = 0 < settings.silence_check_s < settings.idle_timeout_s
+    silence_check_s = settings.silence_check_s if check_in else 0
     user, assistant = LLMContextAggregatorPair(
         LLMContext(
             messages=[{"role": "user", "content": CALL_CONNECTED}], tools=CallerTools.schema()
         ),
-        user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()),
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=silence_check_s
+        ),
     )
     memory_context = MemoryContextProcessor(
         memory=prepared.memory,
@@ -219,8 +228,16 @@ def build_call(
     guard = ToolSilenceGuard(
         filler_after=settings.filler_after_s, language=settings.default_language
     )
+    call_language = CallLanguageProcessor(
+        voices={
+            language: TTSSettings(voice=voice, language=voice_locale(voice))
+            for language, voice in settings.voices.items()
+        },
+        language=settings.default_language,
+    )
     processors: list[FrameProcessor] = [
         services.stt,
+        call_language,
         user,
         memory_context,
         services.llm,
@@ -229,7 +246,8 @@ def build_call(
     ]
     if transport is not None:
         processors = [transport.input(), *processors, transport.output()]
-    processors += [assistant, EndOfCallProcessor(recorder=recorder)]
+    ending = EndOfCallProcessor(recorder=recorder, language=settings.default_language)
+    processors += [assistant, ending]
     params = params or PipelineParams()
     params.enable_metrics = True
     worker = PipelineWorker(
@@ -244,8 +262,19 @@ def build_call(
         memory_context=memory_context,
         recorder=recorder,
     )
+    if check_in:
+        SilenceCheck(
+            worker=worker,
+            check_after_s=settings.silence_check_s,
+            end_after_s=settings.idle_timeout_s,
+            language=lambda: call_language.language,
+            still_there=STILL_THERE,
+            goodbyes=IDLE_GOODBYES,
+        ).attach(user)
     if transport is not None:
         _connect_events(call, transport)
+        if prepared.origin.transport == "daily":
+            connect_dialin_events(call.worker, transport)
     return call
 
 

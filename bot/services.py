@@ -80,10 +80,17 @@ def build_services(
         ConfigurationError: One or more service keys are missing (all are named at once).
     """
     settings.require(*KEYS_FOR_SERVICES)
+    # Nova-3 multilingual takes language hints on the streaming endpoint too (deepgram-sdk
+    # 7.15+, ``language_hint`` repeated per language); Pipecat's settings have no field for it,
+    # so it goes through ``extra``, which reaches the connection's query string as a list.
+    hints = settings.stt_language == "multi" and settings.stt_model.startswith("nova-3")
     stt = DeepgramSTTService(
         api_key=settings.deepgram_api_key or "",
         settings=DeepgramSTTService.Settings(
-            model=settings.stt_model, language=settings.stt_language, smart_format=True
+            model=settings.stt_model,
+            language=settings.stt_language,
+            smart_format=True,
+            extra={"language_hint": list(settings.voices)} if hints else {},
         ),
     )
     voice = settings.voices[settings.default_language]

@@ -108,6 +108,9 @@ class BotSettings(BaseSettings):
     recall_budget_ms: float = Field(default=15, gt=0, alias="RAPPORT_RECALL_BUDGET_MS")
     filler_after_s: float = Field(default=1.2, gt=0, alias="RAPPORT_FILLER_AFTER_S")
     idle_timeout_s: float = Field(default=300, gt=0, alias="RAPPORT_IDLE_TIMEOUT_S")
+    #: Silence after which the agent asks once whether the caller is still there (0, or not
+    #: shorter than the idle timeout: never; the idle timeout then hangs up without a word).
+    silence_check_s: float = Field(default=25, ge=0, alias="RAPPORT_SILENCE_CHECK_S")
     #: Run the post-call analysis worker inside the bot process (``python runner.py worker``
     #: runs it on its own).
     run_worker: bool = Field(default=True, alias="RAPPORT_RUN_WORKER")

@@ -31,6 +31,20 @@ RETURNING_GREETINGS: Mapping[str, str] = {
     "ca": "Hola de nou{name}, heu trucat a {business}. En què us puc ajudar?",
 }
 
+#: Said once when the caller has been silent for ``RAPPORT_SILENCE_CHECK_S``.
+STILL_THERE: Mapping[str, str] = {
+    "en": "Are you still there?",
+    "es": "¿Sigue ahí?",
+    "ca": "Encara hi sou?",
+}
+
+#: Said before hanging up on a caller who stayed silent until ``RAPPORT_IDLE_TIMEOUT_S``.
+IDLE_GOODBYES: Mapping[str, str] = {
+    "en": "I can't hear you, so I'll end the call now. Please call back any time. Goodbye!",
+    "es": "No le oigo, así que voy a colgar. Llámenos cuando quiera. ¡Adiós!",
+    "ca": "No us sento, així que penjaré. Truqueu-nos quan vulgueu. Adéu!",
+}
+
 _BUSINESS = re.compile(r"\{\{\s*business_name\s*\}\}")
 _PURPOSE = re.compile(r"\{\{\s*purpose\s*\}\}")
 

@@ -217,6 +217,8 @@ class CallRecord(StoredModel):
     started_at: float = Field(default_factory=now)
     ended_at: float | None = None
     ended_reason: str | None = None
+    #: The language the call ended in, as the bot heard it (a primary subtag: ``es``).
+    language: str | None = None
     transcript: list[Turn] = Field(default_factory=list)
     analysis: CallAnalysis | None = None
     facts_written: list[str] = Field(default_factory=list)

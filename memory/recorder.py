@@ -46,6 +46,7 @@ class _Said:
 class _Finish:
     reason: str
     at: float
+    language: str | None
 
 
 class CallRecorder:
@@ -91,12 +92,17 @@ class CallRecorder:
         if not self._finished:
             self._put(_Said(role=role, text=text, at=now()))
 
-    def finish(self, reason: str) -> None:
-        """Close the call after its queued turns are stored; only the first call counts."""
+    def finish(self, reason: str, *, language: str | None = None) -> None:
+        """Close the call after its queued turns are stored; only the first call counts.
+
+        Args:
+            reason: How the call ended.
+            language: The language the call ended in, when known.
+        """
         if self._finished:
             return
         self._finished = True
-        self._put(_Finish(reason=reason, at=now()))
+        self._put(_Finish(reason=reason, at=now(), language=language))
 
     async def wait_closed(self) -> None:
         """Wait until the call is closed (bound it with ``asyncio.timeout``)."""
@@ -152,6 +158,7 @@ class CallRecorder:
             started_at=self._started_at,
             ended_at=finish.at,
             ended_reason=finish.reason,
+            language=finish.language,
             masked_number=self._caller.masked,
             trust=self._trust,
         )

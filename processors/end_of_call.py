@@ -20,6 +20,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from memory.recorder import CallRecorder
+from processors.call_language import CallLanguageFrame
 
 
 class EndOfCallProcessor(FrameProcessor):
@@ -28,11 +29,16 @@ class EndOfCallProcessor(FrameProcessor):
     Args:
         recorder: The call's recorder; None for anonymous callers or with memory off, which
             makes this processor a pass-through.
+        language: The language the call starts in; each ``CallLanguageFrame`` replaces it, and
+            the call is recorded with the last one.
     """
 
-    def __init__(self, *, recorder: CallRecorder | None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, recorder: CallRecorder | None, language: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._recorder = recorder
+        self._language = language
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Record turns going downstream; finish the call on ``EndFrame`` or ``CancelFrame``."""
@@ -43,8 +49,10 @@ class EndOfCallProcessor(FrameProcessor):
                 recorder.add_turn("user", frame.text)
             elif isinstance(frame, LLMContextAssistantTurnFrame):
                 recorder.add_turn("assistant", frame.text)
+            elif isinstance(frame, CallLanguageFrame):
+                self._language = frame.language
         if recorder is not None and isinstance(frame, (EndFrame, CancelFrame)):
-            recorder.finish(_ended_reason(frame))
+            recorder.finish(_ended_reason(frame), language=self._language)
         await self.push_frame(frame, direction)
 
 

@@ -37,6 +37,7 @@ from memory.language import voice_locale
 from memory.models import CallerMemory, Fact
 from memory.render import fill_template, render_memory
 from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
+from processors.call_language import CallLanguageFrame, reply_language_rule
 
 #: Most memories recalled into the prompt over one call (the prompt must stay small).
 MAX_RECALLED = 8
@@ -90,6 +91,7 @@ class MemoryContextProcessor(FrameProcessor):
         self._opening = opening
         self._voices = voices
         self._language = default_language
+        self._reply_language: str | None = None  # stated in the prompt once the caller switched
         self._load_budget_s = load_budget_s
         self._max_facts = max_facts
         self._token_budget = token_budget
@@ -126,6 +128,9 @@ class MemoryContextProcessor(FrameProcessor):
         if isinstance(frame, LLMContextFrame) and self._index is not None:
             await self._recall(frame.context)
         await self.push_frame(frame, direction)
+        if isinstance(frame, CallLanguageFrame) and direction == FrameDirection.DOWNSTREAM:
+            self._language = self._reply_language = frame.language
+            await self._set_prompt()
 
     async def _start(self) -> None:
         self._memory = await self._load()
@@ -148,6 +153,8 @@ class MemoryContextProcessor(FrameProcessor):
                 locale = voice_locale(voice)
                 delta = TTSSettings(voice=voice, language=locale)
                 await self.push_frame(TTSUpdateSettingsFrame(delta=delta))
+                for way in (FrameDirection.UPSTREAM, FrameDirection.DOWNSTREAM):
+                    await self.push_frame(CallLanguageFrame(language=language), way)
         await self._set_prompt()
         self._started.set()
         if self._memory is not None and not self._memory.is_empty:
@@ -158,6 +165,8 @@ class MemoryContextProcessor(FrameProcessor):
             self._memory, self._facts, token_budget=self._token_budget, recalled=self._recalled
         )
         prompt = fill_template(self._template, block)
+        if self._reply_language is not None:
+            prompt += "\n\n" + reply_language_rule(self._reply_language)
         await self.push_frame(LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=prompt)))
 
     async def cleanup(self) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from anthropic import AsyncAnthropic
 from pipecat.frames.frames import EndFrame, TranscriptionFrame
+from pipecat.transcriptions.language import Language
+from pipecat.transports.base_transport import BaseTransport
 
 from bot.identify import CallOrigin
 from bot.pipeline import Call, MemoryAccess, build_call, prepare_call
@@ -79,11 +81,17 @@ class Line:
         *,
         agent: str = "bakery",
         trust: CallTrust = CallTrust.VERIFIED,
+        transport: BaseTransport | None = None,
+        kind: str = "webrtc",
         **extra: Any,
     ) -> AsyncIterator[RunningCall]:
-        """A connected call (its opening queued); cancelled if the test leaves it running."""
+        """A connected call (its opening queued); cancelled if the test leaves it running.
+
+        ``transport`` (a stand-in from ``tests/fakes/phone_line.py``) and ``kind`` (the
+        ``CallOrigin.transport``) put a line around the pipeline.
+        """
         settings = self.settings(agent=agent, **extra)
-        origin = CallOrigin(transport="webrtc", caller=number, call_id=call_id, trust=trust)
+        origin = CallOrigin(transport=kind, caller=number, call_id=call_id, trust=trust)
         prepared = prepare_call(origin, settings=settings, memory=self.memory)
         template = prompt_template(settings)
         llm = build_llm(settings, client=self._client, system_instruction=template)
@@ -93,6 +101,7 @@ class Line:
             services=CallServices(stt=TextSTT(), llm=llm, tts=SilentTTS()),
             memory=self.memory,
             prompt_template=template,
+            transport=transport,
         )
         running = RunningCall(call, self.fake)
         try:
@@ -110,11 +119,13 @@ class RunningCall:
         self._fake = fake
         self._task = asyncio.create_task(call.run())
 
-    async def say(self, text: str, *, replies: int) -> None:
-        """The caller says ``text``; wait until the LLM was asked ``replies`` more times."""
+    async def say(self, text: str, *, replies: int, language: str | None = None) -> None:
+        """The caller says ``text`` (in ``language``, as Deepgram tags it); wait until the LLM
+        was asked ``replies`` more times."""
         target = len(self._fake.requests) + replies
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        await self.call.worker.queue_frame(TranscriptionFrame(text, "caller", stamp))
+        frame = TranscriptionFrame(text, "caller", stamp, Language(language) if language else None)
+        await self.call.worker.queue_frame(frame)
         await eventually(lambda: len(self._fake.requests) >= target)
         assert await self.call.worker.flush_pipeline()
 

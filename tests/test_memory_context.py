@@ -19,6 +19,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from memory.errors import MemoryUnavailableError
 from memory.models import CallerMemory, CallerProfile, Fact, Turn
+from processors.call_language import CallLanguageFrame
 from processors.memory_context import MemoryContextProcessor
 
 TEMPLATE = "You answer the phone for Acme Plumbing.\n{{memory}}\nBe brief."
@@ -90,12 +91,15 @@ async def test_first_time_caller_gets_the_business_greeting() -> None:
 
 async def test_returning_caller_memory_is_rendered_and_voice_follows_language() -> None:
     proc = processor(loaded(returning_caller()))
-    down, _ = await run_test(
+    down, up = await run_test(
         proc,
         frames_to_send=[],
-        expected_down_frames=[TTSUpdateSettingsFrame, LLMUpdateSettingsFrame],
+        expected_down_frames=[TTSUpdateSettingsFrame, CallLanguageFrame, LLMUpdateSettingsFrame],
+        expected_up_frames=[CallLanguageFrame],
     )
     assert down[0].delta.voice == "es-ES-ElviraNeural" and down[0].delta.language == "es-ES"
+    # The call's language processor (upstream) and the recorder (downstream) start from it.
+    assert down[1].language == up[0].language == "es"
     (prompt,) = prompts(down)
     assert "{{" not in prompt and prompt.endswith("Be brief.")
     assert "Name they gave: Alice" in prompt
@@ -154,6 +158,7 @@ async def test_per_turn_recall_adds_a_relevant_fact_before_the_llm_runs() -> Non
         frames_to_send=[SleepFrame(sleep=0.3), user_turn("Can you keep my dog Rex calm?")],
         expected_down_frames=[
             TTSUpdateSettingsFrame,
+            CallLanguageFrame,
             LLMUpdateSettingsFrame,
             LLMUpdateSettingsFrame,
             LLMContextFrame,
@@ -172,7 +177,12 @@ async def test_recall_finds_nothing_new_and_changes_nothing() -> None:
     down, _ = await run_test(
         processor(loaded(returning_caller())),
         frames_to_send=[SleepFrame(sleep=0.3), user_turn("What are your opening hours?")],
-        expected_down_frames=[TTSUpdateSettingsFrame, LLMUpdateSettingsFrame, LLMContextFrame],
+        expected_down_frames=[
+            TTSUpdateSettingsFrame,
+            CallLanguageFrame,
+            LLMUpdateSettingsFrame,
+            LLMContextFrame,
+        ],
     )
     assert len(prompts(down)) == 1
 
@@ -207,6 +217,7 @@ async def test_over_budget_dense_recall_is_skipped_not_awaited() -> None:
         ],
         expected_down_frames=[
             TTSUpdateSettingsFrame,
+            CallLanguageFrame,
             LLMUpdateSettingsFrame,
             LLMContextFrame,
             LLMContextFrame,

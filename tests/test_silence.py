@@ -1,0 +1,65 @@
+"""A silent caller is asked once whether they are still there, then let go at the idle timeout.
+
+Calls run on a stand-in line (``tests/fakes/phone_line.py``) whose output is Pipecat's own
+output transport: the agent's speech starts and stops as it would on a phone, which is what the
+user aggregator's idle timer and the worker's idle timeout run on.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bot.silence import IDLE_REASON
+from bot.wording import IDLE_GOODBYES, STILL_THERE
+from tests.fakes.anthropic_server import Reply
+from tests.fakes.phone_line import PhoneLine
+from tests.test_call_e2e import (  # noqa: F401  (client, fake, line: the e2e fixtures)
+    ANA,
+    GREETING,
+    Line,
+    caller_of,
+    client,
+    fake,
+    line,
+    queued_calls,
+    runtime_of,
+)
+
+QUICK = {"RAPPORT_SILENCE_CHECK_S": 0.4, "RAPPORT_IDLE_TIMEOUT_S": 1.6}
+
+
+async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle_timeout(
+    line: Line,  # noqa: F811
+) -> None:
+    started = time.monotonic()
+    async with line.call(ANA, "call-quiet", transport=PhoneLine(), **QUICK) as call:
+        await call.finished()  # nobody speaks: the call ends by itself
+    took = time.monotonic() - started
+
+    assert line.fake.requests == []  # the check-in and the goodbye need no LLM
+    assert 1.4 < took < 4
+    assert await queued_calls(line) == ["call-quiet"]
+    record = await runtime_of(line).store.get_call(caller_of(line, ANA), "call-quiet")
+    assert record is not None and record.ended_reason == f"ended: {IDLE_REASON}"
+    assert [(t.role, t.text) for t in record.transcript] == [
+        ("assistant", GREETING),
+        ("assistant", STILL_THERE["en"]),
+        ("assistant", IDLE_GOODBYES["en"]),
+    ]
+
+
+async def test_the_check_in_and_the_goodbye_are_in_the_call_s_language(
+    line: Line,  # noqa: F811
+) -> None:
+    line.fake.script(Reply.text("Sí, hasta las seis."), Reply.text("Perfecto."))
+    async with line.call(ANA, "call-es", transport=PhoneLine(), **QUICK) as call:
+        await call.say("Hola, ¿abren hoy por la tarde?", replies=1, language="es")
+        await call.say("Vale, gracias por todo.", replies=1, language="es")
+        await call.finished()
+
+    record = await runtime_of(line).store.get_call(caller_of(line, ANA), "call-es")
+    assert record is not None and record.ended_reason == f"ended: {IDLE_REASON}"
+    assert record.language == "es"
+    said = [t.text for t in record.transcript if t.role == "assistant"]
+    assert said[-2:] == [STILL_THERE["es"], IDLE_GOODBYES["es"]]
+    assert said.count(STILL_THERE["es"]) == 1
