@@ -22,12 +22,14 @@ import phonenumbers
 import pytest
 import redis
 import redis.asyncio
+from anthropic import AsyncAnthropic
 
 from memory.connect import client_from_url
 from memory.embedded import EmbeddedRedis
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
+from tests.calls import Line, open_line
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.shared import API_KEY
 
@@ -142,3 +144,22 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
     """A fake Anthropic API on a local port, accepting ``API_KEY``."""
     async with FakeAnthropic(api_key=API_KEY) as server:
         yield server
+
+
+@pytest.fixture
+async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
+    """The SDK client the e2e calls' LLM service uses, pointed at ``fake``."""
+    async with AsyncAnthropic(api_key="test-key", base_url=fake.base_url) as anthropic:
+        yield anthropic
+
+
+@pytest.fixture
+async def line(
+    fake: FakeAnthropic, client: AsyncAnthropic, redis_url: str, key_prefix: str
+) -> AsyncIterator[Line]:
+    """A business line taking calls through the bot's own call assembly (``tests/calls.py``)."""
+    memory = await open_line(redis_url, key_prefix)
+    try:
+        yield Line(fake, client, memory)
+    finally:
+        await memory.runtime.aclose()

@@ -9,183 +9,32 @@ the caller's words arrive as ``TranscriptionFrame``s.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from anthropic import AsyncAnthropic
-from pipecat.frames.frames import EndFrame, TranscriptionFrame
-from pipecat.transcriptions.language import Language
-from pipecat.transports.base_transport import BaseTransport
 
-from bot.identify import CallOrigin
-from bot.pipeline import Call, MemoryAccess, build_call, prepare_call
-from bot.services import CallServices, build_llm
-from bot.settings import BotSettings
-from bot.wording import CALL_CONNECTED, opening_line, prompt_template
+from bot.wording import CALL_CONNECTED, prompt_template
 from memory.analysis import TOOL_NAME
 from memory.embedded import EmbeddedRedis
-from memory.identity import CallerIdentity
 from memory.models import CallTrust
-from memory.queue import AnalysisQueue
-from memory.runtime import MemoryRuntime, open_memory
-from memory.settings import AnalysisSettings, MemorySettings
+from memory.settings import AnalysisSettings
 from memory.worker import JobOutcome, analysis_worker
 from tests.analysis_answers import answer
+from tests.calls import (
+    ANA,
+    GREETING,
+    OTHER,
+    Line,
+    caller_of,
+    open_line,
+    queued_calls,
+    runtime_of,
+)
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
-from tests.fakes.text_speech import SilentTTS, TextSTT
-from tests.polling import eventually
-from tests.shared import PEPPER
-
-ANA = "+1 (415) 555-0123"
-OTHER = "+14155550188"
-GREETING = opening_line(None, "en", business_name="Bella's Bakery")
 
 
-async def _memory(redis_url: str, key_prefix: str) -> MemoryAccess:
-    settings = MemorySettings(
-        _env_file=None, REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
-    )
-    runtime = await open_memory(settings)
-    return MemoryAccess(runtime=runtime, queue=AnalysisQueue(runtime.redis, prefix=key_prefix))
-
-
-class Line:
-    """A business line taking calls: the bot's call assembly, the LLM fake, the memory."""
-
-    def __init__(
-        self, fake: FakeAnthropic, client: AsyncAnthropic, memory: MemoryAccess | None
-    ) -> None:
-        self.fake = fake
-        self._client = client
-        self.memory = memory
-
-    def settings(self, *, agent: str = "bakery", **extra: Any) -> BotSettings:
-        return BotSettings(
-            _env_file=None,
-            ANTHROPIC_API_KEY="test-key",
-            ANTHROPIC_BASE_URL=self.fake.base_url,
-            RAPPORT_AGENT_ID=agent,
-            RAPPORT_BUSINESS_NAME="Bella's Bakery",
-            **extra,
-        )
-
-    @asynccontextmanager
-    async def call(
-        self,
-        number: str | None,
-        call_id: str,
-        *,
-        agent: str = "bakery",
-        trust: CallTrust = CallTrust.VERIFIED,
-        transport: BaseTransport | None = None,
-        kind: str = "webrtc",
-        **extra: Any,
-    ) -> AsyncIterator[RunningCall]:
-        """A connected call (its opening queued); cancelled if the test leaves it running.
-
-        ``transport`` (a stand-in from ``tests/fakes/phone_line.py``) and ``kind`` (the
-        ``CallOrigin.transport``) put a line around the pipeline.
-        """
-        settings = self.settings(agent=agent, **extra)
-        origin = CallOrigin(transport=kind, caller=number, call_id=call_id, trust=trust)
-        prepared = prepare_call(origin, settings=settings, memory=self.memory)
-        template = prompt_template(settings)
-        llm = build_llm(settings, client=self._client, system_instruction=template)
-        call = build_call(
-            prepared,
-            settings=settings,
-            services=CallServices(stt=TextSTT(), llm=llm, tts=SilentTTS()),
-            memory=self.memory,
-            prompt_template=template,
-            transport=transport,
-        )
-        running = RunningCall(call, self.fake)
-        try:
-            await asyncio.wait_for(call.open(), 10)  # the transport's "client connected"
-            yield running
-        finally:
-            await running.stop()
-
-
-class RunningCall:
-    """A call running in the background, driven like a caller would."""
-
-    def __init__(self, call: Call, fake: FakeAnthropic) -> None:
-        self.call = call
-        self._fake = fake
-        self._task = asyncio.create_task(call.run())
-
-    async def say(self, text: str, *, replies: int, language: str | None = None) -> None:
-        """The caller says ``text`` (in ``language``, as Deepgram tags it); wait until the LLM
-        was asked ``replies`` more times."""
-        target = len(self._fake.requests) + replies
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        frame = TranscriptionFrame(text, "caller", stamp, Language(language) if language else None)
-        await self.call.worker.queue_frame(frame)
-        await eventually(lambda: len(self._fake.requests) >= target)
-        assert await self.call.worker.flush_pipeline()
-
-    async def hang_up(self) -> None:
-        """The caller hangs up (what the transport's "client disconnected" does)."""
-        await self.call.hang_up()
-        await self.finished()
-
-    async def end(self) -> None:
-        """The pipeline ends normally (``EndFrame``)."""
-        await self.call.worker.queue_frame(EndFrame())
-        await self.finished()
-
-    async def finished(self) -> None:
-        """Wait until the pipeline is gone and the call is closed and queued."""
-        await asyncio.wait_for(asyncio.shield(self._task), 10)
-        if self.call.recorder is not None:
-            await asyncio.wait_for(self.call.recorder.wait_closed(), 10)
-
-    async def stop(self) -> None:
-        if not self._task.done():
-            await self.call.worker.cancel(reason="test over")
-        await asyncio.wait_for(self._task, 10)
-
-
-@pytest.fixture
-async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
-    async with AsyncAnthropic(api_key="test-key", base_url=fake.base_url) as anthropic:
-        yield anthropic
-
-
-@pytest.fixture
-async def line(
-    fake: FakeAnthropic, client: AsyncAnthropic, redis_url: str, key_prefix: str
-) -> AsyncIterator[Line]:
-    memory = await _memory(redis_url, key_prefix)
-    try:
-        yield Line(fake, client, memory)
-    finally:
-        await memory.runtime.aclose()
-
-
-def runtime_of(line: Line) -> MemoryRuntime:
-    assert line.memory is not None
-    return line.memory.runtime
-
-
-def caller_of(line: Line, number: str, agent: str = "bakery") -> CallerIdentity:
-    caller = runtime_of(line).identify(number, agent_id=agent)
-    assert caller is not None
-    return caller
-
-
-async def queued_calls(line: Line) -> list[str]:
-    assert line.memory is not None
-    entries = await line.memory.runtime.redis.xrange(line.memory.queue.stream_key)
-    return [fields[b"call"].decode() for _, fields in entries]
-
-
-# The returning caller's greeting runs the LLM on `messages: []` (issue 8).
 async def test_a_caller_is_remembered_on_the_next_call(line: Line) -> None:
     fake, store = line.fake, runtime_of(line).store
     template = prompt_template(line.settings())
@@ -389,7 +238,7 @@ async def test_a_dead_redis_leaves_the_call_without_memory(
     fake: FakeAnthropic, client: AsyncAnthropic, tmp_path: Path
 ) -> None:
     with EmbeddedRedis(data_dir=tmp_path) as server:
-        memory = await _memory(server.url, "rapport-dead")
+        memory = await open_line(server.url, "rapport-dead")
     try:  # the server is gone: loading, recording and tools all fail
         fake.script(Reply.tool_call("save_caller_name", {"name": "Ana"}), Reply.text("Hello Ana!"))
         line = Line(fake, client, memory)

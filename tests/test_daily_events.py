@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes.anthropic_server import Reply
-from tests.fakes.phone_line import DailyLine
-from tests.test_call_e2e import (  # noqa: F401  (client, fake, line: the e2e fixtures)
+from tests.calls import (
     ANA,
     Line,
     caller_of,
-    client,
-    fake,
-    line,
     queued_calls,
     runtime_of,
 )
+from tests.fakes.anthropic_server import Reply
+from tests.fakes.phone_line import DailyLine
 
 
 @pytest.mark.parametrize(
@@ -28,7 +25,7 @@ from tests.test_call_e2e import (  # noqa: F401  (client, fake, line: the e2e fi
     [("on_dialin_error", "dial-in error"), ("on_dialin_stopped", "dial-in stopped")],
 )
 async def test_a_dial_in_event_ends_the_call_and_queues_it_once(
-    line: Line,  # noqa: F811
+    line: Line,
     event: str,
     reason: str,
 ) -> None:
@@ -47,7 +44,7 @@ async def test_a_dial_in_event_ends_the_call_and_queues_it_once(
 
 
 async def test_other_transports_get_no_dial_in_handlers(
-    line: Line,  # noqa: F811
+    line: Line,
 ) -> None:
     daily = DailyLine()
     async with line.call(ANA, "call-webrtc", transport=daily, kind="webrtc") as call:

@@ -11,25 +11,22 @@ import time
 
 from bot.silence import IDLE_REASON
 from bot.wording import IDLE_GOODBYES, STILL_THERE
-from tests.fakes.anthropic_server import Reply
-from tests.fakes.phone_line import PhoneLine
-from tests.test_call_e2e import (  # noqa: F401  (client, fake, line: the e2e fixtures)
+from tests.calls import (
     ANA,
     GREETING,
     Line,
     caller_of,
-    client,
-    fake,
-    line,
     queued_calls,
     runtime_of,
 )
+from tests.fakes.anthropic_server import Reply
+from tests.fakes.phone_line import PhoneLine
 
 QUICK = {"RAPPORT_SILENCE_CHECK_S": 0.4, "RAPPORT_IDLE_TIMEOUT_S": 1.6}
 
 
 async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle_timeout(
-    line: Line,  # noqa: F811
+    line: Line,
 ) -> None:
     started = time.monotonic()
     async with line.call(ANA, "call-quiet", transport=PhoneLine(), **QUICK) as call:
@@ -49,7 +46,7 @@ async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle
 
 
 async def test_the_check_in_and_the_goodbye_are_in_the_call_s_language(
-    line: Line,  # noqa: F811
+    line: Line,
 ) -> None:
     line.fake.script(Reply.text("Sí, hasta las seis."), Reply.text("Perfecto."))
     async with line.call(ANA, "call-es", transport=PhoneLine(), **QUICK) as call:
