@@ -29,7 +29,7 @@ _VOICE = re.compile(r"[a-z]{2,3}-[A-Z]{2}(?:-[A-Za-z]+)?-[A-Za-z0-9]+Neural")
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
 #: A public host: optional scheme, host name, optional port, optional trailing slash.
 _PUBLIC_HOST = re.compile(
-    r"(?:(?:https?|wss?)://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?)/?"
+    r"(?i:(?:https?|wss?)://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?)/?"
 )
 
 

@@ -19,7 +19,7 @@ from pipecat.runner.types import (
 from bot.identify import identify_call, serves_on_loopback
 from bot.logs import install_redaction, mask_numbers
 from bot.services import build_services
-from bot.settings import BotSettings
+from bot.settings import BotSettings, public_host
 from bot.twilio import twiml
 from bot.wording import opening_line, prompt_template
 from memory.errors import ConfigurationError
@@ -183,3 +183,24 @@ def test_every_served_language_has_both_greetings(language: str) -> None:
     assert "Bella's Bakery" in again and "Lucía" in again and again != first
     prepared = CallerMemory(profile=CallerProfile(call_count=1, opening_line="Hola Lucía!"))
     assert opening_line(prepared, language, business_name="x") == "Hola Lucía!"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "voice.example.test",
+        "voice.example.test/",
+        "https://voice.example.test",
+        "wss://voice.example.test",
+        "HTTPS://Voice.Example.Test/",
+    ],
+)
+def test_every_public_host_form_gives_one_stream_url(given: str) -> None:
+    assert public_host(given) == "voice.example.test"
+    assert public_host(given.rstrip("/") + ":8443") == "voice.example.test:8443"
+
+
+@pytest.mark.parametrize("given", ["https://host/path", "host name", "ftp://host", ""])
+def test_anything_else_is_not_a_public_host(given: str) -> None:
+    with pytest.raises(ValueError, match="not a public host"):
+        public_host(given)
