@@ -264,7 +264,7 @@ def build(
         memory_context = MemoryContextProcessor(
             memory=prefetched,
             prompt_template=TEMPLATE,
-            greetings={"en": "Hello!"},
+            opening=lambda _memory, _language: "Hello!",
             voices={"en": "en-US-AvaMultilingualNeural"},
             purpose=PURPOSE,
             embedder=embedder,
