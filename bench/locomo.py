@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import progress
 from memory.embeddings import E5Embedder, Embedder, HashingEmbedder
 from memory.retrieval import (
     DEFAULT_RANKING,
@@ -215,7 +216,7 @@ def rank(
     """
     ranked = {method: Ranked() for method in METHODS}
     depth = max(KS)
-    for conversation in conversations:
+    for conversation in progress(conversations, f"ranking {level}s"):
         items = conversation.turns if level == "turn" else conversation.facts
         items = with_vectors(items, cache)
         indexes = {

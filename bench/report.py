@@ -1,13 +1,16 @@
-"""What the benchmarks share: percentiles and the metric/value/target table (or JSON)."""
+"""What the benchmarks share: percentiles, progress on stderr, the metric/value/target table."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
+
+_T = TypeVar("_T")
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -30,3 +33,12 @@ def print_report(
     for name, value in result.items():
         table.add_row(name, str(value), targets.get(name, ""))
     Console().print(table)
+
+
+def progress(items: Iterable[_T], description: str, *, total: int | None = None) -> Iterator[_T]:
+    """``items``, with a progress bar on stderr: long runs show they are alive, stdout stays clean.
+
+    The bar disappears when done, so a ``--json`` run's output is the JSON alone.
+    """
+    console = Console(stderr=True)
+    yield from track(items, description=description, total=total, console=console, transient=True)
