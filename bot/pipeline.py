@@ -2,7 +2,8 @@
 
     transport.in → STT → CallLanguageProcessor → user aggregator (Silero VAD, silence check)
     → MemoryContextProcessor → LLM → ToolSilenceGuard → TTS → transport.out
-    → assistant aggregator → EndOfCallProcessor
+    → CallHandoffProcessor (transports that can transfer) → assistant aggregator
+    → EndOfCallProcessor
 
 :func:`prepare_call` runs as soon as the caller is known (while the line rings): it identifies
 the caller and starts loading their memory. :func:`build_call` then builds the pipeline around
@@ -14,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import functools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from loguru import logger
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -29,14 +32,24 @@ from pipecat.services.settings import TTSSettings
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
+from bot.call_control import END_CALL, CallControlTools
 from bot.dialin import connect_dialin_events
 from bot.identify import CallOrigin
 from bot.services import CallServices, voice_locale
 from bot.settings import BotSettings
 from bot.silence import SilenceCheck
 from bot.tools import CallerTools
+from bot.transfer import Handoff
 from bot.trust import UnverifiedCallers
-from bot.wording import CALL_CONNECTED, IDLE_GOODBYES, STILL_THERE, opening_line
+from bot.wording import (
+    CALL_CONNECTED,
+    IDLE_GOODBYES,
+    PUTTING_THROUGH,
+    STILL_THERE,
+    TRANSFER_FAILED,
+    opening_line,
+    with_hours,
+)
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
@@ -174,6 +187,7 @@ def build_call(
     transport: BaseTransport | None = None,
     params: PipelineParams | None = None,
     enable_rtvi: bool = False,
+    handoff: Handoff | None = None,
 ) -> Call:
     """Build the pipeline of one call around its prepared memory.
 
@@ -186,6 +200,8 @@ def build_call(
         transport: The call's transport; None puts nothing before STT or after TTS.
         params: Pipeline parameters (sample rates); metrics are enabled.
         enable_rtvi: Add Pipecat's RTVI processor (the prebuilt browser client speaks it).
+        handoff: How the transport hands the caller to a person (``transfer_call``); None: it
+            cannot.
     """
     recorder = None
     store = memory.runtime.store if memory is not None else None
@@ -202,11 +218,33 @@ def build_call(
         store=store, caller=prepared.caller, call_id=prepared.origin.call_id, embedder=embedder
     )
     tools.register(services.llm)
+    call_language = CallLanguageProcessor(
+        voices={
+            language: TTSSettings(voice=voice, language=voice_locale(voice))
+            for language, voice in settings.voices.items()
+        },
+        language=settings.default_language,
+    )
+    control = CallControlTools(
+        transfer_to=settings.transfer_to,
+        transfer_targets=settings.transfer_targets,
+        hours=settings.business_hours,
+        handoff=handoff if transport is not None else None,
+        language=lambda: call_language.language,
+        putting_through=PUTTING_THROUGH,
+        transfer_failed=TRANSFER_FAILED,
+        recorder=recorder,
+        caller=prepared.caller,
+    )
+    control.register(services.llm)
     check_in = 0 < settings.silence_check_s < settings.idle_timeout_s
     silence_check_s = settings.silence_check_s if check_in else 0
     user, assistant = LLMContextAggregatorPair(
         LLMContext(
-            messages=[{"role": "user", "content": CALL_CONNECTED}], tools=CallerTools.schema()
+            messages=[{"role": "user", "content": CALL_CONNECTED}],
+            tools=ToolsSchema(
+                standard_tools=[*CallerTools.schema().standard_tools, *control.schemas()]
+            ),
         ),
         user_params=LLMUserAggregatorParams(
             vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=silence_check_s
@@ -214,7 +252,7 @@ def build_call(
     )
     memory_context = MemoryContextProcessor(
         memory=prepared.memory,
-        prompt_template=prompt_template,
+        prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
         opening=functools.partial(opening_line, business_name=settings.business_name),
         voices=settings.voices,
         default_language=settings.default_language,
@@ -226,14 +264,9 @@ def build_call(
         embedder=embedder,
     )
     guard = ToolSilenceGuard(
-        filler_after=settings.filler_after_s, language=settings.default_language
-    )
-    call_language = CallLanguageProcessor(
-        voices={
-            language: TTSSettings(voice=voice, language=voice_locale(voice))
-            for language, voice in settings.voices.items()
-        },
+        filler_after=settings.filler_after_s,
         language=settings.default_language,
+        ending_tools={END_CALL.name},
     )
     processors: list[FrameProcessor] = [
         services.stt,
@@ -246,6 +279,8 @@ def build_call(
     ]
     if transport is not None:
         processors = [transport.input(), *processors, transport.output()]
+        if handing_off := control.handoff_processor(lambda: worker):
+            processors.append(handing_off)
     ending = EndOfCallProcessor(recorder=recorder, language=settings.default_language)
     processors += [assistant, ending]
     params = params or PipelineParams()

@@ -30,6 +30,7 @@ from bot.identify import identify_call, serves_on_loopback
 from bot.pipeline import MemoryAccess, build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
+from bot.transfer import DailyHandoff, Handoff
 from bot.wording import prompt_template
 from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
@@ -185,7 +186,7 @@ class RapportBot:
         )
         prepared = prepare_call(origin, settings=self._settings, memory=self._memory)
         try:
-            transport, params = await self._transport(runner_args, telephony)
+            transport, params, handoff = await self._transport(runner_args, telephony)
             services = self._services(
                 self._settings,
                 client=self._anthropic,
@@ -200,6 +201,7 @@ class RapportBot:
                 transport=transport,
                 params=params,
                 enable_rtvi=isinstance(runner_args, SmallWebRTCRunnerArguments),
+                handoff=handoff,
             )
         except BaseException:
             prepared.discard()
@@ -208,7 +210,7 @@ class RapportBot:
 
     async def _transport(
         self, runner_args: RunnerArguments, telephony: tuple[str, Any] | None
-    ) -> tuple[BaseTransport, PipelineParams]:
+    ) -> tuple[BaseTransport, PipelineParams, Handoff | None]:
         if isinstance(runner_args, SmallWebRTCRunnerArguments):
             from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
@@ -216,30 +218,31 @@ class RapportBot:
                 webrtc_connection=runner_args.webrtc_connection,
                 params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
             )
-            return webrtc, PipelineParams()
+            return webrtc, PipelineParams(), None
         if isinstance(runner_args, DailyRunnerArguments):
-            from pipecat.transports.daily.transport import DailyParams
+            from pipecat.transports.daily.transport import DailyParams, DailyTransport
 
             daily = await create_transport(
                 runner_args,
                 {"daily": lambda: DailyParams(audio_in_enabled=True, audio_out_enabled=True)},
             )
-            return daily, PipelineParams()
+            assert isinstance(daily, DailyTransport)
+            return daily, PipelineParams(), DailyHandoff(daily)
         if isinstance(runner_args, WebSocketRunnerArguments) and telephony is not None:
             kind, call_data = telephony
             telephony_params = PipelineParams(
                 audio_in_sample_rate=twilio.SAMPLE_RATE, audio_out_sample_rate=twilio.SAMPLE_RATE
             )
             if kind == "twilio":
-                phone = twilio.twilio_transport(
+                phone, handoff = twilio.twilio_transport(
                     runner_args.websocket, call_data, settings=self._settings
                 )
-                return phone, telephony_params
+                return phone, telephony_params, handoff
             from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
             params = FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True)
             other = await create_transport(runner_args, {kind: lambda: params})
-            return other, telephony_params
+            return other, telephony_params, None
         raise ValueError(f"Unsupported session: {type(runner_args).__name__}")
 
 

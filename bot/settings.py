@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.hours import BusinessHours
+from bot.transfer import transfer_target
 from bot.trust import UnverifiedCallers
 from memory.errors import ConfigurationError, InvalidIdentityError
 from memory.identity import validate_agent_id
@@ -27,6 +29,8 @@ MAX_BUSINESS_NAME_CHARS = 100
 #: An Azure neural voice name: its locale, then the voice ("es-ES-ElviraNeural").
 _VOICE = re.compile(r"[a-z]{2,3}-[A-Z]{2}(?:-[A-Za-z]+)?-[A-Za-z0-9]+Neural")
 _LANGUAGE = re.compile(r"[a-z]{2,3}")
+#: A transfer reason in RAPPORT_TRANSFER_TARGETS: a word or two.
+_REASON = re.compile(r"[\w-]+(?: [\w-]+)?")
 #: A public host: optional scheme, host name, optional port, optional trailing slash.
 _PUBLIC_HOST = re.compile(
     r"(?i:(?:https?|wss?)://)?(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?)/?"
@@ -100,6 +104,12 @@ class BotSettings(BaseSettings):
         alias="RAPPORT_AGENT_PURPOSE",
     )
     prompt_file: Path = Field(default=DEFAULT_PROMPT, alias="RAPPORT_PROMPT_FILE")
+    #: Where ``transfer_call`` puts a caller through: a phone number (+E.164) or ``sip:`` address.
+    transfer_to: str | None = Field(default=None, alias="RAPPORT_TRANSFER_TO")
+    #: Per-reason targets, JSON (``{"emergency": "+34...", "sales": "sip:sales@..."}``).
+    transfer_targets: dict[str, str] = Field(default={}, alias="RAPPORT_TRANSFER_TARGETS")
+    #: Opening hours, JSON (see ``bot.hours``); None: always open.
+    business_hours: BusinessHours | None = Field(default=None, alias="RAPPORT_BUSINESS_HOURS")
 
     memory_enabled: bool = Field(default=True, alias="RAPPORT_MEMORY_ENABLED")
     max_facts: int = Field(default=10, ge=0, le=100, alias="RAPPORT_MAX_FACTS")
@@ -150,6 +160,25 @@ class BotSettings(BaseSettings):
                     '(e.g. "es": "es-ES-ElviraNeural")'
                 )
         return voices
+
+    @field_validator("transfer_to")
+    @classmethod
+    def _transfer_to(cls, value: str | None) -> str | None:
+        return transfer_target(value) if value and value.strip() else None
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _transfer_targets(cls, targets: dict[str, str]) -> dict[str, str]:
+        checked = {}
+        for reason, target in targets.items():
+            key = " ".join(reason.lower().split())
+            if not _REASON.fullmatch(key):
+                raise ValueError(f"{reason!r}: a reason is a word or two (letters, digits, -, _)")
+            try:
+                checked[key] = transfer_target(target)
+            except ValueError as e:
+                raise ValueError(f"{reason!r}: {e}") from e
+        return checked
 
     @field_validator("public_url")
     @classmethod

@@ -26,11 +26,11 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from loguru import logger
 from pipecat.runner.types import CallData
-from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from twilio.request_validator import RequestValidator
 
 from bot.settings import BotSettings
+from bot.transfer import TwilioCallSerializer, TwilioHandoff
 from bot.trust import StreamTokens, attestation_trust, stream_token_secret
 from memory.models import CallTrust
 
@@ -139,27 +139,37 @@ def stream_tokens(settings: BotSettings) -> StreamTokens | None:
 
 def twilio_transport(
     websocket: WebSocket, call_data: CallData, *, settings: BotSettings
-) -> FastAPIWebsocketTransport:
-    """The transport of one Twilio call, from its parsed ``start`` message.
+) -> tuple[FastAPIWebsocketTransport, TwilioHandoff | None]:
+    """The transport of one Twilio call, from its parsed ``start`` message, and its hand-off.
 
     The REST hang-up (ending the call on Twilio's side when the bot ends it) is on when
     ``RAPPORT_TWILIO_HANG_UP`` is and credentials are set; without them the bot can still take
-    calls, but hanging up is left to the caller.
+    calls, but hanging up is left to the caller. Transfers use the same REST API: without it
+    the hand-off is None (``transfer_call`` then declines in words).
     """
     hang_up = settings.twilio_hang_up and bool(
         settings.twilio_account_sid and settings.twilio_auth_token and call_data.call_id
     )
     if settings.twilio_hang_up and not hang_up:
         logger.warning("Twilio credentials or call id missing: the bot cannot hang up this call")
-    serializer = TwilioFrameSerializer(
+    serializer = TwilioCallSerializer(
         stream_sid=call_data.stream_id or "",
         call_sid=call_data.call_id,
         account_sid=settings.twilio_account_sid if hang_up else None,
         auth_token=settings.twilio_auth_token if hang_up else None,
         base_url=settings.twilio_api_base_url,
-        params=TwilioFrameSerializer.InputParams(auto_hang_up=hang_up),
+        params=TwilioCallSerializer.InputParams(auto_hang_up=hang_up),
     )
-    return FastAPIWebsocketTransport(
+    handoff = None
+    if hang_up and settings.twilio_account_sid and settings.twilio_auth_token and call_data.call_id:
+        handoff = TwilioHandoff(
+            serializer=serializer,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            call_sid=call_data.call_id,
+            base_url=settings.twilio_api_base_url,
+        )
+    transport = FastAPIWebsocketTransport(
         websocket=websocket,
         params=FastAPIWebsocketParams(
             audio_in_enabled=True,
@@ -168,3 +178,4 @@ def twilio_transport(
             serializer=serializer,
         ),
     )
+    return transport, handoff

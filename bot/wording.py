@@ -1,15 +1,18 @@
 """What the agent is told (the system prompt) and what it says first when a call connects.
 
 The system prompt template is a file (``RAPPORT_PROMPT_FILE``, default ``bot/prompts/system.md``)
-with ``{{business_name}}`` and ``{{purpose}}``, filled in here once per process, and
-``{{memory}}``, filled in per call by ``MemoryContextProcessor``.
+with ``{{business_name}}`` and ``{{purpose}}``, filled in here once per process, ``{{hours}}``,
+filled in at each call's start by :func:`with_hours`, and ``{{memory}}``, filled in per call by
+``MemoryContextProcessor``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 
+from bot.hours import BusinessHours
 from bot.settings import BotSettings
 from memory.models import CallerMemory
 
@@ -45,8 +48,23 @@ IDLE_GOODBYES: Mapping[str, str] = {
     "ca": "No us sento, així que penjaré. Truqueu-nos quan vulgueu. Adéu!",
 }
 
+#: Said just before the caller is handed to a person (``transfer_call``).
+PUTTING_THROUGH: Mapping[str, str] = {
+    "en": "I'll put you through now. Please hold.",
+    "es": "Le paso con una persona ahora. Un momento, por favor.",
+    "ca": "Us passo amb una persona ara. Un moment, si us plau.",
+}
+
+#: Said when the transport could not hand the caller over after all; the call goes on.
+TRANSFER_FAILED: Mapping[str, str] = {
+    "en": "I'm sorry, I couldn't put you through. Can I take a message instead?",
+    "es": "Lo siento, no he podido pasarle la llamada. ¿Quiere dejar un mensaje?",
+    "ca": "Ho sento, no us he pogut passar la trucada. Voleu deixar un missatge?",
+}
+
 _BUSINESS = re.compile(r"\{\{\s*business_name\s*\}\}")
 _PURPOSE = re.compile(r"\{\{\s*purpose\s*\}\}")
+_HOURS = re.compile(r"\{\{\s*hours\s*\}\}")
 
 
 def opening_line(memory: CallerMemory | None, language: str, *, business_name: str) -> str:
@@ -78,3 +96,11 @@ def prompt_template(settings: BotSettings) -> str:
     template = settings.system_prompt_template()
     template = _BUSINESS.sub(lambda _: settings.business_name, template)
     return _PURPOSE.sub(lambda _: settings.agent_purpose, template)
+
+
+def with_hours(template: str, hours: BusinessHours | None, at: datetime) -> str:
+    """The template with ``{{hours}}`` replaced by the hours and whether it is open at ``at``.
+
+    The placeholder is removed when no hours are set.
+    """
+    return _HOURS.sub(lambda _: hours.prompt_note(at) if hours is not None else "", template)

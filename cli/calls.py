@@ -86,7 +86,7 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
             analysis.action if analysis else _pending(record),
             record.masked_number or "•••",
             (analysis.caller_name if analysis else None) or "-",
-            when(record.ended_at),
+            when(record.ended_at) + (" (transferred)" if record.transfer else ""),
             analysis.sentiment.value if analysis else "-",
             analysis.summary if analysis else "-",
             record.call_id,
@@ -114,6 +114,8 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     details = Table(show_header=False)
     add_row(details, "started", when(record.started_at))
     add_row(details, "ended", f"{when(record.ended_at)} ({record.ended_reason or '-'})")
+    if record.transfer is not None:
+        add_row(details, "transferred", f"to {record.transfer.target}: {record.transfer.reason}")
     if record.error:
         add_row(details, "analysis error", record.error)
     analysis = record.analysis

@@ -39,6 +39,7 @@ from memory.errors import (
 from memory.models import (
     MAX_OPENING_CHARS,
     CallAnalysis,
+    CallTransfer,
     ExtractedFact,
     Fact,
     Turn,
@@ -118,7 +119,7 @@ _USER_PROMPT = """\
 <transcript>
 {transcript}
 </transcript>
-
+{events}
 Analyse the call in the transcript above and call {tool}."""
 
 _SPEAKERS = {"user": "Caller", "assistant": "Agent"}
@@ -188,6 +189,7 @@ class CallAnalyzer:
         transcript: Sequence[Turn],
         existing_facts: Sequence[Fact],
         business: str | None = None,
+        transfer: CallTransfer | None = None,
     ) -> CallAnalysis:
         """Analyse one finished call.
 
@@ -195,6 +197,7 @@ class CallAnalyzer:
             transcript: The call's turns, in order (scrubbed here before they are sent).
             existing_facts: The caller's known facts; superseded ones are left out of the prompt.
             business: Who the agent answers for ("Bella's Bakery, Barcelona"), if known.
+            transfer: The agent put the caller through to a person (the summary says so).
 
         Returns:
             The validated analysis, with summary and facts scrubbed and authority claims gone.
@@ -215,7 +218,10 @@ class CallAnalyzer:
                     actions=", ".join(self._actions),
                 ),
                 messages=[
-                    {"role": "user", "content": self._user_prompt(transcript, existing_facts)}
+                    {
+                        "role": "user",
+                        "content": self._user_prompt(transcript, existing_facts, transfer),
+                    }
                 ],
                 tools=[self._tool],
                 tool_choice={"type": "tool", "name": TOOL_NAME},
@@ -248,7 +254,12 @@ class CallAnalyzer:
             "input_schema": schema,
         }
 
-    def _user_prompt(self, transcript: Sequence[Turn], existing_facts: Sequence[Fact]) -> str:
+    def _user_prompt(
+        self,
+        transcript: Sequence[Turn],
+        existing_facts: Sequence[Fact],
+        transfer: CallTransfer | None = None,
+    ) -> str:
         live = sorted(
             (fact for fact in existing_facts if fact.superseded_by is None),
             key=lambda fact: fact.last_confirmed_at,
@@ -264,6 +275,7 @@ class CallAnalyzer:
         return _USER_PROMPT.format(
             facts=facts or "(none: first call or nothing known)",
             transcript=_capped(lines, self._max_transcript_chars) or "(nobody spoke)",
+            events=_transfer_event(transfer),
             tool=TOOL_NAME,
         )
 
@@ -293,6 +305,16 @@ class CallAnalyzer:
                 "opening_line": _opening_line(analysis.opening_line),
             }
         )
+
+
+def _transfer_event(transfer: CallTransfer | None) -> str:
+    if transfer is None:
+        return ""
+    return (
+        "\n<call_events>\nThe agent put the caller through to a person at the business "
+        f"({_escaped(transfer.target)}); the agent's reason: {_escaped(transfer.reason)}. "
+        "Say so in the summary.\n</call_events>\n"
+    )
 
 
 def _escaped(text: str) -> str:

@@ -208,6 +208,14 @@ class CallStatus(StrEnum):
     FAILED = "failed"
 
 
+class CallTransfer(StoredModel):
+    """The caller was handed to a person: to whom (a masked number or a SIP address) and why."""
+
+    target: str
+    reason: str
+    at: float = Field(default_factory=now)
+
+
 class CallRecord(StoredModel):
     """One call: transcript, timings, how it ended, its analysis and its memory audit."""
 
@@ -228,6 +236,8 @@ class CallRecord(StoredModel):
     masked_number: str | None = None
     #: How far the caller id was believed (None: recorded before trust levels existed).
     trust: CallTrust | None = None
+    #: Set when the agent put the caller through to a person.
+    transfer: CallTransfer | None = None
     error: str | None = None
 
 

@@ -20,7 +20,7 @@ from loguru import logger
 from memory.calls import end_call
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
-from memory.models import CallRecord, CallTrust, Turn, clean_text, now
+from memory.models import CallRecord, CallTransfer, CallTrust, Turn, clean_text, now
 from memory.queue import AnalysisQueue
 from memory.scrub import scrub
 from memory.store import MemoryStore
@@ -80,6 +80,7 @@ class CallRecorder:
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
         self._finished = False
+        self._transfer: CallTransfer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -91,6 +92,10 @@ class CallRecorder:
         """Queue one finished turn for storage; never waits (scrubbing happens off the path)."""
         if not self._finished:
             self._put(_Said(role=role, text=text, at=now()))
+
+    def note_transfer(self, transfer: CallTransfer) -> None:
+        """Keep on the call's record that the caller was put through to a person."""
+        self._transfer = transfer
 
     def finish(self, reason: str, *, language: str | None = None) -> None:
         """Close the call after its queued turns are stored; only the first call counts.
@@ -161,6 +166,7 @@ class CallRecorder:
             language=finish.language,
             masked_number=self._caller.masked,
             trust=self._trust,
+            transfer=self._transfer,
         )
         if self._held_back or not await self._attempt(self._end_call, record):
             # Unstored turns are not analysed from a partial transcript: the call stays open

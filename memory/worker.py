@@ -52,7 +52,7 @@ from memory.errors import (
 )
 from memory.facts import FactMerge, merge_facts
 from memory.identity import CallerIdentity
-from memory.models import CallAnalysis, CallRecord, CallStatus, Fact, Turn, now
+from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
 from memory.queue import AnalysisJob, AnalysisQueue
 from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
@@ -235,7 +235,8 @@ class AnalysisWorker:
             return JobOutcome.REPLAYED
         transcript = await self._scrubbed_transcript(job, record.transcript)
         try:
-            analysis = await self._analyse(transcript, await self._store.all_facts(caller))
+            facts = await self._store.all_facts(caller)
+            analysis = await self._analyse(transcript, facts, transfer=record.transfer)
         except AnalysisError as error:
             return await self._give_up(job, str(error))
         # Read again: another call of this caller may have been analysed while the LLM worked.
@@ -275,14 +276,23 @@ class AnalysisWorker:
             await self._store.replace_transcript(job.caller, job.call_id, scrubbed)
         return scrubbed
 
-    async def _analyse(self, transcript: Sequence[Turn], facts: Sequence[Fact]) -> CallAnalysis:
+    async def _analyse(
+        self,
+        transcript: Sequence[Turn],
+        facts: Sequence[Fact],
+        *,
+        transfer: CallTransfer | None = None,
+    ) -> CallAnalysis:
         """The analysis, retried with backoff as the module docstring says."""
         settings = self._settings
         unavailable = invalid = 0
         while True:
             try:
                 return await self._analyzer.analyse(
-                    transcript=transcript, existing_facts=facts, business=settings.business_name
+                    transcript=transcript,
+                    existing_facts=facts,
+                    business=settings.business_name,
+                    transfer=transfer,
                 )
             except RetryableAnalysisError as error:
                 unavailable += 1

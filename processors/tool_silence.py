@@ -5,19 +5,22 @@ Sits after the LLM and before TTS. Pipecat leaves the line silent in three cases
 - the LLM answers only with a tool call and its follow-up response is empty;
 - a tool returns a falsy result (`None`, `{}`, `""`): Pipecat 1.14 then never re-runs the LLM
   (pipecat#4298), and likewise when the result asks for no re-run (`run_llm=False`);
-- a tool runs long and nothing was said before it started.
+- a tool runs long and nothing was said before it started;
+- a tool that ends the call (``ending_tools``, e.g. ``end_call``) was called with nothing said.
 
 The guard speaks a short phrase in the caller's language (a `TTSSpeakFrame`), at most once per
 trigger: a filler ("One moment…") once a tool has run `filler_after` seconds, and a closing
-phrase when the tool round ends with nothing but the filler said. It never speaks when the LLM's
-own text was heard, and forgets everything on interruption. Set `guard.language` ("es", "ca-ES")
-once the caller's language is known.
+phrase when the tool round ends with nothing but the filler said, or a goodbye instead when the
+round called an ending tool (the call is over: no question after it). A ``TTSSpeakFrame`` a tool
+pushes (the "I'll put you through now" of a transfer) counts as heard. It never speaks when the
+LLM's own text was heard, and forgets everything on interruption. Set `guard.language` ("es",
+"ca-ES") once the caller's language is known.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,17 +50,23 @@ class SilencePhrases:
     Attributes:
         filler: Said while a slow tool runs.
         closing: Said when a tool round ends with nothing said.
+        goodbye: Said when a tool ending the call was called with nothing said.
 
     """
 
     filler: str
     closing: str
+    goodbye: str = "Thank you for calling. Goodbye!"
 
 
 DEFAULT_PHRASES: Mapping[str, SilencePhrases] = {
     "en": SilencePhrases("One moment…", "All right. Is there anything else I can help with?"),
-    "es": SilencePhrases("Un momento…", "De acuerdo. ¿Puedo ayudarle en algo más?"),
-    "ca": SilencePhrases("Un moment…", "D'acord. Us puc ajudar en alguna cosa més?"),
+    "es": SilencePhrases(
+        "Un momento…", "De acuerdo. ¿Puedo ayudarle en algo más?", "Gracias por llamar. ¡Adiós!"
+    ),
+    "ca": SilencePhrases(
+        "Un moment…", "D'acord. Us puc ajudar en alguna cosa més?", "Gràcies per trucar. Adéu!"
+    ),
 }
 
 
@@ -70,6 +79,7 @@ class ToolSilenceGuard(FrameProcessor):
         filler_after: float = 1.2,
         language: str = "en",
         phrases: Mapping[str, SilencePhrases] = DEFAULT_PHRASES,
+        ending_tools: Collection[str] = (),
         **kwargs: Any,
     ) -> None:
         """Create the guard.
@@ -78,18 +88,22 @@ class ToolSilenceGuard(FrameProcessor):
             filler_after: Seconds a tool may run in silence before the filler is said.
             language: The caller's language (`"es"`, `"es-ES"`, ...); unknown ones use English.
             phrases: Phrases per primary language subtag; must include `"en"`.
+            ending_tools: Tools after which the call ends (`"end_call"`): a round calling one
+                gets the goodbye, never the closing question.
             **kwargs: Passed to `FrameProcessor`.
 
         """
         super().__init__(**kwargs)
         self._filler_after = filler_after
         self._phrases = phrases
+        self._ending_tools = frozenset(ending_tools)
         self._language = "en"
         self.language = language
         self._response_had_text = False  # the latest LLM response said something
         self._tool_batches_unended = 0  # tool batches whose response end is still to come
         self._pending_calls: set[str] = set()
         self._round_heard: bool | None = None  # None outside a tool round
+        self._round_ends_call = False
         self._awaiting_follow_up = False
         self._filler_said = False
         self._filler_task: asyncio.Task | None = None
@@ -135,10 +149,13 @@ class ToolSilenceGuard(FrameProcessor):
             self._response_had_text = True
             if self._round_heard is not None:
                 self._round_heard = True
+        elif isinstance(frame, TTSSpeakFrame) and self._round_heard is not None:
+            self._round_heard = True  # a tool speaking for itself
         elif isinstance(frame, LLMFullResponseEndFrame):
             await self._response_ended()
         elif isinstance(frame, FunctionCallInProgressFrame) and frame.cancel_on_interruption:
             self._call_started(frame.tool_call_id)
+            self._round_ends_call |= frame.function_name in self._ending_tools
         elif isinstance(frame, FunctionCallResultFrame):
             await self._call_finished(frame)
 
@@ -173,9 +190,12 @@ class ToolSilenceGuard(FrameProcessor):
 
     async def _end_round(self) -> None:
         heard, self._round_heard = self._round_heard, None
+        ends_call, self._round_ends_call = self._round_ends_call, False
         self._awaiting_follow_up = False
         if not heard:
-            await self._say(self._phrases[self._language].closing, append_to_context=True)
+            phrases = self._phrases[self._language]
+            line = phrases.goodbye if ends_call else phrases.closing
+            await self._say(line, append_to_context=True)
 
     async def _say_filler_later(self) -> None:
         await asyncio.sleep(self._filler_after)
@@ -199,6 +219,7 @@ class ToolSilenceGuard(FrameProcessor):
         self._tool_batches_unended = 0
         self._pending_calls.clear()
         self._round_heard = None
+        self._round_ends_call = False
         self._awaiting_follow_up = False
         self._filler_said = False
 

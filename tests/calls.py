@@ -24,6 +24,7 @@ from bot.identify import CallOrigin
 from bot.pipeline import Call, MemoryAccess, build_call, prepare_call
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from bot.transfer import Handoff
 from bot.wording import opening_line, prompt_template
 from memory.identity import CallerIdentity
 from memory.models import CallTrust
@@ -79,12 +80,14 @@ class Line:
         trust: CallTrust = CallTrust.VERIFIED,
         transport: BaseTransport | None = None,
         kind: str = "webrtc",
+        handoff: Handoff | None = None,
         **extra: Any,
     ) -> AsyncIterator[RunningCall]:
         """A connected call (its opening queued); cancelled if the test leaves it running.
 
         ``transport`` (a stand-in from ``tests/fakes/phone_line.py``) and ``kind`` (the
-        ``CallOrigin.transport``) put a line around the pipeline.
+        ``CallOrigin.transport``) put a line around the pipeline; ``handoff`` is how that line
+        transfers a caller.
         """
         settings = self.settings(agent=agent, **extra)
         origin = CallOrigin(transport=kind, caller=number, call_id=call_id, trust=trust)
@@ -98,6 +101,7 @@ class Line:
             memory=self.memory,
             prompt_template=template,
             transport=transport,
+            handoff=handoff,
         )
         running = RunningCall(call, self.fake)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from xml.etree import ElementTree
 
 import pytest
@@ -21,7 +22,7 @@ from bot.logs import install_redaction, mask_numbers
 from bot.services import build_services
 from bot.settings import BotSettings, public_host
 from bot.twilio import twiml
-from bot.wording import opening_line, prompt_template
+from bot.wording import opening_line, prompt_template, with_hours
 from memory.errors import ConfigurationError
 from memory.models import CallerMemory, CallerProfile, CallTrust
 
@@ -167,11 +168,13 @@ async def test_a_missing_service_key_is_named() -> None:
             build_services(settings, client=client, system_instruction="")
 
 
-def test_prompt_names_the_business_and_keeps_only_the_memory_placeholder() -> None:
+def test_prompt_names_the_business_and_keeps_only_the_per_call_placeholders() -> None:
     settings = BotSettings(_env_file=None, RAPPORT_BUSINESS_NAME="Bella's Bakery")
     template = prompt_template(settings)
     assert "Bella's Bakery" in template and settings.agent_purpose in template
-    assert template.count("{{") == 1 and "{{memory}}" in template
+    assert template.count("{{") == 2 and "{{memory}}" in template and "{{hours}}" in template
+    at_call_start = with_hours(template, None, datetime.now(UTC))
+    assert at_call_start.count("{{") == 1 and "{{memory}}" in at_call_start
 
 
 @pytest.mark.parametrize("language", ["en", "es", "ca"])

@@ -52,7 +52,8 @@ async def test_a_caller_is_remembered_on_the_next_call(line: Line) -> None:
     assert "Ana" not in fake.requests[0].system_text
     one_at_a_time = {"type": "auto", "disable_parallel_tool_use": True}
     assert all(r.body["tool_choice"] == one_at_a_time for r in fake.requests)
-    assert fake.requests[0].tool_names == ["save_caller_name", "remember"]
+    tools = ["save_caller_name", "remember", "end_call", "transfer_call"]
+    assert fake.requests[0].tool_names == tools
     assert [r.tool_results()[-1:] for r in fake.requests] == [
         [],
         ['{"saved": true, "name": "Ana Puig"}'],

@@ -1,15 +1,20 @@
-"""A local fake of the one Twilio REST call the bot makes: hanging up a call.
+"""A local fake of the Twilio REST call the bot makes: updating a live call.
 
-``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with the form ``Status=completed``
-and HTTP Basic auth (account SID, auth token), answered like Twilio answers it: 200 and the call
-resource as JSON. Point ``TWILIO_API_BASE_URL`` at :attr:`FakeTwilioAPI.base_url`.
+``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP Basic auth (account
+SID, auth token) and either ``Status=completed`` (hang up) or ``Twiml=<Response>...`` (run new
+TwiML on the live call: a transfer's ``<Dial>``), answered like Twilio answers it: 200 and the
+call resource as JSON (``completed``, or ``in-progress`` for new TwiML); a form with neither, or
+TwiML that is not XML, gets Twilio's 400. Point ``TWILIO_API_BASE_URL`` at
+:attr:`FakeTwilioAPI.base_url`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from xml.etree import ElementTree
 
 from aiohttp import web
 
@@ -22,6 +27,8 @@ class CallUpdate:
     call_sid: str
     form: dict[str, str]
     basic_auth: tuple[str, str]
+    #: When it arrived (``time.monotonic()``).
+    at: float = field(default_factory=time.monotonic)
 
 
 class FakeTwilioAPI:
@@ -59,6 +66,23 @@ class FakeTwilioAPI:
         user, _, password = base64.b64decode(credentials).decode().partition(":")
         form = {key: str(value) for key, value in (await request.post()).items()}
         account, call = request.match_info["account"], request.match_info["call"]
+        if form.get("Status") == "completed":
+            status = "completed"
+        elif "Twiml" in form and _is_xml(form["Twiml"]):
+            status = "in-progress"
+        else:
+            return web.json_response(
+                {"code": 21220, "message": "Invalid call state or TwiML", "status": 400},
+                status=400,
+            )
         self.updates.append(CallUpdate(account, call, form, (user, password)))
         self.updated.set()
-        return web.json_response({"sid": call, "account_sid": account, "status": "completed"})
+        return web.json_response({"sid": call, "account_sid": account, "status": status})
+
+
+def _is_xml(text: str) -> bool:
+    try:
+        ElementTree.fromstring(text)
+    except ElementTree.ParseError:
+        return False
+    return True
