@@ -366,7 +366,7 @@ def _first_problem(error: ValidationError) -> str:
     where = ".".join(str(part) for part in detail["loc"])
     message = detail["msg"].removeprefix("Value error, ")
     if detail["type"] == "enum" and detail["loc"] == ("type",):
-        message = f"unknown type '{detail['input']}' ({message})"
+        message = f"unknown type '{detail['input']}' (types: {', '.join(FieldType)})"
     return f"{where}: {message}" if where else message
 
 
