@@ -141,7 +141,8 @@ def _field_options(filters: Sequence[str], columns: str) -> tuple[dict[str, str]
             raise ValueError(f"--field needs NAME=VALUE, not {item!r}")
         wanted[name.strip()] = value
     names = [name.strip() for name in columns.split(",") if name.strip()]
-    defined = AnalysisSettings().analysis_fields()
+    # Read only when asked for: a list without fields must not depend on the fields file.
+    defined = AnalysisSettings().analysis_fields() if wanted or names else None
     if defined:
         for name in (*wanted, *names):
             if defined.get(name) is None:
