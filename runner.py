@@ -5,7 +5,7 @@
 
     python runner.py memory list|show|export|forget --agent A [--caller NUMBER]
     python runner.py worker [--retry-dead] [--concurrency N]
-    python runner.py calls list --agent A [--action ACTION] [--since 7d]
+    python runner.py calls list --agent A [--action ACTION] [--since 7d] [--field F=V] [--columns F]
     python runner.py calls show CALL_ID --agent A
 
 The dispatch is :func:`cli.main.main`.

@@ -93,6 +93,7 @@ def check_settings(transport: str | None, *, proxy: str | None = None) -> BotSet
     if settings.memory_enabled and memory.redis_url:  # a shared Redis needs RAPPORT_PEPPER
         load_pepper(redis_url=memory.redis_url, pepper=memory.pepper, data_dir=memory.data_dir)
     settings.system_prompt_template()
+    analysis.analysis_fields()
     if settings.run_worker:
         analysis.webhook_signing_secret()
     return settings

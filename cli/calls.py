@@ -1,6 +1,7 @@
 """``python runner.py calls …``: the follow-up list and analysed calls.
 
     python runner.py calls list --agent A [--action call_back] [--since 7d]
+        [--field appointment_type=cleaning] [--columns appointment_type,preferred_time]
     python runner.py calls show CALL_ID --agent A
 
 Numbers are always shown masked; transcripts are shown scrubbed.
@@ -18,9 +19,11 @@ from rich.text import Text
 from cli.format import add_row, console, print_error, when
 from memory.calls import follow_ups
 from memory.errors import RapportMemoryError
+from memory.fields import shown
 from memory.models import CallRecord, CallStatus, Fact, now
 from memory.runtime import MemoryRuntime, memory_runtime
 from memory.scrub import scrub_turns
+from memory.settings import AnalysisSettings
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "": 86_400}
@@ -35,6 +38,19 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--action", dest="follow_up", help="only this action, e.g. call_back")
     listing.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 2w")
     listing.add_argument("--limit", type=int, default=500, help="calls looked at, newest first")
+    listing.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="only calls whose own field NAME is VALUE (repeatable): appointment_type=cleaning",
+    )
+    listing.add_argument(
+        "--columns",
+        default="",
+        metavar="NAME,NAME",
+        help="own fields shown as columns, e.g. appointment_type,preferred_time",
+    )
     show = actions.add_parser("show", help="one call: transcript, analysis, memories written")
     show.add_argument("call_id")
     show.add_argument("--agent", required=True)
@@ -71,15 +87,28 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     except ValueError as e:
         print_error(str(e))
         return 2
+    try:
+        wanted, columns = _field_options(args.field, args.columns)
+    except ValueError as e:
+        print_error(str(e))
+        return 2
     records = await follow_ups(
-        runtime.store, args.agent, since=since, action=args.follow_up, limit=args.limit
+        runtime.store,
+        args.agent,
+        since=since,
+        action=args.follow_up,
+        fields=wanted,
+        limit=args.limit,
     )
     title = f"Follow-ups of {args.agent} since {when(since)}"
     table = Table(title=title + (f" (action {args.follow_up})" if args.follow_up else ""))
-    for column in ("urgency", "action", "caller", "name", "ended", "sentiment", "summary", "call"):
+    for column in ("urgency", "action", "caller", "name", "ended", "sentiment", "summary"):
+        table.add_column(column, overflow="fold")
+    for column in (*columns, "call"):
         table.add_column(column, overflow="fold")
     for record in records:
         analysis = record.analysis
+        own = analysis.fields if analysis else {}
         add_row(
             table,
             str(analysis.urgency) if analysis else "-",
@@ -89,10 +118,37 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
             when(record.ended_at) + (" (transferred)" if record.transfer else ""),
             analysis.sentiment.value if analysis else "-",
             analysis.summary if analysis else "-",
+            *(shown(own.get(column)) for column in columns),
             record.call_id,
         )
     console.print(table)
     return 0
+
+
+def _field_options(filters: Sequence[str], columns: str) -> tuple[dict[str, str], list[str]]:
+    """The ``--field NAME=VALUE`` filters and the ``--columns`` names, checked.
+
+    Names are checked against the fields file when one is configured.
+
+    Raises:
+        ValueError: A filter without ``=``, or a name the fields file does not define.
+        ConfigurationError: The fields file is bad.
+    """
+    wanted: dict[str, str] = {}
+    for item in filters:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"--field needs NAME=VALUE, not {item!r}")
+        wanted[name.strip()] = value
+    names = [name.strip() for name in columns.split(",") if name.strip()]
+    # Read only when asked for: a list without fields must not depend on the fields file.
+    defined = AnalysisSettings().analysis_fields() if wanted or names else None
+    if defined:
+        for name in (*wanted, *names):
+            if defined.get(name) is None:
+                known = ", ".join(definition.name for definition in defined)
+                raise ValueError(f"no field {name!r} in the fields file (fields: {known})")
+    return wanted, names
 
 
 def _pending(record: CallRecord) -> str:
@@ -126,6 +182,10 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
         add_row(details, "sentiment", analysis.sentiment.value)
         add_row(details, "language", analysis.language)
         add_row(details, "caller name", analysis.caller_name or "-")
+        for name, value in analysis.fields.items():
+            add_row(details, name, shown(value))
+        for name, reason in analysis.dropped_fields.items():
+            add_row(details, name, f"(dropped: {reason})")
     console.print(details)
     facts = {fact.id: fact for fact in await runtime.store.all_facts(ref.caller)}
     memories = Table(title="Memories this call changed")

@@ -41,6 +41,7 @@ async def run_worker_command(args: argparse.Namespace) -> int:
         if not args.retry_dead:
             settings.require_api_key()
             settings.webhook_signing_secret()
+            settings.analysis_fields()
         memory_settings = MemorySettings().for_worker()
         async with memory_runtime(memory_settings) as runtime:
             queue = AnalysisQueue(

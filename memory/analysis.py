@@ -12,6 +12,10 @@ claims authority, privileges or instructions whatever kind the LLM gave it. Summ
 are scrubbed again on the way out, since the LLM may paraphrase a secret the transcript scrub
 did not see.
 
+The business's own fields (``memory.fields``) go into the tool schema as one ``fields`` object
+and are validated apart from Rapport's: an invalid value is dropped with its reason
+(``CallAnalysis.dropped_fields``), never failing the analysis.
+
 Errors are classified, not retried: retries with backoff are the worker's job. See
 ``memory.errors``: ``RetryableAnalysisError`` (with the server's ``retry_after``),
 ``InvalidAnalysisError`` (retry a few times) and ``PermanentAnalysisError`` (do not retry).
@@ -36,6 +40,7 @@ from memory.errors import (
     PermanentAnalysisError,
     RetryableAnalysisError,
 )
+from memory.fields import AnalysisFields
 from memory.models import (
     MAX_OPENING_CHARS,
     CallAnalysis,
@@ -79,7 +84,7 @@ pasada?"). Nothing sensitive and nothing a third party overhearing it should not
 amounts owed, health details, account or order numbers, or anything said in confidence. \
 Null if nothing is worth picking up.
 - facts: 0 to 5 short third-person statements in English, each starting with "Caller", worth \
-knowing on the caller's next call.
+knowing on the caller's next call.{own_fields}
 
 Which facts to keep:
 - Keep preferences, identifiers the business uses (order or account references), commitments \
@@ -110,6 +115,12 @@ fact is never stored. Ownership or a job elsewhere is not one ("Caller owns a Fo
 next time.
 - supersedes: ids of known facts that this fact repeats or replaces (a new address replaces \
 the old one). Use only ids from the known facts; leave it empty when none applies."""
+
+_OWN_FIELDS_PROMPT = """
+- fields: the business's own fields, each described in the tool's schema. Give a value only \
+when the call said it; never guess. Leave out or null a field the call is not about; a \
+required field is always answered, null when the call is not about it. Write text values in \
+English, and never copy a payment card, bank, password or id number into any field."""
 
 _USER_PROMPT = """\
 <known_facts>
@@ -158,6 +169,7 @@ class CallAnalyzer:
         actions: Sequence[str] = DEFAULT_ACTIONS,
         max_transcript_chars: int = DEFAULT_MAX_TRANSCRIPT_CHARS,
         max_tokens: int = 1024,
+        fields: AnalysisFields | None = None,
     ) -> None:
         """Configure the analyzer.
 
@@ -167,6 +179,7 @@ class CallAnalyzer:
             actions: The follow-up actions the business uses; the answer must pick one.
             max_transcript_chars: Longest transcript sent; longer ones keep head and tail.
             max_tokens: Output token cap of the answer.
+            fields: The business's own fields to fill in (``RAPPORT_ANALYSIS_FIELDS``).
 
         Raises:
             ConfigurationError: No actions, or a transcript budget too small to be useful.
@@ -181,6 +194,7 @@ class CallAnalyzer:
         self._actions = tuple(dict.fromkeys(actions))
         self._max_transcript_chars = max_transcript_chars
         self._max_tokens = max_tokens
+        self._fields = fields or AnalysisFields()
         self._tool = self._tool_definition()
 
     async def analyse(
@@ -216,6 +230,7 @@ class CallAnalyzer:
                     business=clean_text(business or "", 200) or "a business",
                     tool=TOOL_NAME,
                     actions=", ".join(self._actions),
+                    own_fields=_OWN_FIELDS_PROMPT if self._fields else "",
                 ),
                 messages=[
                     {
@@ -246,6 +261,11 @@ class CallAnalyzer:
         schema = CallAnalysis.model_json_schema()
         schema["properties"]["action"]["enum"] = list(self._actions)
         schema["required"] = ["summary", "urgency", "action", "sentiment", "language", "facts"]
+        # Rapport's bookkeeping, never the LLM's; the fields object is the business's own.
+        del schema["properties"]["dropped_fields"], schema["properties"]["fields"]
+        if self._fields:
+            schema["properties"]["fields"] = self._fields.tool_schema()
+            schema["required"].append("fields")
         # Required of the LLM; records written before facts had a kind still validate.
         schema["$defs"]["ExtractedFact"]["required"] = ["text", "kind", "confidence"]
         return {
@@ -280,6 +300,11 @@ class CallAnalyzer:
         )
 
     def _validated(self, answer: dict[str, Any]) -> CallAnalysis:
+        answer = dict(answer)
+        answer.pop("dropped_fields", None)
+        # Validated apart: one bad value of the business's own is dropped, not the analysis.
+        own = answer.pop("fields", None)
+        own_values, dropped = self._fields.validated(own) if self._fields else ({}, {})
         try:
             analysis = CallAnalysis.model_validate(answer)
         except ValidationError as error:
@@ -303,6 +328,8 @@ class CallAnalyzer:
                 "caller_name": clean_text(analysis.caller_name or "", 80) or None,
                 "facts": _trusted_facts(analysis.facts),
                 "opening_line": _opening_line(analysis.opening_line),
+                "fields": own_values,
+                "dropped_fields": dropped,
             }
         )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
+from memory.fields import matches
 from memory.identity import CallerIdentity
 from memory.keys import CallRef
 from memory.models import CallRecord
@@ -47,6 +49,7 @@ async def follow_ups(
     *,
     since: float,
     action: str | None = None,
+    fields: Mapping[str, str] | None = None,
     limit: int = 500,
 ) -> list[CallRecord]:
     """An agent's calls since ``since`` (epoch), most urgent first, newest first within.
@@ -56,6 +59,8 @@ async def follow_ups(
         agent_id: Whose calls.
         since: Oldest end time included.
         action: Only calls whose analysis chose this action (unanalysed calls are left out).
+        fields: Only calls whose business fields match each of these values as typed (see
+            ``memory.fields.matches``), e.g. ``{"appointment_type": "cleaning"}``.
         limit: Calls looked at, newest first.
 
     Returns:
@@ -67,6 +72,10 @@ async def follow_ups(
         for record in await asyncio.gather(*(_record(store, ref) for ref in refs))
         if record is not None
         and (action is None or (record.analysis is not None and record.analysis.action == action))
+        and all(
+            record.analysis is not None and matches(record.analysis.fields.get(name), wanted)
+            for name, wanted in (fields or {}).items()
+        )
     ]
     records.sort(key=lambda r: r.ended_at or r.started_at, reverse=True)
     records.sort(key=lambda r: r.analysis.urgency if r.analysis else 0, reverse=True)

@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_serializer,
+)
 
 #: Facts below this confidence are kept but never injected into a prompt.
 CONFIDENCE_FLOOR = 0.5
@@ -32,6 +42,10 @@ _SPACES = re.compile(r"\s+")
 # text comes in (``clean_text`` in the recorder, the tools and the analysis).
 _Words = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 _Text = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+#: A value of one of the business's own analysis fields (see ``memory.fields``), as stored:
+#: text, a number, true/false, a list of text; dates and times as ISO text.
+FieldValue = StrictBool | StrictInt | StrictFloat | StrictStr | list[StrictStr]
 
 
 def now() -> float:
@@ -183,6 +197,10 @@ class CallAnalysis(StoredModel):
     #: The first words of the caller's next call, in their language (spoken with no LLM run).
     #: Not length-checked here: an overlong line is dropped, not a reason to fail the analysis.
     opening_line: str | None = None
+    #: The business's own fields (``memory.fields``) the call gave a valid value, by name.
+    fields: dict[str, FieldValue] = Field(default_factory=dict)
+    #: Why each invalid value the analysis gave was dropped, by field name.
+    dropped_fields: dict[str, str] = Field(default_factory=dict)
 
 
 class CallTrust(StrEnum):

@@ -14,6 +14,7 @@ from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from memory.errors import ConfigurationError
+from memory.fields import AnalysisFields, load_fields
 
 #: The worker blocks on the stream for a second at a time; the call path's tight Redis
 #: timeouts would cut every such read short.
@@ -60,6 +61,10 @@ def _comma_separated(value: object) -> object:
     return value
 
 
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class AnalysisSettings(BaseSettings):
     """How calls are analysed after they end: the LLM, the retries, the queue and the webhook.
 
@@ -73,6 +78,10 @@ class AnalysisSettings(BaseSettings):
     model: str = Field(default="claude-haiku-4-5", alias="RAPPORT_ANALYSIS_MODEL")
     actions: Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)] = Field(
         default_factory=_default_actions, min_length=1, alias="RAPPORT_ANALYSIS_ACTIONS"
+    )
+    #: The business's own analysis fields, a YAML or JSON file (see ``memory.fields``).
+    fields_file: Annotated[Path | None, BeforeValidator(_blank_is_none)] = Field(
+        default=None, alias="RAPPORT_ANALYSIS_FIELDS"
     )
     #: Who the agent answers for, named in the analysis prompt ("Bella's Bakery, Barcelona").
     business_name: str | None = Field(default=None, alias="RAPPORT_BUSINESS_NAME")
@@ -120,6 +129,15 @@ class AnalysisSettings(BaseSettings):
                 "ANTHROPIC_API_KEY is not set: the analysis worker needs an Anthropic API key"
             )
         return key
+
+    def analysis_fields(self) -> AnalysisFields:
+        """The business's own analysis fields (none when ``RAPPORT_ANALYSIS_FIELDS`` is unset).
+
+        Raises:
+            ConfigurationError: One line naming what is wrong with the fields file.
+
+        """
+        return load_fields(self.fields_file)
 
     def webhook_signing_secret(self) -> str | None:
         """The webhook secret, or None when no webhook is configured.

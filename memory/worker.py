@@ -445,11 +445,13 @@ async def analysis_worker(
     Facts are embedded with ``embedder``, by default the process-wide ``default_embedder()``.
 
     Raises:
-        ConfigurationError: ``ANTHROPIC_API_KEY`` is missing, or the webhook has no secret.
+        ConfigurationError: ``ANTHROPIC_API_KEY`` is missing, the webhook has no secret, or
+            the fields file (``RAPPORT_ANALYSIS_FIELDS``) is bad.
     """
     settings = settings or AnalysisSettings()
     api_key = settings.require_api_key()
     secret = settings.webhook_signing_secret()
+    fields = settings.analysis_fields()
     client = analysis_client(
         api_key=api_key, base_url=settings.base_url, timeout=settings.request_timeout
     )
@@ -465,7 +467,12 @@ async def analysis_worker(
         if settings.webhook_url and secret
         else None
     )
-    analyzer = CallAnalyzer(client=client, model=settings.model, actions=settings.actions)
+    analyzer = CallAnalyzer(
+        client=client,
+        model=settings.model,
+        actions=settings.actions,
+        fields=fields,
+    )
     try:
         yield AnalysisWorker(
             store=store,
