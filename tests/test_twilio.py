@@ -16,6 +16,7 @@ import base64
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from xml.etree import ElementTree
@@ -26,13 +27,14 @@ import websockets
 from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
+from bot.call_control import AGENT_ENDED
 from bot.trust import ATTESTED, StreamTokens, stream_token_secret
 from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, CallTrust, Fact
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.text_bot import SPOKEN_LOG, serving
+from tests.fakes.anthropic_server import FakeAnthropic, Reply
+from tests.fakes.text_bot import KEYPAD, SPOKEN_LOG, serving
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.polling import eventually
 from tests.shared import PEPPER
@@ -47,6 +49,9 @@ ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token
 CALL_SID, STREAM_SID = "CA0123456789abcdef0123456789abcdef", "MZ0123456789abcdef0123456789abcdef"
 PUBLIC_HOST = "voice.example.test"
 WEBHOOK_URL = f"https://{PUBLIC_HOST}/"
+#: What the caller says (by pressing 1: see ``tests/fakes/text_speech.py``), and the agent's answer.
+BYE = "That's all, thank you. Bye!"
+GOODBYE = "Thank you for calling, Ana, and goodbye!"
 # 20 ms of µ-law silence at 8 kHz, as Twilio sends it.
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
 
@@ -102,6 +107,7 @@ async def server(
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_API_BASE_URL": twilio_api.base_url,
         SPOKEN_LOG: str(spoken),
+        KEYPAD: json.dumps({"1": BYE}),
     }
     options = ("-t", "twilio", "-x", f"https://{PUBLIC_HOST}/")  # any public host form will do
     secrets = (CALLER, CALLER[2:])
@@ -298,8 +304,22 @@ async def test_a_spoofed_number_hears_a_first_time_greeting_and_nothing_of_the_r
     assert await store.get_call(ana, CALL_SID) is None
 
 
-async def _call(ws_url: str, parameters: dict[str, str], *, until: asyncio.Event) -> int:
+async def _call(
+    ws_url: str,
+    parameters: dict[str, str],
+    *,
+    until: asyncio.Event,
+    press: str | None = None,
+    heard_at: list[float] | None = None,
+) -> int:
     """Twilio's side of a call: stream silence until ``until`` (the hang-up) or the bot closes.
+
+    Args:
+        ws_url: The bot's Media Streams WebSocket.
+        parameters: The stream's custom parameters, from the TwiML.
+        until: Set when the call is hung up.
+        press: A key the caller presses half a second in (a ``dtmf`` message).
+        heard_at: Collects when each ``media`` message arrived (``time.monotonic``).
 
     Returns:
         How many ``media`` messages (the bot's audio) came back.
@@ -318,13 +338,49 @@ async def _call(ws_url: str, parameters: dict[str, str], *, until: asyncio.Event
                         await twilio.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
                         break
                     await twilio.send(_media(chunk))
+                    if press is not None and chunk == 25:
+                        dtmf = {"event": "dtmf", "streamSid": STREAM_SID, "dtmf": {"digit": press}}
+                        await twilio.send(json.dumps(dtmf))
                     with contextlib.suppress(TimeoutError):
                         reply = json.loads(await asyncio.wait_for(twilio.recv(), 0.02))
-                        spoken += reply.get("event") == "media"
+                        if reply.get("event") == "media":
+                            spoken += 1
+                            if heard_at is not None:
+                                heard_at.append(time.monotonic())
         except websockets.ConnectionClosedOK:
             pass  # the bot closed the stream after hanging up
     await asyncio.wait_for(until.wait(), 10)
     return spoken
+
+
+async def test_end_call_speaks_the_goodbye_in_full_before_twilio_is_told_to_hang_up(
+    server: str,
+    fake: FakeAnthropic,
+    twilio_api: FakeTwilioAPI,
+    ana: CallerIdentity,
+    redis_client: Redis,
+    key_prefix: str,
+    spoken: Path,
+) -> None:
+    fake.script(Reply.tool_call("end_call", {"reason": "caller said goodbye"}, text=GOODBYE))
+    parameters = await stream_parameters(server, call_form())
+    heard_at: list[float] = []
+    await _call(ws_url(server), parameters, until=twilio_api.updated, press="1", heard_at=heard_at)
+
+    assert (await heard(spoken))[-1] == GOODBYE
+    (update,) = twilio_api.updates
+    assert update.form == {"Status": "completed"}
+    # The greeting and the goodbye both reached the caller before the hang-up reached Twilio.
+    assert len([at for at in heard_at if at < update.at]) >= 2
+    assert not [at for at in heard_at if at > update.at]
+    store = MemoryStore(redis_client, prefix=key_prefix)
+    await eventually(
+        lambda: redis_client.xlen(AnalysisQueue(redis_client, prefix=key_prefix).stream_key)
+    )
+    record = await store.get_call(ana, CALL_SID)
+    assert record is not None and record.ended_reason is not None
+    assert record.ended_reason.startswith(f"ended: {AGENT_ENDED}")
+    assert [t.text for t in record.transcript][-2:] == [BYE, GOODBYE]
 
 
 async def _refused(ws_url: str, parameters: dict[str, str], *, hang_up: bool = False) -> int:

@@ -9,6 +9,7 @@ TwiML route, ``bot()`` from ``runner.py``, the pipeline, memory, the Anthropic s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -30,6 +31,8 @@ from tests.polling import eventually
 REPO = Path(__file__).resolve().parents[2]
 #: Names the file the text bot appends each spoken sentence to.
 SPOKEN_LOG = "TEXT_BOT_SPOKEN_LOG"
+#: What a caller says by pressing a key, as JSON (``{"1": "That's all, goodbye!"}``).
+KEYPAD = "TEXT_BOT_KEYPAD"
 
 
 def text_services(
@@ -38,12 +41,14 @@ def text_services(
     """The real LLM service between a pass-through STT and a silent TTS.
 
     With ``TEXT_BOT_SPOKEN_LOG`` set, every sentence the bot speaks is appended to that file, so
-    a test can tell what a caller heard.
+    a test can tell what a caller heard; ``TEXT_BOT_KEYPAD`` (JSON, digit → words) says what a
+    caller on a phone line "says" by pressing a key.
     """
     llm = build_llm(settings, client=client, system_instruction=system_instruction)
     spoken_log = os.environ.get(SPOKEN_LOG)
     tts = SilentTTS(spoken_log=Path(spoken_log) if spoken_log else None)
-    return CallServices(stt=TextSTT(), llm=llm, tts=tts)
+    keypad = json.loads(os.environ.get(KEYPAD, "{}"))
+    return CallServices(stt=TextSTT(keypad=keypad), llm=llm, tts=tts)
 
 
 def _free_port() -> int:

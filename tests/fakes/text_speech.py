@@ -8,20 +8,34 @@ synthesis returns 10 ms of silence per sentence instead of calling a cloud voice
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 
-from pipecat.frames.frames import Frame, TTSAudioRawFrame
+from pipecat.frames.frames import Frame, InputDTMFFrame, TranscriptionFrame, TTSAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
 
 class TextSTT(FrameProcessor):
-    """Passes every frame on: tests push transcriptions themselves."""
+    """Passes every frame on: tests push transcriptions themselves.
+
+    Over a real phone transport, where a test can only send audio, a keypad press stands in for
+    speech: ``keypad`` maps a digit to what the caller "says" when they press it.
+    """
+
+    def __init__(self, *, keypad: Mapping[str, str] | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self._keypad = dict(keypad or {})
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, InputDTMFFrame) and frame.button.value in self._keypad:
+            said = self._keypad[frame.button.value]
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            await self.push_frame(TranscriptionFrame(said, "caller", stamp), direction)
+            return
         await self.push_frame(frame, direction)
 
 
