@@ -6,6 +6,10 @@ purpose: a call's record must outlive the pipeline that produced it, since the e
 (hang-up, error, idle timeout) is exactly when the pipeline is torn down. The process drains
 unfinished recorders at shutdown with :meth:`CallRecorder.drain_all`; a process that dies
 anyway leaves its turns stored and the call open, and the analysis worker's sweeper finishes it.
+
+The writing task survives anything: an error it does not expect is logged (its type only) and
+the turns it holds are kept for the next write. A caller forgotten during the call is not
+recorded further: the forget refuses the call's writes, and the recorder drops what it holds.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import ClassVar, Literal, TypeVar
 from loguru import logger
 
 from memory.calls import end_call
-from memory.errors import MemoryUnavailableError
+from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import CallRecord, CallTrust, Turn, clean_text, now
 from memory.queue import AnalysisQueue
@@ -80,6 +84,7 @@ class CallRecorder:
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
         self._finished = False
+        self._forgotten = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -132,9 +137,9 @@ class CallRecorder:
                 await asyncio.sleep(WRITE_DELAY_S)
                 while not self._pending.empty():
                     items.append(self._pending.get_nowait())
-                self._held_back += [
-                    t for i in items if isinstance(i, _Said) if (t := self._turn(i))
-                ]
+                for item in items:
+                    if isinstance(item, _Said) and (turn := self._turn(item)):
+                        self._held_back.append(turn)
                 if self._held_back and await self._attempt(self._store_turns, self._held_back):
                     self._held_back = []
                 finish = next((item for item in items if isinstance(item, _Finish)), None)
@@ -145,11 +150,24 @@ class CallRecorder:
             self._unfinished.discard(self)
 
     def _turn(self, said: _Said) -> Turn | None:
-        text = clean_text(scrub(said.text))
-        return Turn(role=said.role, text=text, at=said.at, call_id=self._call_id) if text else None
+        try:
+            # Cut before scrubbing (a megabyte turn must not hold the event loop), with room
+            # for a number or card that straddles the cut to still be recognised.
+            limit = self._store.max_text_chars
+            text = clean_text(scrub(said.text[: limit + 64]), limit)
+            if not text:
+                return None
+            return Turn(role=said.role, text=text, at=said.at, call_id=self._call_id)
+        except Exception as error:
+            logger.warning(
+                "Skipped a turn of {} that could not be prepared ({})",
+                self._caller.masked,
+                type(error).__name__,
+            )
+            return None
 
     async def _store_turns(self, turns: list[Turn]) -> None:
-        await self._store.append_turns(self._caller, turns)
+        await self._store.append_turns(self._caller, turns, call_started_at=self._started_at)
 
     async def _close(self, finish: _Finish) -> None:
         record = CallRecord(
@@ -162,6 +180,8 @@ class CallRecorder:
             masked_number=self._caller.masked,
             trust=self._trust,
         )
+        if self._forgotten:
+            return
         if self._held_back or not await self._attempt(self._end_call, record):
             # Unstored turns are not analysed from a partial transcript: the call stays open
             # and the worker's sweeper closes it once what was stored has sat idle.
@@ -176,12 +196,27 @@ class CallRecorder:
         await end_call(self._store, self._queue, self._caller, record)
 
     async def _attempt(self, write: Callable[[_T], Awaitable[None]], item: _T) -> bool:
+        if self._forgotten:
+            self._held_back = []
+            return True
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 await write(item)
                 return True
-            except MemoryUnavailableError:
-                if attempt + 1 < WRITE_ATTEMPTS:
-                    await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
-        logger.warning("Memory unavailable while recording a call of {}", self._caller.masked)
+            except ForgottenCallerError:
+                logger.info("The caller {} was forgotten during the call", self._caller.masked)
+                self._forgotten = True
+                self._held_back = []
+                return True
+            except MemoryUnavailableError as error:
+                reason = type(error).__name__
+            except Exception as error:
+                # Never silently: the task must live on and keep the turns it holds.
+                reason = type(error).__name__
+                logger.error("Recording a call of {} failed ({})", self._caller.masked, reason)
+            if attempt + 1 < WRITE_ATTEMPTS:
+                await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
+        logger.warning(
+            "Memory unavailable while recording a call of {} ({})", self._caller.masked, reason
+        )
         return False
