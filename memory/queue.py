@@ -345,7 +345,9 @@ class AnalysisQueue:
         oldest = self._oldest_kept()
         if not oldest:
             return 0
-        return int(await redis_reply(self._redis.xtrim(self.dead_key, minid=oldest)))
+        return int(
+            await redis_reply(self._redis.xtrim(self.dead_key, minid=oldest, approximate=False))
+        )
 
     async def forget_caller(self, caller: CallerIdentity, *, batch: int = 1000) -> int:
         """Remove every job and dead letter of one caller (part of a forget).

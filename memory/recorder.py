@@ -15,6 +15,7 @@ recorded further: the forget refuses the call's writes, and the recorder drops w
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
@@ -37,6 +38,10 @@ RETRY_PAUSE_S = 0.2
 WRITE_DELAY_S = 0.05
 
 _T = TypeVar("_T")
+#: Characters kept beyond the stored length before scrubbing, so a secret straddling the
+#: stored length is still recognised whole.
+_CUT_MARGIN = 64
+_TRAILING_NUMBER = re.compile(r"[\d\s().\-/+]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +159,11 @@ class CallRecorder:
             # Cut before scrubbing (a megabyte turn must not hold the event loop), with room
             # for a number or card that straddles the cut to still be recognised.
             limit = self._store.max_text_chars
-            text = clean_text(scrub(said.text[: limit + 64]), limit)
+            text = said.text
+            if len(text) > limit + _CUT_MARGIN:
+                # A number cut in half would not be recognised: drop the digits at the cut.
+                text = _TRAILING_NUMBER.sub("", text[: limit + _CUT_MARGIN])
+            text = clean_text(scrub(text), limit)
             if not text:
                 return None
             return Turn(role=said.role, text=text, at=said.at, call_id=self._call_id)
