@@ -29,6 +29,7 @@ bring back a superseded fact.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ DEFAULT_MAX_VALUE_BYTES = 4096
 #: How long a tombstone outlives a forget by default (``RAPPORT_FORGET_TOMBSTONE_HOURS``).
 DEFAULT_TOMBSTONE_SECONDS = 48 * 3600
 _DAY = 86_400
+#: Facts parsed on the event loop at most; a caller with more is parsed in a thread.
+_PARSE_INLINE_FACTS = 1000
 #: What a write script returns when the tombstone refused it, and when its merge is stale.
 _REFUSED = -1
 _STALE = -2
@@ -433,11 +436,13 @@ class MemoryStore:
         replies = await redis_reply(self._reads(commands, 4))
         profile_raw, facts_raw, emb_raw, turns_raw = replies
         cutoff = self._cutoff()
-        facts = [
-            fact
-            for fact in self._facts(facts_raw, emb_raw)
-            if fact.injectable and fact.last_confirmed_at >= cutoff
-        ]
+        if len(facts_raw) > _PARSE_INLINE_FACTS:
+            # More than a capped caller keeps (written before the cap): parse off the event
+            # loop, so the call start's budget can still give up on it.
+            parsed = await asyncio.to_thread(self._facts, facts_raw, emb_raw)
+        else:
+            parsed = self._facts(facts_raw, emb_raw)
+        facts = [fact for fact in parsed if fact.injectable and fact.last_confirmed_at >= cutoff]
         facts.sort(key=lambda fact: fact.last_confirmed_at, reverse=True)
         turns = self._turns(turns_raw)
         return CallerMemory(

@@ -393,6 +393,8 @@ class AnalysisWorker:
                 if record is not None and record.status == CallStatus.OPEN:
                     queued += await end_call(self._store, self._queue, caller, _abandoned(record))
         await self._queue.prune_consumers(idle_for=_CONSUMER_RETENTION)
+        await self._queue.expire_dead()
+        await self.embed_requested()
         if queued:
             logger.info("Analysis sweeper queued {} abandoned or stranded calls", queued)
         return queued
