@@ -15,6 +15,7 @@ from rich.text import Text
 from cli.format import console, print_error, when
 from memory.errors import RapportMemoryError
 from memory.identity import CallerIdentity
+from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, memory_runtime
 
 
@@ -123,8 +124,15 @@ async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse
         console.print("Nothing was deleted.")
         return 1
     removed = await runtime.store.forget(caller)
+    queue = AnalysisQueue(
+        runtime.redis,
+        prefix=runtime.settings.key_prefix,
+        retention_days=runtime.settings.retention_days,
+    )
+    jobs = await queue.forget_caller(caller)
     console.print(
         f"Forgot {args.caller}: {removed['facts']} facts, {removed['calls']} calls, "
-        f"{removed['turns']} recent turns ({removed['keys']} keys)."
+        f"{removed['turns']} recent turns ({removed['keys']} keys), {jobs} queued or dead jobs. "
+        "Calls still in progress cannot write it back."
     )
     return 0

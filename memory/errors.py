@@ -3,7 +3,17 @@
 from collections.abc import Awaitable
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
+)
+from redis.exceptions import (
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import (
+    TimeoutError as RedisTimeoutError,
+)
 
 #: What a Redis call raises when the server is down, slow or unreachable (a cluster client
 #: raises ``RedisClusterException``, outside ``RedisError``, when no node answers).
@@ -16,6 +26,25 @@ class RapportMemoryError(Exception):
 
 class MemoryUnavailableError(RapportMemoryError):
     """Redis could not be reached or did not answer in time; the call goes on without memory."""
+
+
+class MemoryTimeoutError(MemoryUnavailableError):
+    """Redis did not answer within the command timeout (it may be slow, hung or overloaded)."""
+
+
+class MemoryConnectionError(MemoryUnavailableError):
+    """Redis could not be reached (down, restarting, wrong address)."""
+
+
+class MemoryRefusedError(MemoryUnavailableError):
+    """Redis answered with an error: a script failed, a limit was hit, a command was refused.
+
+    Retrying the same write will not help; it is not a timeout.
+    """
+
+
+class ForgottenCallerError(RapportMemoryError):
+    """A write was refused because the caller was forgotten after the call it belongs to began."""
 
 
 class InvalidIdentityError(RapportMemoryError):
@@ -65,4 +94,18 @@ async def redis_reply(awaitable: Awaitable[Any]) -> Any:
     try:
         return await awaitable
     except REDIS_FAILURES as e:
-        raise MemoryUnavailableError("Redis did not answer") from e
+        raise classified(e) from e
+
+
+def classified(error: BaseException) -> MemoryUnavailableError:
+    """The memory error for a Redis failure, by what happened (not its text: it may quote data).
+
+    Raise it ``from`` the original error.
+    """
+    if isinstance(error, ResponseError):
+        return MemoryRefusedError(f"Redis refused the command ({type(error).__name__})")
+    if isinstance(error, (RedisTimeoutError, TimeoutError)):
+        return MemoryTimeoutError("Redis did not answer in time")
+    if isinstance(error, (RedisConnectionError, OSError)):
+        return MemoryConnectionError("Redis could not be reached")
+    return MemoryUnavailableError("Redis did not answer")

@@ -10,7 +10,8 @@ Rules, in the order they apply to each extracted fact:
    words left is dropped.
 2. Same statement (same ``fact_id_for``) as a known fact → that fact is *confirmed*:
    ``last_confirmed_at`` refreshed, the higher confidence kept. A superseded fact stated again
-   comes back to life (the caller changed their mind back).
+   comes back to life (the caller changed their mind back) if this call is newer than its
+   replacement; an older call (analysed late) leaves it superseded.
 3. Near duplicate (``similar(old, new) >= threshold``) of a live fact → the old fact is
    confirmed and keeps its wording, so its id and embedding stay stable. A fact the analysis
    named in ``supersedes`` is never matched this way: the analysis said the new wording
@@ -152,7 +153,7 @@ def merge_facts(
                 update={
                     "confidence": max(target.confidence, proposal.confidence),
                     "last_confirmed_at": max(target.last_confirmed_at, at),
-                    "superseded_by": None,
+                    "superseded_by": _still_superseded(target, facts, at),
                 }
             )
             if target.id in known and target.id not in merge.confirmed:
@@ -185,3 +186,11 @@ def _near_duplicate(
     ]
     score, fact = max(scored, key=lambda pair: pair[0], default=(0.0, None))
     return fact if fact is not None and score >= threshold else None
+
+
+def _still_superseded(fact: Fact, facts: dict[str, Fact], at: float) -> str | None:
+    """What still replaces a restated fact: nothing, unless the replacement is newer than ``at``."""
+    replacement = facts.get(fact.superseded_by) if fact.superseded_by else None
+    if replacement is None or at >= replacement.created_at:
+        return None
+    return fact.superseded_by

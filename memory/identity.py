@@ -54,8 +54,10 @@ _E164 = re.compile(r"\+[1-9]\d{1,14}")
 def _number_part(raw: str) -> str:
     """Extract the number from a caller id: a SIP URI's user part, a tel URI's body."""
     text = raw.strip()
-    if "<" in text and text.endswith(">"):  # a SIP name-addr: "Name" <sip:...>
-        text = text[text.rindex("<") + 1 : -1].strip()
+    # A SIP name-addr, "Name" <sip:...>, maybe with header parameters after it (;tag=...).
+    opening = text.rfind("<")
+    if opening != -1 and text.find(">", opening) != -1:
+        text = text[opening + 1 : text.index(">", opening)].strip()
     lowered = text.lower()
     for scheme in ("sips:", "sip:", "tel:"):
         if lowered.startswith(scheme):
@@ -101,17 +103,17 @@ def normalize_number(raw: str | None, *, default_region: str = "US") -> str | No
 
 
 def mask_number(e164: str) -> str:
-    """Mask an E.164 number for logs, e.g. ``+14155550123`` -> ``+1415•••0123``.
+    """Mask an E.164 number for logs and stored records, e.g. ``+14155550123`` -> ``+1•••23``.
 
-    Shows the country code, up to three leading and four trailing digits of the national
-    number, and always hides at least three digits. Never raises: anything that is not an E.164
-    number is masked completely.
+    Shows the country code and the last two digits only: a stored masked number must not
+    narrow the search for the number (a handful of hidden digits is enumerated in
+    milliseconds). Never raises: anything that is not an E.164 number is masked completely.
 
     Args:
         e164: A number as returned by :func:`normalize_number`.
 
     Returns:
-        The masked form, safe to log.
+        The masked form, safe to log and to store.
 
     """
     if not _E164.fullmatch(e164):
@@ -121,10 +123,8 @@ def mask_number(e164: str) -> str:
     except phonenumbers.NumberParseException:
         return _MASK
     national = e164[1 + len(country_code) :]
-    hidden = min(3, len(national))
-    tail = min(4, len(national) - hidden)
-    head = min(3, len(national) - hidden - tail)
-    return f"+{country_code}{national[:head]}{_MASK}{national[len(national) - tail :]}"
+    tail = min(2, max(len(national) - 5, 0))
+    return f"+{country_code}{_MASK}{national[len(national) - tail :]}"
 
 
 def validate_agent_id(agent_id: str) -> str:

@@ -58,9 +58,18 @@ def to_ms(epoch: float) -> float:
     return round(epoch, 3)
 
 
+def valid_text(text: str) -> str:
+    """``text`` as valid UTF-8: lone surrogates (and anything else unencodable) become ``?``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def clean_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     """Collapse whitespace and cap the length of free text from a caller or an LLM."""
-    return _SPACES.sub(" ", text).strip()[:limit]
+    return valid_text(_SPACES.sub(" ", text[: 2 * limit + 64]).strip()[:limit])
 
 
 def fact_id_for(text: str) -> str:

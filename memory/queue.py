@@ -7,6 +7,7 @@ or MULTI/EXEC), on Redis Cluster too:
   ``analysis-workers``. A job names the call (agent id, caller key, masked number, call id),
   never a phone number or a word of the transcript.
 - ``{prefix}:{queue}:analysis:dead``: dead letters, jobs that failed for good, with the reason.
+  They expire with retention (trimmed by age whenever one is added and by the sweeper).
 - ``{prefix}:{queue}:analysis:queued``: the calls that have a job in the stream, so a call is
   never queued twice.
 - ``{prefix}:{queue}:analysis:closing``: calls being closed, by time.
@@ -31,9 +32,9 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from memory.errors import REDIS_FAILURES, MemoryUnavailableError, redis_reply
+from memory.errors import REDIS_FAILURES, MemoryUnavailableError, classified, redis_reply
 from memory.identity import CallerIdentity
-from memory.keys import CallRef, KeyLayout, queue_member, queue_ref
+from memory.keys import CallRef, KeyLayout, glob_escaped, queue_member, queue_ref
 from memory.models import now
 
 GROUP = "analysis-workers"
@@ -116,10 +117,12 @@ def _caller(fields: Mapping[bytes, bytes]) -> CallerIdentity:
 
 # Acknowledges and deletes a job, dead-lettering it first when fields are given, atomically.
 # (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
-# KEYS: stream, dead letters, queued set. ARGV: group, message id, member, dead cap, fields...
+# KEYS: stream, dead letters, queued set.
+# ARGV: group, message id, member, dead cap, oldest dead letter id kept ('' = all), fields...
 _FINISH = """
-if #ARGV > 4 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+if #ARGV > 5 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 6))
+  if ARGV[5] ~= '' then redis.call('XTRIM', KEYS[2], 'MINID', ARGV[5]) end
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -136,6 +139,7 @@ class AnalysisQueue:
         prefix: First segment of every key (the store's prefix).
         maxlen: Approximate cap of the job stream; it must exceed the largest backlog.
         dead_maxlen: Approximate cap of the dead-letter stream (oldest dropped first).
+        retention_days: Dead letters older than this are dropped (0 = kept until retried).
     """
 
     def __init__(
@@ -145,10 +149,12 @@ class AnalysisQueue:
         prefix: str = "rapport",
         maxlen: int = 100_000,
         dead_maxlen: int = 100_000,
+        retention_days: int = 90,
     ) -> None:
         self._redis = redis
         self._maxlen = maxlen
         self._dead_maxlen = dead_maxlen
+        self._retention_s = retention_days * 86_400
         self.stream_key = KeyLayout(prefix).queue
         self.dead_key = f"{self.stream_key}:dead"
         self._queued_key = f"{self.stream_key}:queued"
@@ -173,7 +179,7 @@ class AnalysisQueue:
             if "NOGROUP" not in str(e) and "no such key" not in str(e):
                 raise MemoryUnavailableError("Redis refused a queue command") from e
         except REDIS_FAILURES as e:
-            raise MemoryUnavailableError("Redis did not answer") from e
+            raise classified(e) from e
         await self.ensure_group()
         return await redis_reply(command())
 
@@ -234,7 +240,7 @@ class AnalysisQueue:
             if "BUSYGROUP" not in str(e):
                 raise MemoryUnavailableError("Redis refused to create the group") from e
         except REDIS_FAILURES as e:
-            raise MemoryUnavailableError("Redis did not answer") from e
+            raise classified(e) from e
 
     async def read(self, consumer: str, *, block: float, count: int = 1) -> list[AnalysisJob]:
         """Take new jobs for ``consumer``, waiting up to ``block`` seconds for one."""
@@ -315,9 +321,79 @@ class AnalysisQueue:
         await redis_reply(
             self._finish_job(
                 keys=[self.stream_key, self.dead_key, self._queued_key],
-                args=[GROUP, message_id, member or "", self._dead_maxlen, *fields],
+                args=[
+                    GROUP,
+                    message_id,
+                    member or "",
+                    self._dead_maxlen,
+                    self._oldest_kept(),
+                    *fields,
+                ],
             )
         )
+
+    def _oldest_kept(self) -> str:
+        """The id before which dead letters have outlived retention ('' when kept forever)."""
+        return f"{int((now() - self._retention_s) * 1000)}-0" if self._retention_s else ""
+
+    async def expire_dead(self) -> int:
+        """Drop the dead letters older than retention.
+
+        Returns:
+            How many were dropped.
+        """
+        oldest = self._oldest_kept()
+        if not oldest:
+            return 0
+        return int(
+            await redis_reply(self._redis.xtrim(self.dead_key, minid=oldest, approximate=False))
+        )
+
+    async def forget_caller(self, caller: CallerIdentity, *, batch: int = 1000) -> int:
+        """Remove every job and dead letter of one caller (part of a forget).
+
+        A job a worker holds at this moment is removed too; that worker's write is refused by
+        the caller's tombstone.
+
+        Returns:
+            How many jobs and dead letters were removed.
+        """
+        agent, key = caller.agent_id.encode(), caller.key.encode()
+        removed = 0
+        for stream in (self.stream_key, self.dead_key):
+            start = "-"
+            while True:
+                entries: Any = await redis_reply(self._redis.xrange(stream, min=start, count=batch))
+                ids = [
+                    message_id
+                    for message_id, fields in entries
+                    if fields.get(b"agent") == agent and fields.get(b"caller") == key
+                ]
+                if ids:
+                    pipe = self._redis.pipeline(transaction=False)
+                    if stream == self.stream_key:
+                        pipe.xack(stream, GROUP, *ids)
+                    pipe.xdel(stream, *ids)
+                    await redis_reply(pipe.execute())
+                    removed += len(ids)
+                if len(entries) < batch:
+                    break
+                start = "(" + entries[-1][0].decode()
+        pattern = glob_escaped(queue_member(caller.agent_id, caller.key, "")) + "*"
+        members: list[bytes] = []
+        async for member in self._redis.sscan_iter(self._queued_key, match=pattern):
+            members.append(member)
+        closing: list[bytes] = []
+        async for member, _ in self._redis.zscan_iter(self._closing_key, match=pattern):
+            closing.append(member)
+        pipe = self._redis.pipeline(transaction=False)
+        if members:
+            pipe.srem(self._queued_key, *members)
+        if closing:
+            pipe.zrem(self._closing_key, *closing)
+        if members or closing:
+            await redis_reply(pipe.execute())
+        return removed
 
     async def dead_letter(self, job: AnalysisJob, reason: str) -> None:
         """Move a job that failed for good to the dead-letter stream, with the reason.

@@ -6,11 +6,16 @@ purpose: a call's record must outlive the pipeline that produced it, since the e
 (hang-up, error, idle timeout) is exactly when the pipeline is torn down. The process drains
 unfinished recorders at shutdown with :meth:`CallRecorder.drain_all`; a process that dies
 anyway leaves its turns stored and the call open, and the analysis worker's sweeper finishes it.
+
+The writing task survives anything: an error it does not expect is logged (its type only) and
+the turns it holds are kept for the next write. A caller forgotten during the call is not
+recorded further: the forget refuses the call's writes, and the recorder drops what it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeVar
@@ -18,7 +23,7 @@ from typing import ClassVar, Literal, TypeVar
 from loguru import logger
 
 from memory.calls import end_call
-from memory.errors import MemoryUnavailableError
+from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import CallRecord, CallTransfer, CallTrust, Turn, clean_text, now
 from memory.queue import AnalysisQueue
@@ -33,6 +38,10 @@ RETRY_PAUSE_S = 0.2
 WRITE_DELAY_S = 0.05
 
 _T = TypeVar("_T")
+#: Characters kept beyond the stored length before scrubbing, so a secret straddling the
+#: stored length is still recognised whole.
+_CUT_MARGIN = 64
+_TRAILING_NUMBER = re.compile(r"[\d\s().\-/+]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +90,7 @@ class CallRecorder:
         self._held_back: list[Turn] = []
         self._finished = False
         self._transfer: CallTransfer | None = None
+        self._forgotten = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -137,9 +147,9 @@ class CallRecorder:
                 await asyncio.sleep(WRITE_DELAY_S)
                 while not self._pending.empty():
                     items.append(self._pending.get_nowait())
-                self._held_back += [
-                    t for i in items if isinstance(i, _Said) if (t := self._turn(i))
-                ]
+                for item in items:
+                    if isinstance(item, _Said) and (turn := self._turn(item)):
+                        self._held_back.append(turn)
                 if self._held_back and await self._attempt(self._store_turns, self._held_back):
                     self._held_back = []
                 finish = next((item for item in items if isinstance(item, _Finish)), None)
@@ -150,11 +160,28 @@ class CallRecorder:
             self._unfinished.discard(self)
 
     def _turn(self, said: _Said) -> Turn | None:
-        text = clean_text(scrub(said.text))
-        return Turn(role=said.role, text=text, at=said.at, call_id=self._call_id) if text else None
+        try:
+            # Cut before scrubbing (a megabyte turn must not hold the event loop), with room
+            # for a number or card that straddles the cut to still be recognised.
+            limit = self._store.max_text_chars
+            text = said.text
+            if len(text) > limit + _CUT_MARGIN:
+                # A number cut in half would not be recognised: drop the digits at the cut.
+                text = _TRAILING_NUMBER.sub("", text[: limit + _CUT_MARGIN])
+            text = clean_text(scrub(text), limit)
+            if not text:
+                return None
+            return Turn(role=said.role, text=text, at=said.at, call_id=self._call_id)
+        except Exception as error:
+            logger.warning(
+                "Skipped a turn of {} that could not be prepared ({})",
+                self._caller.masked,
+                type(error).__name__,
+            )
+            return None
 
     async def _store_turns(self, turns: list[Turn]) -> None:
-        await self._store.append_turns(self._caller, turns)
+        await self._store.append_turns(self._caller, turns, call_started_at=self._started_at)
 
     async def _close(self, finish: _Finish) -> None:
         record = CallRecord(
@@ -168,6 +195,8 @@ class CallRecorder:
             trust=self._trust,
             transfer=self._transfer,
         )
+        if self._forgotten:
+            return
         if self._held_back or not await self._attempt(self._end_call, record):
             # Unstored turns are not analysed from a partial transcript: the call stays open
             # and the worker's sweeper closes it once what was stored has sat idle.
@@ -182,12 +211,27 @@ class CallRecorder:
         await end_call(self._store, self._queue, self._caller, record)
 
     async def _attempt(self, write: Callable[[_T], Awaitable[None]], item: _T) -> bool:
+        if self._forgotten:
+            self._held_back = []
+            return True
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 await write(item)
                 return True
-            except MemoryUnavailableError:
-                if attempt + 1 < WRITE_ATTEMPTS:
-                    await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
-        logger.warning("Memory unavailable while recording a call of {}", self._caller.masked)
+            except ForgottenCallerError:
+                logger.info("The caller {} was forgotten during the call", self._caller.masked)
+                self._forgotten = True
+                self._held_back = []
+                return True
+            except MemoryUnavailableError as error:
+                reason = type(error).__name__
+            except Exception as error:
+                # Never silently: the task must live on and keep the turns it holds.
+                reason = type(error).__name__
+                logger.error("Recording a call of {} failed ({})", self._caller.masked, reason)
+            if attempt + 1 < WRITE_ATTEMPTS:
+                await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
+        logger.warning(
+            "Memory unavailable while recording a call of {} ({})", self._caller.masked, reason
+        )
         return False

@@ -25,6 +25,7 @@ The parameters and the measurements that chose them are in the README (``bench/l
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import re
 import threading
@@ -265,6 +266,7 @@ class RecallIndex:
         embedder: Embedder | None = None,
         config: RankingConfig = DEFAULT_RANKING,
         language: str | None = None,
+        embed_missing: bool = True,
     ) -> None:
         """Index the items.
 
@@ -275,7 +277,10 @@ class RecallIndex:
             config: ranking weights.
             language: the memories' language (BCP-47, e.g. ``es-ES``) for stemming and
                 function words; English when unknown.
+            embed_missing: embed the facts without a vector (False: they count as
+                dissimilar, ranked on their words, and the worker embeds them later).
         """
+        self._embed_missing = embed_missing
         self._items = [
             item for item in items if item.kind != "fact" or item.confidence >= CONFIDENCE_FLOOR
         ]
@@ -306,12 +311,29 @@ class RecallIndex:
         embedder: Embedder | None = None,
         include_turns: bool = True,
         config: RankingConfig = DEFAULT_RANKING,
+        embed_missing: bool = True,
+        max_facts: int | None = None,
     ) -> RecallIndex:
-        """Index a caller's injectable facts and (by default) recent turns."""
-        items = fact_items(memory.facts, model=embedder.name if embedder else None)
+        """Index a caller's injectable facts and (by default) recent turns.
+
+        ``max_facts`` keeps only that many facts, the most confident and recently confirmed
+        (a linear pass), so building the index is bounded whatever the caller's memory holds.
+        """
+        facts: Sequence[Fact] = memory.facts
+        if max_facts is not None and len(facts) > max_facts:
+            facts = heapq.nlargest(
+                max_facts, facts, key=lambda fact: (fact.confidence, fact.last_confirmed_at)
+            )
+        items = fact_items(facts, model=embedder.name if embedder else None)
         if include_turns:
             items += turn_items(memory.recent_turns)
-        return cls(items, embedder=embedder, config=config, language=memory.profile.language)
+        return cls(
+            items,
+            embedder=embedder,
+            config=config,
+            language=memory.profile.language,
+            embed_missing=embed_missing,
+        )
 
     def __len__(self) -> int:
         return len(self._items)
@@ -389,8 +411,9 @@ class RecallIndex:
             if item.vector is not None and item.vector.shape[-1] == dim:
                 matrix[index] = item.vector
                 has_vector[index] = True
-        missing = np.flatnonzero(~has_vector)
-        if self._embedder is not None and len(missing):
+        # Turns have no stored vector and are few; facts are the worker's to embed.
+        missing = np.flatnonzero(~has_vector & (self._kind_masks["turn"] | self._embed_missing))
+        if self._embedder is not None and self._embed_missing and len(missing):
             texts = embedding_texts(self._items)
             matrix[missing] = self._embedder.embed([texts[index] for index in missing])
             has_vector[missing] = True
@@ -494,6 +517,9 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - low) / span
 
 
+#: Facts the call-start selection ranks at most (the most confident and recent first).
+MAX_CALL_START_CANDIDATES = 300
+
 #: Agents' purposes embedded so far, by (model, purpose): a purpose is fixed per agent.
 _purpose_vectors: dict[tuple[str, str], np.ndarray] = {}
 _PURPOSES_KEPT = 64
@@ -531,21 +557,35 @@ def select_for_call_start(
         purpose: what the agent is for (its system prompt's gist); may be empty.
         token_budget: tokens the facts may take in the prompt.
         k: how many facts at most.
-        embedder: when given, dense relevance is used too (facts without a stored vector are
-            embedded, and the purpose is embedded once per process).
+        embedder: when given, dense relevance is used too, from stored vectors only: nothing
+            is embedded here (facts without a current vector are ranked on their words and
+            the worker embeds them later), and the purpose only once warmed by
+            :func:`warm_purpose`.
         now: the time recency is measured from (default: the current time).
         config: ranking weights.
     """
+    if embedder is not None and not memory.facts:
+        # Nothing to rank: the start-up warm-up (an empty memory) embeds the purpose here.
+        warm_purpose(embedder, purpose)
     if k <= 0 or token_budget <= 0:
         return []
-    index = RecallIndex.from_memory(memory, embedder=embedder, include_turns=False, config=config)
+    index = RecallIndex.from_memory(
+        memory,
+        embedder=embedder,
+        include_turns=False,
+        config=config,
+        embed_missing=False,
+        max_facts=MAX_CALL_START_CANDIDATES,
+    )
     purpose_vector = (
-        _purpose_vector(embedder, purpose) if embedder is not None and purpose.strip() else None
+        _purpose_vectors.get((embedder.name, purpose))
+        if embedder is not None and purpose.strip()
+        else None
     )
     by_id = {fact.id: fact for fact in memory.facts}
     chosen: list[Fact] = []
     remaining = token_budget
-    for result in index.search(purpose, k=len(index), now=now, query_vector=purpose_vector):
+    for result in index.search(purpose, k=4 * k, now=now, query_vector=purpose_vector):
         cost = estimate_tokens(result.text)
         if cost <= remaining:
             chosen.append(by_id[result.id])
@@ -553,3 +593,9 @@ def select_for_call_start(
             if len(chosen) == k:
                 break
     return chosen
+
+
+def warm_purpose(embedder: Embedder, purpose: str) -> None:
+    """Embed an agent's purpose once per process (at start-up, never in a call start)."""
+    if purpose.strip():
+        _purpose_vector(embedder, purpose)

@@ -6,8 +6,25 @@ indexes (callers, calls, open calls) live under the agent's own tag and are upda
 not inside, the caller's atomic step: they are idempotent and only ever point at caller data.
 
 The client is injected and must be created with ``decode_responses=False`` (embeddings are
-binary). Redis failures surface as :class:`MemoryUnavailableError`; stored values that fail
-validation are skipped with a warning and left in place, never overwritten.
+binary). Redis failures surface as :class:`MemoryUnavailableError` (classified by what
+happened); stored values that cannot be parsed are skipped with a warning naming their kind and
+left in place, never overwritten.
+
+Forget is final. :meth:`MemoryStore.forget` leaves a *tombstone* under the caller's hash tag
+(the key names only the keyed hash; its value is the time of the forget) that expires after
+``tombstone_seconds``, the longest a write of an earlier call can still arrive. Every script
+that writes a caller's memory checks it in the same atomic step and refuses a write that
+belongs to a call started before the forget. A call started after it is the caller's new
+memory and is written as usual (so is a write outside any call, e.g. an admin's).
+
+A caller keeps at most ``max_facts`` facts: when a write goes over the cap, the lowest-value
+facts are evicted in the same step (superseded ones first, then those under the confidence
+floor, then the least recently confirmed).
+
+Every facts write bumps the caller's facts version (``facts_version`` in the profile hash); the
+analysis worker writes its merge only if the version is still the one it merged against
+(:class:`StaleMemoryError` otherwise, and it merges again), so two analyses of one caller never
+bring back a superseded fact.
 """
 
 from __future__ import annotations
@@ -23,10 +40,18 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from memory.coalesce import ReadCoalescer
-from memory.errors import REDIS_FAILURES, MemoryUnavailableError, redis_reply
+from memory.errors import (
+    REDIS_FAILURES,
+    ForgottenCallerError,
+    RapportMemoryError,
+    classified,
+    redis_reply,
+)
 from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
 from memory.models import (
+    CONFIDENCE_FLOOR,
+    MAX_TEXT_CHARS,
     CallerMemory,
     CallerProfile,
     CallRecord,
@@ -34,11 +59,28 @@ from memory.models import (
     Fact,
     Turn,
     now,
+    valid_text,
 )
 
 #: Turns kept per call transcript; a runaway call cannot grow a record without bound.
 MAX_TRANSCRIPT_TURNS = 2000
+#: Facts a caller keeps by default (``RAPPORT_MEMORY_MAX_FACTS``).
+DEFAULT_MAX_FACTS = 500
+#: Largest key-value memory value by default, in JSON bytes (``RAPPORT_MEMORY_MAX_VALUE_BYTES``).
+DEFAULT_MAX_VALUE_BYTES = 4096
+#: How long a tombstone outlives a forget by default (``RAPPORT_FORGET_TOMBSTONE_HOURS``).
+DEFAULT_TOMBSTONE_SECONDS = 48 * 3600
 _DAY = 86_400
+#: Facts parsed on the event loop at most; a caller with more is parsed in a thread.
+_PARSE_INLINE_FACTS = 1000
+#: What a write script returns when the tombstone refused it, and when its merge is stale.
+_REFUSED = -1
+_STALE = -2
+
+
+class StaleMemoryError(RapportMemoryError):
+    """The caller's facts changed since they were read: merge again and retry the write."""
+
 
 _M = TypeVar("_M", bound=BaseModel)
 # One validation call per list instead of one per item: most of a load's CPU is parsing.
@@ -47,23 +89,74 @@ _LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {
     Turn: TypeAdapter(list[Turn]),
 }
 
-# Lua: refresh the TTL of every key of the script that exists (``ttl`` set by the script).
+# Lua: refresh the TTL of every key of the script that exists (``ttl`` set by the script),
+# the tombstone (always the last key) excepted.
 _REFRESH_TTLS = """if ttl > 0 then
-  for _, key in ipairs(KEYS) do
-    if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+  for k = 1, #KEYS - 1 do
+    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ttl) end
   end
 end
 """
 
+# Lua: refuse the write when the caller was forgotten after its call began. The tombstone is
+# the last key, the call's start time the last argument.
+_TOMBSTONE = (
+    """local forgot_at = tonumber(redis.call('GET', KEYS[#KEYS]) or '')
+if forgot_at and tonumber(ARGV[#ARGV]) < forgot_at then return """
+    + str(_REFUSED)
+    + """ end
+"""
+)
+
+# Lua: bump the facts version, then evict the lowest-value facts over the cap: superseded
+# first, then under the confidence floor, then the least recently confirmed.
+_CAP_FACTS = (
+    """local function cap_facts(profile, facts, emb, cap)
+  redis.call('HINCRBY', profile, 'facts_version', 1)
+  if cap <= 0 or redis.call('HLEN', facts) <= cap then return end
+  local all = redis.call('HGETALL', facts)
+  local rows = {}
+  for i = 1, #all, 2 do
+    local ok, fact = pcall(cjson.decode, all[i + 1])
+    local live, confident, confirmed = 0, 0, 0
+    if ok and type(fact) == 'table' then
+      if fact['sup'] == nil then live = 1 end
+      if (tonumber(fact['c']) or 0) >= """
+    + str(CONFIDENCE_FLOOR)
+    + """ then confident = 1 end
+      confirmed = tonumber(fact['lc']) or 0
+    end
+    rows[#rows + 1] = {all[i], live, confident, confirmed}
+  end
+  table.sort(rows, function(a, b)
+    if a[2] ~= b[2] then return a[2] < b[2] end
+    if a[3] ~= b[3] then return a[3] < b[3] end
+    if a[4] ~= b[4] then return a[4] < b[4] end
+    return a[1] < b[1]
+  end)
+  for j = 1, #rows - cap do
+    redis.call('HDEL', facts, rows[j][1])
+    redis.call('HDEL', emb, rows[j][1])
+  end
+end
+"""
+)
+
 # Writes a call record and the profile/fact changes it implies, once per call id and mode.
-# KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv
-# ARGV: call_id, mode, record json, at, ttl, masked, n_profile, (field, value)*n, n_facts,
-#       (id, json, embedding)*n_facts
+# KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv, tombstone
+# ARGV: call_id, mode, record json, at, ttl, masked, facts version expected ('' = any), fact
+#       cap, n_profile, (field, value)*n, n_facts, (id, json, embedding)*n_facts, call start
 _RECORD_CALL = (
-    """
+    _CAP_FACTS
+    + _TOMBSTONE
+    + """
 local call_id, mode, at = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local state = redis.call('HGET', KEYS[6], call_id)
 if state == 'analysed' or (state == 'closed' and mode == 'close') then return 0 end
+local version = redis.call('HGET', KEYS[1], 'facts_version') or '0'
+if ARGV[7] ~= '' and ARGV[7] ~= version then return """
+    + str(_STALE)
+    + """ end
 if not state then
   redis.call('HINCRBY', KEYS[1], 'call_count', 1)
   local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '')
@@ -74,8 +167,8 @@ end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'masked_number', ARGV[6]) end
 redis.call('SET', KEYS[5], ARGV[3])
 redis.call('ZADD', KEYS[4], at, call_id)
-local i = 8
-local n_profile = tonumber(ARGV[7])
+local i = 10
+local n_profile = tonumber(ARGV[9])
 redis.call('HSET', KEYS[6], call_id, mode == 'analyse' and 'analysed' or 'closed')
 if mode == 'analyse' then
   local analysed_at = tonumber(redis.call('HGET', KEYS[1], 'last_analysed_at') or '0')
@@ -90,6 +183,7 @@ for j = 1, n_facts do
   redis.call('HSET', KEYS[2], ARGV[base + 1], ARGV[base + 2])
   if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
 end
+if n_facts > 0 then cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[8])) end
 local ttl = tonumber(ARGV[5])
 """
     + _REFRESH_TTLS
@@ -140,10 +234,12 @@ return stored
 
 
 # Appends turns to their call's transcript and to the recent turns, atomically.
-# KEYS: call turns, recent turns, profile. ARGV: transcript cap, recent cap, masked, ttl, turns...
+# KEYS: call turns, recent turns, profile, tombstone.
+# ARGV: transcript cap, recent cap, masked, ttl, turns..., call start
 _APPEND_TURNS = (
-    """
-local turns = {unpack(ARGV, 5)}
+    _TOMBSTONE
+    + """
+local turns = {unpack(ARGV, 5, #ARGV - 1)}
 redis.call('RPUSH', KEYS[1], unpack(turns))
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 local recent = tonumber(ARGV[2])
@@ -155,16 +251,38 @@ redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
 local ttl = tonumber(ARGV[4])
 """
     + _REFRESH_TTLS
+    + "return 1\n"
 )
 
 # Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
 # (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
-# KEYS: the hashes. ARGV: ttl, then (key index, field, value) triples.
-_HSET_ALL = """
-for i = 2, #ARGV, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
+# KEYS: the hashes, tombstone. ARGV: ttl, then (key index, field, value) triples, call start.
+_HSET_ALL = (
+    _TOMBSTONE
+    + """
+for i = 2, #ARGV - 1, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
 local ttl = tonumber(ARGV[1])
-if ttl > 0 then for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ttl) end end
 """
+    + _REFRESH_TTLS
+    + "return 1\n"
+)
+
+# Upserts facts outside a call record (the remember tool), then applies the fact cap.
+# KEYS: profile, facts, embeddings, tombstone. ARGV: ttl, cap, (id, json, embedding)*, call start
+_UPSERT_FACTS = (
+    _CAP_FACTS
+    + _TOMBSTONE
+    + """
+for i = 3, #ARGV - 1, 3 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
+end
+cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]))
+local ttl = tonumber(ARGV[1])
+"""
+    + _REFRESH_TTLS
+    + "return 1\n"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +301,10 @@ class MemoryStore:
         prefix: First segment of every key; tests use a unique one per test.
         retention_days: How long memory is kept and retrieved (0 = no cap).
         recent_exchanges: Exchanges (a caller turn and an agent turn) kept for continuity.
+        max_facts: Facts kept per caller (0 = no cap); the lowest-value ones are evicted.
+        max_text_chars: Longest turn or fact text stored; longer text is cut before scrubbing.
+        max_value_bytes: Largest key-value memory value (JSON bytes).
+        tombstone_seconds: How long a forget refuses writes of calls that began before it.
     """
 
     def __init__(
@@ -192,12 +314,21 @@ class MemoryStore:
         prefix: str = "rapport",
         retention_days: int = 90,
         recent_exchanges: int = 10,
+        max_facts: int = DEFAULT_MAX_FACTS,
+        max_text_chars: int = MAX_TEXT_CHARS,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        tombstone_seconds: int = DEFAULT_TOMBSTONE_SECONDS,
     ) -> None:
         self._redis = redis
         self._keys = KeyLayout(prefix)
         self._retention_days = retention_days
         self._recent_turns = 2 * recent_exchanges
+        self.max_facts = max_facts
+        self.max_text_chars = max_text_chars
+        self._max_value_bytes = max_value_bytes
+        self._tombstone_seconds = tombstone_seconds
         self._record_call = redis.register_script(_RECORD_CALL)
+        self._upsert_facts = redis.register_script(_UPSERT_FACTS)
         self._append_turns = redis.register_script(_APPEND_TURNS)
         self._reads = ReadCoalescer(redis)
         self._hset_all = redis.register_script(_HSET_ALL)
@@ -214,6 +345,14 @@ class MemoryStore:
         """The Redis key of one part (``profile``, ``facts``, …) of a caller's memory."""
         return self._keys.caller(caller, part)
 
+    def _tombstone(self, caller: CallerIdentity) -> str:
+        return self._keys.caller(caller, "forgotten")
+
+    @property
+    def embedding_requests_key(self) -> str:
+        """Set of ``agent|callerkey`` whose facts wait for embeddings (drained by the worker)."""
+        return f"{self._keys.queue}:embed"
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _cutoff(self) -> float:
@@ -223,8 +362,8 @@ class MemoryStore:
     def _parse(model: type[_M], raw: bytes | str, *, what: str) -> _M | None:
         try:
             return model.model_validate_json(raw)
-        except ValidationError:
-            logger.warning("Skipping a stored {} that failed validation", what)
+        except (ValidationError, ValueError):
+            logger.warning("Skipping a stored {} that cannot be parsed", what)
             return None
 
     @classmethod
@@ -236,23 +375,37 @@ class MemoryStore:
         """
         try:
             return _LIST_ADAPTERS[model].validate_json(b"[" + b",".join(raws) + b"]")
-        except ValidationError:
+        except (ValidationError, ValueError):
             return [cls._parse(model, raw, what=what) for raw in raws]
 
     @staticmethod
     def _profile(raw: dict[bytes, bytes]) -> CallerProfile:
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields: dict[str, str] = {}
+        for name, value in raw.items():
+            try:
+                fields[name.decode()] = value.decode()
+            except UnicodeDecodeError:
+                logger.warning("Skipping a stored caller profile field that is not valid UTF-8")
         try:
             return CallerProfile.model_validate(fields)
-        except ValidationError:
-            logger.warning("Stored caller profile failed validation; using an empty one")
-            return CallerProfile()
+        except ValidationError as e:
+            # Keep the fields that are valid: one bad field must not cost the name or summary.
+            bad = {str(error["loc"][0]) for error in e.errors() if error["loc"]}
+            logger.warning(
+                "Skipping {} stored caller profile fields that failed validation", len(bad)
+            )
+            try:
+                return CallerProfile.model_validate(
+                    {k: v for k, v in fields.items() if k not in bad}
+                )
+            except ValidationError:
+                return CallerProfile()
 
     def _facts(self, raw: dict[bytes, bytes], embeddings: dict[bytes, bytes]) -> list[Fact]:
         ids = list(raw)
         # The id is the hash field, not in the stored JSON: splice it in (cheaper than hashing
         # the text again). A malformed value fails the batch and is skipped one by one.
-        payloads = [b'{"id":"' + fact_id + b'",' + raw[fact_id][1:] for fact_id in ids]
+        payloads = [b'{"id":"' + _json_safe(fact_id) + b'",' + raw[fact_id][1:] for fact_id in ids]
         facts = []
         for fact_id, fact in zip(ids, self._parse_all(Fact, payloads, what="fact"), strict=True):
             if fact is not None:
@@ -283,11 +436,13 @@ class MemoryStore:
         replies = await redis_reply(self._reads(commands, 4))
         profile_raw, facts_raw, emb_raw, turns_raw = replies
         cutoff = self._cutoff()
-        facts = [
-            fact
-            for fact in self._facts(facts_raw, emb_raw)
-            if fact.injectable and fact.last_confirmed_at >= cutoff
-        ]
+        if len(facts_raw) > _PARSE_INLINE_FACTS:
+            # More than a capped caller keeps (written before the cap): parse off the event
+            # loop, so the call start's budget can still give up on it.
+            parsed = await asyncio.to_thread(self._facts, facts_raw, emb_raw)
+        else:
+            parsed = self._facts(facts_raw, emb_raw)
+        facts = [fact for fact in parsed if fact.injectable and fact.last_confirmed_at >= cutoff]
         facts.sort(key=lambda fact: fact.last_confirmed_at, reverse=True)
         turns = self._turns(turns_raw)
         return CallerMemory(
@@ -296,15 +451,49 @@ class MemoryStore:
             recent_turns=[turn for turn in turns if turn.at >= cutoff],
         )
 
+    async def request_embeddings(self, caller: CallerIdentity) -> None:
+        """Ask the worker to embed a caller's facts that have no current vector.
+
+        Nothing is embedded on the call path: such facts are ranked lexically meanwhile.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.sadd(self.embedding_requests_key, f"{caller.agent_id}|{caller.key}")
+        pipe.expire(self.embedding_requests_key, _DAY)
+        await redis_reply(pipe.execute())
+
+    async def embedding_requests(self, *, count: int = 100) -> list[CallerIdentity]:
+        """Take up to ``count`` callers whose facts wait for embeddings (each taken once)."""
+        members = await redis_reply(self._redis.spop(self.embedding_requests_key, count))
+        callers = []
+        for member in members or []:
+            agent_id, _, key = member.decode().partition("|")
+            callers.append(CallerIdentity(agent_id=agent_id, key=key, masked=""))
+        return callers
+
     async def append_turn(self, caller: CallerIdentity, turn: Turn) -> None:
         """Append one finished turn (see :meth:`append_turns`)."""
         await self.append_turns(caller, [turn])
 
-    async def append_turns(self, caller: CallerIdentity, turns: Sequence[Turn]) -> None:
+    async def append_turns(
+        self,
+        caller: CallerIdentity,
+        turns: Sequence[Turn],
+        *,
+        call_started_at: float | None = None,
+    ) -> None:
         """Append finished turns of one call to its transcript and to the recent turns.
 
-        One round trip however many turns. The call is marked open until it is closed or
-        analysed, so a call whose bot died mid-call can still be found and analysed.
+        The call is marked open until it is closed or analysed, so a call whose bot died
+        mid-call can still be found and analysed.
+
+        Args:
+            caller: Whose call.
+            turns: Turns of one call, in order.
+            call_started_at: When the call began (default: its first turn); a forget after
+                it refuses the write.
+
+        Raises:
+            ForgottenCallerError: The caller was forgotten after the call began.
         """
         if not turns:
             return
@@ -314,25 +503,27 @@ class MemoryStore:
         keys = self._keys.caller_keys(caller)
         _, transcript_key = self._keys.call(caller, call_id)
         # The transcript key already names the call; recent turns are told apart by time.
-        payloads = [t.model_dump_json(exclude={"call_id"}, exclude_none=True) for t in turns]
+        payloads = [_turn_json(t) for t in turns]
+        started = turns[0].at if call_started_at is None else call_started_at
         open_calls = self._keys.agent(caller.agent_id, "open")
         member = agent_call_member(caller.key, call_id)
-        # Two keys in two slots, sent together (cluster pipelines refuse scripts).
-        await redis_reply(
-            asyncio.gather(
-                self._append_turns(
-                    keys=[transcript_key, keys["turns"], keys["profile"]],
-                    args=[
-                        MAX_TRANSCRIPT_TURNS,
-                        self._recent_turns,
-                        caller.masked,
-                        self.ttl_seconds,
-                        *payloads,
-                    ],
-                ),
-                self._redis.zadd(open_calls, {member: turns[-1].at}),
+        appended = await redis_reply(
+            self._append_turns(
+                keys=[transcript_key, keys["turns"], keys["profile"], self._tombstone(caller)],
+                args=[
+                    MAX_TRANSCRIPT_TURNS,
+                    self._recent_turns,
+                    caller.masked,
+                    self.ttl_seconds,
+                    *payloads,
+                    repr(started),
+                ],
             )
         )
+        if appended == _REFUSED:
+            raise ForgottenCallerError("the caller was forgotten during this call")
+        # After the turns, never before: a refused write must not list the call as open.
+        await redis_reply(self._redis.zadd(open_calls, {member: turns[-1].at}))
 
     # -- after the call ---------------------------------------------------------------------
 
@@ -343,25 +534,49 @@ class MemoryStore:
             False when this call id was already closed or analysed (nothing changed).
         """
         ended = record.model_copy(update={"status": CallStatus.ENDED})
-        return await self._write_call(caller, ended, ())
+        try:
+            return await self._write_call(caller, ended, ())
+        except ForgottenCallerError:
+            return False
 
     async def record_call(
-        self, caller: CallerIdentity, record: CallRecord, *, facts: Sequence[Fact] = ()
+        self,
+        caller: CallerIdentity,
+        record: CallRecord,
+        *,
+        facts: Sequence[Fact] = (),
+        facts_version: int | None = None,
     ) -> bool:
         """Store an analysed call: record, profile update and fact upserts in one atomic step.
 
         Idempotent by call id: replaying an analysed call changes nothing.
 
+        Args:
+            caller: Whose call.
+            record: The analysed record.
+            facts: Facts to upsert (the merge).
+            facts_version: The facts version the merge was made from (see
+                :meth:`facts_with_version`); None writes whatever changed meanwhile.
+
         Returns:
             False when this call id was already analysed.
+
+        Raises:
+            ForgottenCallerError: The caller was forgotten after the call began.
+            StaleMemoryError: The facts changed since ``facts_version``; merge again.
         """
         if record.analysis is None:
             raise ValueError("record_call needs an analysed call record")
         analysed = record.model_copy(update={"status": CallStatus.ANALYSED})
-        return await self._write_call(caller, analysed, facts)
+        return await self._write_call(caller, analysed, facts, facts_version=facts_version)
 
     async def _write_call(
-        self, caller: CallerIdentity, record: CallRecord, facts: Iterable[Fact]
+        self,
+        caller: CallerIdentity,
+        record: CallRecord,
+        facts: Iterable[Fact],
+        *,
+        facts_version: int | None = None,
     ) -> bool:
         keys = self._keys.caller_keys(caller)
         record_key, transcript_key = self._keys.call(caller, record.call_id)
@@ -377,10 +592,13 @@ class MemoryStore:
             repr(at),
             self.ttl_seconds,
             caller.masked,
+            "" if facts_version is None else str(facts_version),
+            self.max_facts,
             len(profile),
             *[item for pair in profile.items() for item in pair],
             len(fact_args) // 3,
             *fact_args,
+            repr(record.started_at),
         ]
         call_keys = [
             keys["profile"],
@@ -392,8 +610,13 @@ class MemoryStore:
             transcript_key,
             keys["turns"],
             keys["kv"],
+            self._tombstone(caller),
         ]
         written = await redis_reply(self._record_call(keys=call_keys, args=args))
+        if written == _REFUSED:
+            raise ForgottenCallerError("the caller was forgotten after this call began")
+        if written == _STALE:
+            raise StaleMemoryError("the caller's facts changed since they were merged")
         member = agent_call_member(caller.key, record.call_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(self._keys.agent(caller.agent_id, "open"), member)
@@ -402,17 +625,46 @@ class MemoryStore:
         await redis_reply(pipe.execute())
         return bool(written)
 
-    async def upsert_facts(self, caller: CallerIdentity, facts: Sequence[Fact]) -> None:
-        """Store facts at once (the ``remember`` tool), outside any call record."""
-        fields: list[tuple[int, str, str | bytes]] = []
+    async def upsert_facts(
+        self,
+        caller: CallerIdentity,
+        facts: Sequence[Fact],
+        *,
+        call_started_at: float | None = None,
+    ) -> None:
+        """Store facts at once (the ``remember`` tool), outside any call record.
+
+        Args:
+            caller: Whose facts.
+            facts: The facts (their text is cut to ``max_text_chars`` and made valid UTF-8).
+            call_started_at: When the call that told them began (None: a write outside a
+                call, taken as now); a forget after it refuses the write.
+
+        Raises:
+            ForgottenCallerError: The caller was forgotten after the call began.
+        """
+        if not facts:
+            return
+        args: list[str | bytes | int] = [self.ttl_seconds, self.max_facts]
         for fact in facts:
-            fields.append((1, fact.id, fact.stored_json()))
-            if fact.embedding:
-                fields.append((2, fact.id, fact.embedding))
-        await self._hset(caller, ["facts", "emb"], fields)
+            text = valid_text(fact.text[: self.max_text_chars])
+            stored = fact if text == fact.text else fact.model_copy(update={"text": text})
+            args += [fact.id, stored.stored_json(), fact.embedding or b""]
+        args.append(repr(now() if call_started_at is None else call_started_at))
+        keys = [self.key_for(caller, part) for part in ("profile", "facts", "emb")]
+        keys.append(self._tombstone(caller))
+        if await redis_reply(self._upsert_facts(keys=keys, args=args)) == _REFUSED:
+            raise ForgottenCallerError("the caller was forgotten during this call")
+        if any(fact.embedding is None for fact in facts):
+            await self.request_embeddings(caller)
 
     async def _hset(
-        self, caller: CallerIdentity, parts: list[str], fields: list[tuple[int, str, str | bytes]]
+        self,
+        caller: CallerIdentity,
+        parts: list[str],
+        fields: list[tuple[int, str, str | bytes]],
+        *,
+        call_started_at: float | None,
     ) -> None:
         """Set fields (1-based index into ``parts``, field, value) and refresh the TTLs."""
         if not fields:
@@ -420,8 +672,20 @@ class MemoryStore:
         args: list[str | bytes | int] = [self.ttl_seconds]
         for index, field, value in fields:
             args += [index, field, value]
-        keys = [self.key_for(caller, part) for part in parts]
-        await redis_reply(self._hset_all(keys=keys, args=args))
+        args.append(repr(now() if call_started_at is None else call_started_at))
+        keys = [self.key_for(caller, part) for part in parts] + [self._tombstone(caller)]
+        if await redis_reply(self._hset_all(keys=keys, args=args)) == _REFUSED:
+            raise ForgottenCallerError("the caller was forgotten during this call")
+
+    async def facts_with_version(self, caller: CallerIdentity) -> tuple[list[Fact], int]:
+        """Every stored fact (as :meth:`all_facts`) and the facts version they were read at."""
+        keys = self._keys.caller_keys(caller)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(keys["facts"])
+        pipe.hgetall(keys["emb"])
+        pipe.hget(keys["profile"], "facts_version")
+        facts_raw, emb_raw, version = await redis_reply(pipe.execute())
+        return self._facts(facts_raw, emb_raw), int(version or 0)
 
     async def set_embeddings(self, caller: CallerIdentity, embeddings: dict[str, bytes]) -> int:
         """Store the embeddings of existing facts, by fact id, leaving the facts as they are.
@@ -437,10 +701,20 @@ class MemoryStore:
             args += [fact_id, embedding]
         return int(await redis_reply(self._set_embeddings(keys=keys, args=args)))
 
-    async def set_name(self, caller: CallerIdentity, name: str) -> None:
-        """Store the caller's name as they gave it during a call."""
+    async def set_name(
+        self, caller: CallerIdentity, name: str, *, call_started_at: float | None = None
+    ) -> None:
+        """Store the caller's name as they gave it during a call.
+
+        Raises:
+            ForgottenCallerError: The caller was forgotten after the call began.
+        """
+        name = valid_text(name[: self.max_text_chars])
         await self._hset(
-            caller, ["profile"], [(1, "name", name), (1, "masked_number", caller.masked)]
+            caller,
+            ["profile"],
+            [(1, "name", name), (1, "masked_number", caller.masked)],
+            call_started_at=call_started_at,
         )
 
     async def get_call(self, caller: CallerIdentity, call_id: str) -> CallRecord | None:
@@ -494,7 +768,7 @@ class MemoryStore:
             async for key in self._redis.scan_iter(match=pattern, count=1000, _type="ZSET"):
                 agents.add(key.decode()[len(prefix) : -len("}:open")])
         except REDIS_FAILURES as e:
-            raise MemoryUnavailableError("Redis did not answer") from e
+            raise classified(e) from e
         return sorted(agents)
 
     async def caller_of(self, ref: CallRef) -> CallerIdentity:
@@ -521,7 +795,7 @@ class MemoryStore:
         _, transcript_key = self._keys.call(caller, call_id)
         args: list[str | int] = []
         for index, turn in enumerate(turns):
-            args += [index, turn.model_dump_json(exclude={"call_id"}, exclude_none=True)]
+            args += [index, _turn_json(turn)]
         if args:
             keys = [transcript_key, self.key_for(caller, "turns")]
             await redis_reply(self._replace_turns(keys=keys, args=args))
@@ -567,11 +841,20 @@ class MemoryStore:
     # -- privacy and administration ---------------------------------------------------------
 
     async def forget(self, caller: CallerIdentity) -> dict[str, int]:
-        """Remove everything stored about one caller, at once.
+        """Remove everything stored about one caller, at once, and leave a tombstone.
+
+        The tombstone comes first, so a write of an earlier call that arrives while (or after)
+        the keys are deleted is refused rather than bringing anything back. Queue entries are
+        the queue's (see :meth:`AnalysisQueue.forget_caller`).
 
         Returns:
             How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``).
         """
+        # Strictly after any call start already seen by this clock (a call starting in this
+        # very second begins a new memory).
+        await redis_reply(
+            self._redis.set(self._tombstone(caller), repr(now()), ex=self._tombstone_seconds)
+        )
         keys = self._keys.caller_keys(caller)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrange(keys["calls"], 0, -1)
@@ -626,9 +909,9 @@ class MemoryStore:
             "caller": caller.masked,
             "profile": self._profile(profile_raw).model_dump(mode="json"),
             "facts": [f.model_dump(mode="json") for f in await self.all_facts(caller)],
-            "recent_turns": [json.loads(raw) for raw in turns_raw],
+            "recent_turns": [t.model_dump(mode="json") for t in self._turns(turns_raw)],
             "calls": calls,
-            "values": {k.decode(): json.loads(v) for k, v in kv_raw.items()},
+            "values": {k.decode(errors="replace"): _json_value(v) for k, v in kv_raw.items()},
         }
 
     async def list_callers(
@@ -653,11 +936,35 @@ class MemoryStore:
     async def get_value(self, caller: CallerIdentity, name: str) -> Any:
         """One stored value (JSON-decoded), or None."""
         raw = await redis_reply(self._redis.hget(self.key_for(caller, "kv"), name))
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else _json_value(raw)
 
-    async def set_value(self, caller: CallerIdentity, name: str, value: Any) -> None:
-        """Store one JSON-serialisable value under ``name``."""
-        await self._hset(caller, ["kv"], [(1, name, json.dumps(value))])
+    async def set_value(
+        self,
+        caller: CallerIdentity,
+        name: str,
+        value: Any,
+        *,
+        call_started_at: float | None = None,
+    ) -> None:
+        """Store one JSON-serialisable value under ``name``.
+
+        A string value is cut to ``max_text_chars``; text is made valid UTF-8.
+
+        Raises:
+            ValueError: The value's JSON is larger than ``max_value_bytes``.
+            ForgottenCallerError: The caller was forgotten after the call began.
+        """
+        if isinstance(value, str):
+            value = valid_text(value[: self.max_text_chars])
+        payload = json.dumps(value, ensure_ascii=False).encode("utf-8", "replace")
+        if len(payload) > self._max_value_bytes:
+            raise ValueError(f"a stored value may take at most {self._max_value_bytes} bytes")
+        await self._hset(
+            caller,
+            ["kv"],
+            [(1, valid_text(name), payload)],
+            call_started_at=call_started_at,
+        )
 
     async def delete_value(self, caller: CallerIdentity, name: str) -> bool:
         """Remove one value; True if it existed."""
@@ -666,7 +973,7 @@ class MemoryStore:
     async def items(self, caller: CallerIdentity) -> dict[str, Any]:
         """Every stored value of a caller."""
         raw = await redis_reply(self._redis.hgetall(self.key_for(caller, "kv")))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {k.decode(errors="replace"): _json_value(v) for k, v in raw.items()}
 
 
 def _profile_update(record: CallRecord) -> dict[str, str]:
@@ -685,3 +992,23 @@ def _profile_update(record: CallRecord) -> dict[str, str]:
     if analysis.caller_name:
         fields["name"] = analysis.caller_name
     return fields
+
+
+def _turn_json(turn: Turn) -> str:
+    """A turn's stored JSON (the transcript key names the call), its text valid UTF-8."""
+    text = valid_text(turn.text)
+    stored = turn if text == turn.text else turn.model_copy(update={"text": text})
+    return stored.model_dump_json(exclude={"call_id"}, exclude_none=True)
+
+
+def _json_safe(field: bytes) -> bytes:
+    """A hash field spliced into JSON: quotes and backslashes escaped (a foreign field is data)."""
+    return field.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+
+
+def _json_value(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        logger.warning("Skipping a stored value that cannot be parsed")
+        return None

@@ -46,6 +46,7 @@ from memory.calls import end_call
 from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.errors import (
     AnalysisError,
+    ForgottenCallerError,
     InvalidAnalysisError,
     MemoryUnavailableError,
     RetryableAnalysisError,
@@ -56,7 +57,7 @@ from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fa
 from memory.queue import AnalysisJob, AnalysisQueue
 from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore
+from memory.store import MemoryStore, StaleMemoryError
 from memory.webhook import AnalysisWebhook
 
 #: Why a call closed by the sweeper ended: its bot stopped sending turns.
@@ -65,6 +66,8 @@ ABANDONED = "abandoned"
 _CONSUMER_RETENTION = 24 * 3600.0
 #: Pause after Redis failed to answer before the worker tries again.
 _REDIS_PAUSE = 1.0
+#: Merges of one analysis against facts that changed meanwhile before the job is retried later.
+_MERGE_ATTEMPTS = 5
 
 
 class JobOutcome(StrEnum):
@@ -239,26 +242,27 @@ class AnalysisWorker:
             analysis = await self._analyse(transcript, facts, transfer=record.transfer)
         except AnalysisError as error:
             return await self._give_up(job, str(error))
-        # Read again: another call of this caller may have been analysed while the LLM worked.
-        known = await self._store.all_facts(caller)
-        merge = merge_facts(known, analysis.facts, call_id=job.call_id, at=record.ended_at or now())
-        analysed = record.model_copy(
-            update={
-                "analysis": analysis,
-                "transcript": transcript,
-                # The remember tool stores facts during the call: they were written by it too.
-                "facts_written": list(
-                    dict.fromkeys(
-                        [*(f.id for f in known if f.source_call_id == job.call_id), *merge.written]
-                    )
-                ),
-                "facts_confirmed": merge.confirmed,
-                "facts_superseded": merge.superseded,
-                "error": None,
-                "masked_number": caller.masked,
-            }
-        )
-        written = await self._store.record_call(caller, analysed, facts=merge.upserts)
+        # Read again: another call of this caller may have been analysed while the LLM worked,
+        # and write only if nothing changed since (else merge again): a superseded fact is
+        # never written back next to its replacement.
+        for attempt in range(_MERGE_ATTEMPTS):
+            known, version = await self._store.facts_with_version(caller)
+            merge = merge_facts(
+                known, analysis.facts, call_id=job.call_id, at=record.ended_at or now()
+            )
+            analysed = _analysed(record, analysis, transcript, known, merge, caller)
+            try:
+                written = await self._store.record_call(
+                    caller, analysed, facts=merge.upserts, facts_version=version
+                )
+                break
+            except StaleMemoryError:
+                if attempt + 1 == _MERGE_ATTEMPTS:
+                    raise
+            except ForgottenCallerError:
+                # Forgotten while the LLM worked: nothing of this call may be written back.
+                await self._queue.ack(job)
+                return JobOutcome.MISSING
         if written:
             await self._embed(caller, merge.upserts)
         await self._queue.ack(job)
@@ -268,6 +272,19 @@ class AnalysisWorker:
         if self._webhook is not None:
             self._webhook.submit(_webhook_payload(analysed, analysis, merge, known))
         return JobOutcome.ANALYSED
+
+    async def embed_requested(self, *, count: int = 100) -> int:
+        """Embed the facts of callers that asked for it (facts stored without a vector).
+
+        Returns:
+            How many callers were looked at.
+        """
+        if self._embedder is None:
+            return 0
+        callers = await self._store.embedding_requests(count=count)
+        for caller in callers:
+            await self._embed(caller, await self._store.all_facts(caller))
+        return len(callers)
 
     async def _scrubbed_transcript(self, job: AnalysisJob, turns: Sequence[Turn]) -> list[Turn]:
         """Scrub the stored transcript in place; the scrubbed turns are all that is used after."""
@@ -386,9 +403,39 @@ class AnalysisWorker:
                 if record is not None and record.status == CallStatus.OPEN:
                     queued += await end_call(self._store, self._queue, caller, _abandoned(record))
         await self._queue.prune_consumers(idle_for=_CONSUMER_RETENTION)
+        await self._queue.expire_dead()
+        await self.embed_requested()
         if queued:
             logger.info("Analysis sweeper queued {} abandoned or stranded calls", queued)
         return queued
+
+
+def _analysed(
+    record: CallRecord,
+    analysis: CallAnalysis,
+    transcript: list[Turn],
+    known: Sequence[Fact],
+    merge: FactMerge,
+    caller: CallerIdentity,
+) -> CallRecord:
+    """The analysed record of a call, with the audit of the memories it wrote."""
+    call_id = record.call_id
+    return record.model_copy(
+        update={
+            "analysis": analysis,
+            "transcript": transcript,
+            # The remember tool stores facts during the call: they were written by it too.
+            "facts_written": list(
+                dict.fromkeys(
+                    [*(f.id for f in known if f.source_call_id == call_id), *merge.written]
+                )
+            ),
+            "facts_confirmed": merge.confirmed,
+            "facts_superseded": merge.superseded,
+            "error": None,
+            "masked_number": caller.masked,
+        }
+    )
 
 
 def _abandoned(record: CallRecord) -> CallRecord:

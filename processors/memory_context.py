@@ -39,6 +39,10 @@ from memory.render import fill_template, render_memory
 from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
 from processors.call_language import CallLanguageFrame, reply_language_rule
 
+#: Share of the call-start budget kept for choosing and rendering facts after the load.
+SELECTION_SHARE = 0.2
+#: Facts a call's recall index holds at most (the most confident and recent).
+MAX_RECALL_FACTS = 1000
 #: Most memories recalled into the prompt over one call (the prompt must stay small).
 MAX_RECALLED = 8
 #: Cosine similarity from which a memory sharing no word with the turn still counts as relevant.
@@ -61,7 +65,8 @@ class MemoryContextProcessor(FrameProcessor):
             and the caller's language; spoken at once, so it must need no LLM request.
         voices: TTS voice by language.
         default_language: Language used until the caller's is known.
-        load_budget_s: How long the call start waits for memory before going on without it.
+        load_budget_s: The call start's one budget: loading, selecting and rendering memory
+            together; what is not ready by then is gone without.
         max_facts: Facts put in the prompt at call start.
         token_budget: Estimated tokens the memory block may take.
         purpose: What the agent is for; it steers which facts are chosen at call start.
@@ -133,16 +138,12 @@ class MemoryContextProcessor(FrameProcessor):
             await self._set_prompt()
 
     async def _start(self) -> None:
-        self._memory = await self._load()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._load_budget_s
+        # The load may use the budget but for the share selection and rendering need.
+        self._memory = await self._load(self._load_budget_s * (1 - SELECTION_SHARE))
         if self._memory is not None and not self._memory.is_empty:
-            self._facts = await asyncio.to_thread(
-                select_for_call_start,
-                self._memory,
-                purpose=self._purpose,
-                token_budget=self._token_budget * 2 // 3,
-                k=self._max_facts,
-                embedder=self._embedder,
-            )
+            self._facts = await self._select(self._memory, deadline - loop.time())
             self._in_prompt = {f.id for f in self._facts} | {
                 turn_id(t) for t in self._memory.recent_turns
             }
@@ -175,11 +176,27 @@ class MemoryContextProcessor(FrameProcessor):
         if self._index_task is not None:
             await self.cancel_task(self._index_task)
 
-    async def _load(self) -> CallerMemory | None:
+    async def _select(self, memory: CallerMemory, budget_s: float) -> list[Fact]:
+        """The facts for the prompt, or none if choosing them would overrun the call start."""
+        try:
+            async with asyncio.timeout(max(budget_s, 0.0)):
+                return await asyncio.to_thread(
+                    select_for_call_start,
+                    memory,
+                    purpose=self._purpose,
+                    token_budget=self._token_budget * 2 // 3,
+                    k=self._max_facts,
+                    embedder=self._embedder,
+                )
+        except TimeoutError:
+            logger.warning("Choosing the caller's facts overran the call start; going on without")
+            return []
+
+    async def _load(self, budget_s: float) -> CallerMemory | None:
         if self._source is None:
             return None
         try:
-            async with asyncio.timeout(self._load_budget_s):
+            async with asyncio.timeout(budget_s):
                 return await asyncio.shield(self._source)
         except TimeoutError:
             logger.warning("Caller memory was not ready within the load budget; going on without")
@@ -189,8 +206,13 @@ class MemoryContextProcessor(FrameProcessor):
 
     async def _build_index(self, memory: CallerMemory) -> None:
         # Embeds past turns, which have no stored vector: milliseconds, so off the event loop.
+        # Facts without a vector are not embedded here: the worker does it.
         self._index = await asyncio.to_thread(
-            RecallIndex.from_memory, memory, embedder=self._embedder
+            RecallIndex.from_memory,
+            memory,
+            embedder=self._embedder,
+            embed_missing=False,
+            max_facts=MAX_RECALL_FACTS,
         )
 
     async def _recall(self, context: LLMContext) -> None:

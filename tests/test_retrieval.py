@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from memory.embeddings import E5Embedder, HashingEmbedder, encode_compact
+from memory.embeddings import E5Embedder, HashingEmbedder, encode_compact, with_embeddings
 from memory.models import CONFIDENCE_FLOOR, CallerMemory, CallerProfile, Fact, Turn
 from memory.retrieval import (
     MemoryItem,
@@ -19,6 +19,7 @@ from memory.retrieval import (
     select_for_call_start,
     turn_id,
     turn_items,
+    warm_purpose,
 )
 
 NOW = 1_750_000_000.0
@@ -301,13 +302,18 @@ def test_call_start_uses_the_embedder_and_the_floor() -> None:
         fact("Caller may be moving abroad", age_days=0, confidence=0.2),
         fact("Caller likes sailing", age_days=0),
     ]
-    memory = CallerMemory(profile=CallerProfile(language="en"), facts=facts)
+    embedder = E5Embedder()
+    # The worker stores the vectors and the bot warms the purpose: the call start embeds nothing.
+    memory = CallerMemory(
+        profile=CallerProfile(language="en"), facts=with_embeddings(facts, embedder)
+    )
+    warm_purpose(embedder, "billing and payments")
     chosen = select_for_call_start(
         memory,
         purpose="billing and payments",
         token_budget=200,
         k=1,
-        embedder=E5Embedder(),
+        embedder=embedder,
     )
     assert [f.text for f in chosen] == ["Caller always pays by card"]
     every = select_for_call_start(memory, purpose="billing", token_budget=200)
@@ -330,3 +336,25 @@ def test_only_the_end_of_a_long_query_is_embedded() -> None:
     words = [f"w{n}" for n in range(30)]
     assert index.embed_query(" ".join(words), max_words=4) is not None
     assert embedder.queries == ["w26 w27 w28 w29"]
+
+
+def test_call_start_embeds_nothing_and_ranks_facts_without_vectors_on_their_words() -> None:
+    class CountingEmbedder(HashingEmbedder):
+        calls = 0
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            CountingEmbedder.calls += 1
+            return super().embed(texts)
+
+        def embed_query(self, texts):  # type: ignore[no-untyped-def]
+            CountingEmbedder.calls += 1
+            return super().embed_query(texts)
+
+    facts = [fact(f"Caller note number {i}", age_days=i % 30) for i in range(1000)]
+    facts.append(fact("Caller pays invoices by card", age_days=40))
+    memory = CallerMemory(profile=CallerProfile(language="en"), facts=facts)
+    chosen = select_for_call_start(
+        memory, purpose="invoices", token_budget=200, k=3, embedder=CountingEmbedder()
+    )
+    assert CountingEmbedder.calls == 0
+    assert chosen and len(chosen) <= 3

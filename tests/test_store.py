@@ -161,7 +161,10 @@ async def test_forget_removes_one_caller_only(
     removed = await store.forget(alice)
     assert removed["calls"] == 2 and removed["facts"] == 1 and removed["keys"] > 0
     remaining = await keys_of(redis_client, key_prefix)
-    assert not [k for k in remaining if alice.key.encode() in k]
+    # Only the tombstone stays: its key names the keyed hash, its value is the forget time.
+    left = [k for k in remaining if alice.key.encode() in k]
+    assert [k.rsplit(b":", 1)[-1] for k in left] == [b"forgotten"]
+    assert float(await redis_client.get(left[0])) <= now()
     assert bob_keys <= set(remaining)
     for index in remaining:
         if b"{agent:" in index and await redis_client.type(index) == b"zset":
