@@ -104,7 +104,7 @@ class CallerProfile(StoredModel):
     call_count: int = 0
     first_seen: float | None = None
     last_seen: float | None = None
-    #: Masked caller number (``+1415•••1234``) for lists and screens; never the raw number.
+    #: Masked caller number (``+1•••34``) for lists and screens; never the raw number.
     masked_number: str | None = None
     #: What the agent says first on this caller's next call, written by the last analysis
     #: (empty: none prepared, the greeting template is used).

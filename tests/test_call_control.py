@@ -143,7 +143,7 @@ async def test_a_twilio_transfer_dials_the_reason_s_target_after_the_line_is_hea
     assert record.ended_reason == f"ended: {TRANSFERRED}"
     assert record.transfer is not None
     assert (record.transfer.target, record.transfer.reason) == (
-        "+1415•••0199",
+        "+1•••99",
         "emergency: water leak",
     )
     said = [t.text for t in record.transcript if t.role == "assistant"]
