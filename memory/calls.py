@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
+from memory.followups import FollowUpDone
 from memory.identity import CallerIdentity
-from memory.keys import CallRef
+from memory.keys import agent_call_member
 from memory.models import CallRecord
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
@@ -47,32 +46,49 @@ async def follow_ups(
     *,
     since: float,
     action: str | None = None,
-    limit: int = 500,
+    offset: int = 0,
+    limit: int = 50,
 ) -> list[CallRecord]:
-    """An agent's calls since ``since`` (epoch), most urgent first, newest first within.
+    """One page of an agent's follow-ups since ``since`` (epoch): most urgent, then newest first.
+
+    Read from the follow-up index (see :mod:`memory.followups`), so a page costs the same
+    however many calls the agent has. Calls done, or whose analysis chose ``none``, are not
+    listed; calls not analysed yet (or whose analysis failed) come last.
 
     Args:
         store: The memory store.
         agent_id: Whose calls.
         since: Oldest end time included.
         action: Only calls whose analysis chose this action (unanalysed calls are left out).
-        limit: Calls looked at, newest first.
+        offset: Follow-ups skipped (earlier pages).
+        limit: Follow-ups returned at most.
 
     Returns:
-        Call records without transcripts; calls not yet analysed (or failed) come last.
+        Call records without transcripts.
     """
-    refs = await store.recent_calls(agent_id, since=since, limit=limit)
-    records = [
-        record
-        for record in await asyncio.gather(*(_record(store, ref) for ref in refs))
-        if record is not None
-        and (action is None or (record.analysis is not None and record.analysis.action == action))
+    refs = await store.followups.page(
+        agent_id, since=since, action=action, offset=offset, limit=limit
+    )
+    records = await store.call_records(refs)
+    gone = [
+        agent_call_member(ref.caller_key, ref.call_id)
+        for ref, record in zip(refs, records, strict=True)
+        if record is None
     ]
-    records.sort(key=lambda r: r.ended_at or r.started_at, reverse=True)
-    records.sort(key=lambda r: r.analysis.urgency if r.analysis else 0, reverse=True)
-    return records
+    # Forgotten or expired meanwhile: the index only ever pointed at them.
+    await store.followups.remove(agent_id, gone)
+    return [record for record in records if record is not None]
 
 
-async def _record(store: MemoryStore, ref: CallRef) -> CallRecord | None:
-    record = await store.get_call(ref.caller, ref.call_id)
-    return record.model_copy(update={"transcript": []}) if record else None
+async def mark_follow_up_done(
+    store: MemoryStore, caller: CallerIdentity, call_id: str, *, by: str
+) -> FollowUpDone:
+    """Take a call off the follow-up list, keeping who did it and when.
+
+    Args:
+        store: The memory store.
+        caller: Whose call it is.
+        call_id: The call.
+        by: Who did it (a dashboard user's name).
+    """
+    return await store.followups.mark_done(caller, call_id, by=by)
