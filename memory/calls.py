@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from memory.followups import FollowUpDone
 from memory.identity import CallerIdentity
 from memory.keys import agent_call_member
@@ -40,7 +42,15 @@ async def end_call(
     return True
 
 
-async def follow_ups(
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A call on the follow-up list: whose it is, and its record (without the transcript)."""
+
+    caller: CallerIdentity
+    record: CallRecord
+
+
+async def follow_up_page(
     store: MemoryStore,
     agent_id: str,
     *,
@@ -48,7 +58,7 @@ async def follow_ups(
     action: str | None = None,
     offset: int = 0,
     limit: int = 50,
-) -> list[CallRecord]:
+) -> list[FollowUp]:
     """One page of an agent's follow-ups since ``since`` (epoch): most urgent, then newest first.
 
     Read from the follow-up index (see :mod:`memory.followups`), so a page costs the same
@@ -62,9 +72,6 @@ async def follow_ups(
         action: Only calls whose analysis chose this action (unanalysed calls are left out).
         offset: Follow-ups skipped (earlier pages).
         limit: Follow-ups returned at most.
-
-    Returns:
-        Call records without transcripts.
     """
     refs = await store.followups.page(
         agent_id, since=since, action=action, offset=offset, limit=limit
@@ -77,7 +84,32 @@ async def follow_ups(
     ]
     # Forgotten or expired meanwhile: the index only ever pointed at them.
     await store.followups.remove(agent_id, gone)
-    return [record for record in records if record is not None]
+    return [
+        FollowUp(
+            caller=CallerIdentity(
+                agent_id=agent_id, key=ref.caller_key, masked=record.masked_number or ""
+            ),
+            record=record,
+        )
+        for ref, record in zip(refs, records, strict=True)
+        if record is not None
+    ]
+
+
+async def follow_ups(
+    store: MemoryStore,
+    agent_id: str,
+    *,
+    since: float,
+    action: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> list[CallRecord]:
+    """The records of :func:`follow_up_page` (same arguments), for lists that need no caller."""
+    page = await follow_up_page(
+        store, agent_id, since=since, action=action, offset=offset, limit=limit
+    )
+    return [follow_up.record for follow_up in page]
 
 
 async def mark_follow_up_done(
