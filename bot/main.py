@@ -1,8 +1,9 @@
 """``python runner.py``: check the settings, then serve calls with Pipecat's development runner.
 
 One FastAPI server on localhost:7860 with the local WebRTC room (the prebuilt client at ``/``;
-``--caller`` sets who is calling), Twilio (our TwiML at ``POST /``, Media Streams at ``/ws``)
-and, with ``-t daily``, the Daily dial-in webhook (``/daily-dialin-webhook``). The runner calls
+``--caller`` sets who is calling), Twilio (our TwiML at ``POST /``, Media Streams at ``/ws``),
+the dashboard (``/dashboard``; beyond loopback only with ``RAPPORT_DASHBOARD_PASSWORD``) and,
+with ``-t daily``, the Daily dial-in webhook (``/daily-dialin-webhook``). The runner calls
 ``bot(runner_args)`` in ``runner.py`` once per call, which hands it to
 :func:`bot.process.serve_call`.
 
@@ -16,7 +17,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from memory.settings import AnalysisSettings
 if TYPE_CHECKING:
     from bot.process import RapportBot
     from bot.services import ServicesFactory
+    from web.dashboard import DashboardMemory
 
 
 _UNPARSED_FIELD = re.compile(r'field "(\w+)"')
@@ -55,6 +57,7 @@ def _options(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("-t", "--transport")
     parser.add_argument("-x", "--proxy")
     parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--host", default="localhost")
     return parser.parse_known_args(list(argv))[0]
 
 
@@ -99,6 +102,23 @@ def check_settings(transport: str | None, *, proxy: str | None = None) -> BotSet
     return settings
 
 
+def _dashboard_memory(
+    rapport: RapportBot, settings: BotSettings
+) -> Callable[[], DashboardMemory | None]:
+    """What the dashboard reads: the bot's own memory, once its start-up opened it."""
+    from web.dashboard import dashboard_memory
+
+    opened: list[DashboardMemory] = []
+
+    def current() -> DashboardMemory | None:
+        if not opened and (memory := rapport.memory) is not None:
+            agent_id = settings.agent_id
+            opened.append(dashboard_memory(memory.runtime, memory.queue, agent_id=agent_id))
+        return opened[0] if opened else None
+
+    return current
+
+
 def _runner_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner.py", description="Rapport phone agent")
     parser.add_argument(
@@ -125,8 +145,11 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
 
         runner_help(_runner_parser())  # prints the options and exits
     options = _options(argv)
+    from web.dashboard import DashboardSettings
+
     try:
         settings = check_settings(options.transport, proxy=options.proxy)
+        dashboard_access = DashboardSettings().access(options.host)
     except ConfigurationError as e:
         print(f"rapport: {e}", file=sys.stderr)
         return 2
@@ -143,11 +166,13 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from bot.daily import DialinSignatureCheck
     from bot.test_room import ROOM_TRANSPORTS, TestRoomGate
     from bot.twilio import add_twilio_routes
+    from web.dashboard import add_dashboard_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
     log_level = "DEBUG" if options.verbose else settings.log_level
     # Registered before main() adds the runner's routes, so ours win.
     add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
+    add_dashboard_routes(app, access=dashboard_access, memory=_dashboard_memory(rapport, settings))
     if settings.daily_dialin_hmac:
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     if options.transport not in ROOM_TRANSPORTS:

@@ -79,6 +79,11 @@ class RapportBot:
         self._worker: asyncio.Task[None] | None = None
 
     @property
+    def memory(self) -> MemoryAccess | None:
+        """The process's memory once :meth:`start` opened it (None: off or unavailable)."""
+        return self._memory
+
+    @property
     def _anthropic(self) -> AsyncAnthropic:
         if self._client is None:
             raise RuntimeError("RapportBot.start() has not run")

@@ -37,7 +37,7 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--agent", required=True)
     listing.add_argument("--action", dest="follow_up", help="only this action, e.g. call_back")
     listing.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 2w")
-    listing.add_argument("--limit", type=int, default=500, help="calls looked at, newest first")
+    listing.add_argument("--limit", type=int, default=500, help="follow-ups read at most")
     listing.add_argument(
         "--field",
         action="append",

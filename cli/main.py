@@ -1,7 +1,7 @@
 """The dispatch behind ``python runner.py`` and ``rapport``: a command, or else the bot.
 
-The first argument names a command (``memory``, ``calls``, ``worker``); without one, the
-arguments are Pipecat's runner options and the bot serves calls.
+The first argument names a command (``memory``, ``calls``, ``worker``, ``dashboard``); without
+one, the arguments are Pipecat's runner options and the bot serves calls.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cli.calls import add_calls_commands
+from cli.dashboard import add_dashboard_command
 from cli.memory import add_memory_commands
 from cli.worker import add_worker_command
 
@@ -25,6 +26,7 @@ def command_parser() -> argparse.ArgumentParser:
     add_memory_commands(subparsers)
     add_calls_commands(subparsers)
     add_worker_command(subparsers)
+    add_dashboard_command(subparsers)
     return parser
 
 

@@ -6,11 +6,13 @@ carries a hash tag, so each multi-key step runs atomically on Redis Cluster too:
 - ``{prefix}:{agent:callerkey}:<part>``: one caller's memory, every part under one tag:
   ``profile`` (hash), ``facts`` (hash of JSON by fact id), ``emb`` (hash of embeddings by fact
   id), ``calls`` (sorted set of call ids by time), ``callstate`` (hash: call id -> ``closed`` or
-  ``analysed``), ``turns`` (list: recent turns), ``kv`` (hash of JSON values), and per call
+  ``analysed``), ``turns`` (list: recent turns), ``kv`` (hash of JSON values), ``done`` (hash:
+  call id -> who marked its follow-up done, and when), and per call
   ``call:<id>`` (the record, JSON) and ``call:<id>:turns`` (list: the transcript).
 - ``{prefix}:{agent:<agent id>}:<part>``: agent-wide indexes, ``callers`` (caller keys by last
-  call), ``calls`` and ``open`` (calls ended, and calls with turns but no end, by time). Their
-  members are ``callerkey|callid``.
+  call), ``calls`` and ``open`` (calls ended, and calls with turns but no end, by time),
+  ``followups`` and its companions (see :mod:`memory.followups`), ``audit`` (the dashboard's
+  changes, see :mod:`memory.audit`). Members of the call indexes are ``callerkey|callid``.
 - ``{prefix}:{queue}:analysis`` and its ``:dead``, ``:queued``, ``:closing`` and ``:sweep``
   companions: the analysis queue (see :mod:`memory.queue`). Members of ``:queued`` and
   ``:closing`` are ``agent|callerkey|callid``.
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from memory.identity import CallerIdentity
 
 #: The parts of one caller's memory that are not per call.
-CALLER_PARTS = ("profile", "facts", "emb", "calls", "callstate", "turns", "kv")
+CALLER_PARTS = ("profile", "facts", "emb", "calls", "callstate", "turns", "kv", "done")
 _SEPARATOR = "|"
 
 

@@ -93,6 +93,18 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class InFlightJob:
+    """A job delivered to a worker and not acknowledged yet."""
+
+    message_id: str
+    caller: CallerIdentity
+    call_id: str
+    consumer: str
+    idle_seconds: float
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueueCounts:
     """How many jobs wait (not yet delivered), are being worked on, and are dead."""
 
@@ -443,6 +455,44 @@ class AnalysisQueue:
                 if await self._add(letter.caller, letter.call_id, dead_id=letter.message_id):
                     requeued += 1
         return requeued
+
+    async def retry_dead_letter(self, message_id: str) -> bool:
+        """Queue one dead letter again (moved back in one atomic step).
+
+        Returns:
+            False when there is no such dead letter, or its call is queued already.
+        """
+        entries: Any = await redis_reply(
+            self._redis.xrange(self.dead_key, min=message_id, max=message_id, count=1)
+        )
+        if not entries:
+            return False
+        fields = entries[0][1]
+        return await self._add(_caller(fields), _text(fields, "call"), dead_id=message_id)
+
+    async def in_flight(self, *, limit: int = 100) -> list[InFlightJob]:
+        """Jobs delivered to a worker and not acknowledged yet, oldest first."""
+        rows: Any = await self._grouped(
+            lambda: self._redis.xpending_range(self.stream_key, GROUP, "-", "+", limit)
+        )
+        if not rows:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for row in rows:
+            pipe.xrange(self.stream_key, min=row["message_id"], max=row["message_id"], count=1)
+        entries = await redis_reply(pipe.execute())
+        return [
+            InFlightJob(
+                message_id=row["message_id"].decode(),
+                caller=_caller(entry[0][1]),
+                call_id=_text(entry[0][1], "call"),
+                consumer=row["consumer"].decode(),
+                idle_seconds=row["time_since_delivered"] / 1000,
+                deliveries=row["times_delivered"],
+            )
+            for row, entry in zip(rows, entries, strict=True)
+            if entry
+        ]
 
     # -- housekeeping ------------------------------------------------------------------------
 

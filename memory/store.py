@@ -47,6 +47,7 @@ from memory.errors import (
     classified,
     redis_reply,
 )
+from memory.followups import FollowUpIndex
 from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
 from memory.models import (
@@ -335,6 +336,7 @@ class MemoryStore:
         self._replace_turns = redis.register_script(_REPLACE_TURNS)
         self._mark_failed = redis.register_script(_MARK_FAILED)
         self._set_embeddings = redis.register_script(_SET_EMBEDDINGS)
+        self.followups = FollowUpIndex(redis, self._keys, retention_seconds=self.ttl_seconds)
 
     @property
     def ttl_seconds(self) -> int:
@@ -622,6 +624,8 @@ class MemoryStore:
         pipe.zrem(self._keys.agent(caller.agent_id, "open"), member)
         pipe.zadd(self._keys.agent(caller.agent_id, "callers"), {caller.key: at}, gt=True)
         pipe.zadd(self._keys.agent(caller.agent_id, "calls"), {member: at})
+        if written:
+            self.followups.add_to(pipe, caller, record)
         await redis_reply(pipe.execute())
         return bool(written)
 
@@ -687,6 +691,14 @@ class MemoryStore:
         facts_raw, emb_raw, version = await redis_reply(pipe.execute())
         return self._facts(facts_raw, emb_raw), int(version or 0)
 
+    async def delete_facts(self, caller: CallerIdentity, fact_ids: Sequence[str]) -> None:
+        """Delete facts and their embeddings (ids not stored are ignored)."""
+        if fact_ids:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hdel(self.key_for(caller, "facts"), *fact_ids)
+            pipe.hdel(self.key_for(caller, "emb"), *fact_ids)
+            await redis_reply(pipe.execute())
+
     async def set_embeddings(self, caller: CallerIdentity, embeddings: dict[str, bytes]) -> int:
         """Store the embeddings of existing facts, by fact id, leaving the facts as they are.
 
@@ -739,6 +751,21 @@ class MemoryStore:
             )
         record = self._parse(CallRecord, raw, what="call record")
         return record.model_copy(update={"transcript": turns}) if record else None
+
+    async def call_records(self, refs: Sequence[CallRef]) -> list[CallRecord | None]:
+        """The records of many calls without their transcripts, in one round trip.
+
+        Returns:
+            One entry per reference, None where the call is not stored (or fails validation).
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for ref in refs:
+            pipe.get(self._keys.call(ref.caller, ref.call_id)[0])
+        raws = await redis_reply(pipe.execute()) if refs else []
+        return [
+            self._parse(CallRecord, raw, what="call record") if raw is not None else None
+            for raw in raws
+        ]
 
     async def all_facts(self, caller: CallerIdentity) -> list[Fact]:
         """Every stored fact of a caller, superseded and low-confidence ones included."""
@@ -875,6 +902,7 @@ class MemoryStore:
             pipe.zrem(self._keys.agent(caller.agent_id, "calls"), *members)
             pipe.zrem(self._keys.agent(caller.agent_id, "open"), *members)
         await redis_reply(pipe.execute())
+        await self.followups.remove(caller.agent_id, members)
         return {"keys": removed, "facts": n_facts, "calls": len(ids), "turns": n_turns}
 
     async def _open_call_ids(self, caller: CallerIdentity) -> set[str]:

@@ -53,6 +53,8 @@ async def test_the_images_command_with_phone_settings_serves_no_test_room(tmp_pa
         "RAPPORT_TRANSPORT": "twilio",
         "RAPPORT_DATA_DIR": str(tmp_path / "data"),
         "RAPPORT_RUN_WORKER": "false",
+        # The image listens on 0.0.0.0: the dashboard it serves needs a password.
+        "RAPPORT_DASHBOARD_PASSWORD": "a-long-dashboard-password",
         "DEEPGRAM_API_KEY": "k",
         "ANTHROPIC_API_KEY": "k",
         "AZURE_SPEECH_KEY": "k",

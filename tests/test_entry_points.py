@@ -39,7 +39,7 @@ def test_an_unknown_command_is_one_line_and_exit_2(via: list[str] | None) -> Non
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "rapport: unknown command 'frobnicate' (commands: memory, calls, worker; "
+        "rapport: unknown command 'frobnicate' (commands: memory, calls, worker, dashboard; "
         "see runner.py --help)"
     ]
 

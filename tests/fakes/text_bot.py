@@ -92,6 +92,8 @@ async def serving(
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(folder),
         "PYTHONPATH": str(REPO),
+        # Beyond loopback the dashboard needs one; harmless on loopback.
+        "RAPPORT_DASHBOARD_PASSWORD": "a-long-dashboard-password",
         **env,
     }
     command = [sys.executable, __file__, *options, "--host", host, "--port", str(port)]

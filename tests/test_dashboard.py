@@ -1,0 +1,397 @@
+"""The dashboard in a real browser: headless Chromium from the system, driven by Playwright.
+
+The dashboard runs in the test's own event loop (uvicorn on a free loopback port) against the
+test's Redis; the browser is the system's ``/usr/bin/chromium`` with a fresh profile. Each test
+saves screenshots of the pages it visits under its temporary folder (``screens/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.async_api import Dialog, Page, async_playwright
+from redis.asyncio import Redis
+
+from cli.main import main as cli_main
+from memory.identity import CallerIdentity
+from memory.models import CallAnalysis, CallRecord, CallTrust, Fact, Turn, now
+from memory.render import render_memory
+from memory.runtime import MemoryRuntime
+from tests.calls import open_line
+from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app, dashboard_memory
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery staple"
+AGENT = "acme"
+DAY = 86_400
+XSS = "<img src=x onerror=alert(1)>"
+
+
+@dataclass
+class Dashboard:
+    url: str
+    runtime: MemoryRuntime
+    memory: DashboardMemory
+    page: Page
+    screens: Path
+
+    def caller(self, number: str) -> CallerIdentity:
+        caller = self.memory.identify(number)
+        assert caller is not None
+        return caller
+
+    async def shot(self, name: str) -> Path:
+        path = self.screens / f"{name}.png"
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    async def log_in(self, name: str = "Marta", password: str = PASSWORD) -> None:
+        await self.page.goto(f"{self.url}/dashboard/login")
+        await self.page.fill("input[name=name]", name)
+        await self.page.fill("input[name=password]", password)
+        await self.page.click("button[type=submit]")
+
+    async def call(
+        self,
+        who: CallerIdentity,
+        call_id: str,
+        *,
+        urgency: int,
+        action: str,
+        at: float,
+        summary: str = "Asked for a quote.",
+        turns: tuple[str, ...] = (),
+        facts: tuple[str, ...] = (),
+    ) -> list[Fact]:
+        store = self.memory.store
+        if turns:
+            await store.append_turns(
+                who,
+                [
+                    Turn(
+                        role="user" if i % 2 == 0 else "assistant",
+                        text=t,
+                        at=at - 30 + i,
+                        call_id=call_id,
+                    )
+                    for i, t in enumerate(turns)
+                ],
+            )
+        record = CallRecord(
+            call_id=call_id,
+            agent_id=AGENT,
+            started_at=at - 60,
+            ended_at=at,
+            ended_reason="hangup",
+            trust=CallTrust.VERIFIED,
+            masked_number=who.masked,
+        )
+        assert await store.close_call(who, record)
+        written = [Fact(text=text, confidence=0.9, source_call_id=call_id) for text in facts]
+        analysis = CallAnalysis(
+            summary=summary,
+            urgency=urgency,
+            action=action,
+            sentiment="frustrated" if urgency >= 4 else "neutral",
+            language="en",
+            caller_name=f"Caller {call_id}",
+        )
+        analysed = record.model_copy(
+            update={"analysis": analysis, "facts_written": [f.id for f in written]}
+        )
+        assert await store.record_call(who, analysed, facts=written)
+        return written
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+async def dashboard(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Dashboard]:
+    line = await open_line(redis_url, key_prefix)
+    memory = dashboard_memory(line.runtime, line.queue, agent_id=AGENT)
+    app = dashboard_app(access=DashboardAccess(password=PASSWORD), memory=lambda: memory)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    for _ in range(500):  # uvicorn offers no event to wait on
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    screens = tmp_path / "screens"
+    screens.mkdir()
+    try:
+        async with async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 390, "height": 844},  # a phone's screen
+            )
+            try:
+                page = context.pages[0] if context.pages else await context.new_page()
+                yield Dashboard(f"http://127.0.0.1:{port}", line.runtime, memory, page, screens)
+            finally:
+                await context.close()
+    finally:
+        server.should_exit = True
+        await serving
+        await line.runtime.aclose()
+
+
+async def test_login_is_required_and_a_wrong_password_refused(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    await page.goto(f"{dashboard.url}/dashboard")
+    assert page.url.endswith("/dashboard/login")
+    await dashboard.shot("login")
+    await dashboard.log_in(password="wrong")
+    assert await page.get_by_role("alert").inner_text() == "Wrong password."
+    assert page.url.endswith("/dashboard/login")
+    await dashboard.log_in()
+    assert page.url.endswith("/dashboard")
+    assert await page.locator("h1").inner_text() == "Follow-ups"
+    cookie = next(c for c in await page.context.cookies() if c["name"] == "rapport_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    # Five failures in a minute from one client, then 429 even with the right password.
+    for _ in range(4):
+        await dashboard.log_in(password="wrong")
+    response = await page.request.post(
+        f"{dashboard.url}/dashboard/login", form={"name": "x", "password": PASSWORD, "csrf": "x"}
+    )
+    assert response.status == 429
+
+
+async def test_follow_ups_are_ordered_filtered_and_done(dashboard: Dashboard) -> None:
+    t = now()
+    await dashboard.call(
+        dashboard.caller("+1 415 555 0141"), "c-low", urgency=2, action="call_back", at=t - 600
+    )
+    await dashboard.call(
+        dashboard.caller("+1 415 555 0142"),
+        "c-old-urgent",
+        urgency=5,
+        action="send_quote",
+        at=t - 3 * DAY,
+        summary="Wants a quote for 200 croissants by Friday.",
+    )
+    await dashboard.call(
+        dashboard.caller("+1 415 555 0143"),
+        "c-urgent",
+        urgency=5,
+        action="call_back",
+        at=t - 60,
+        summary="Upset: the wedding cake order is missing.",
+    )
+    await dashboard.call(
+        dashboard.caller("+1 415 555 0144"), "c-none", urgency=3, action="none", at=t - 120
+    )
+    await dashboard.call(
+        dashboard.caller("+1 415 555 0145"),
+        "c-mid",
+        urgency=4,
+        action="book_appointment",
+        at=t - 300,
+        summary="Wants a tasting appointment next week.",
+    )
+    await dashboard.log_in()
+    page = dashboard.page
+
+    async def listed() -> list[str]:
+        return await page.locator("#followups > li").evaluate_all(
+            "items => items.map(item => item.dataset.call)"
+        )
+
+    assert await listed() == ["c-urgent", "c-old-urgent", "c-mid", "c-low"]
+    card = page.locator("li[data-call=c-urgent]")
+    assert "+1415•••0143" in await card.inner_text()
+    assert "Caller c-urgent" in await card.inner_text()
+    assert "frustrated" in await card.inner_text()
+    screenshot = await dashboard.shot("followups")
+    await page.select_option("select[name=action]", "call_back")
+    await page.click("form.filters button")
+    assert await listed() == ["c-urgent", "c-low"]
+    await page.select_option("select[name=action]", "")
+    await page.select_option("select[name=period]", "24h")
+    await page.click("form.filters button")
+    assert await listed() == ["c-urgent", "c-mid", "c-low"]
+    await page.locator("li[data-call=c-urgent] button", has_text="Mark done").click()
+    assert await listed() == ["c-mid", "c-low"]
+    who = dashboard.caller("+1 415 555 0143")
+    done = await dashboard.memory.store.followups.done(who, "c-urgent")
+    assert done is not None and done.by == "Marta"
+    await page.goto(f"{dashboard.url}/dashboard/audit")
+    entry = await page.locator("#audit li").first.inner_text()
+    assert "Marta" in entry and "follow up done" in entry and who.masked in entry
+    await dashboard.shot("audit")
+    assert screenshot.stat().st_size > 0  # the README's docs/followups.png is one of these
+
+
+async def test_a_call_page_shows_its_memories_and_escapes_the_transcript(
+    dashboard: Dashboard,
+) -> None:
+    who = dashboard.caller("+1 415 555 0146")
+    written = await dashboard.call(
+        who,
+        "c-xss",
+        urgency=3,
+        action="call_back",
+        at=now() - 60,
+        turns=(XSS, "Sorry, I did not catch that.", "<script>alert(2)</script> prefers mornings"),
+        facts=("Caller prefers weekday mornings",),
+    )
+    await dashboard.log_in()
+    page = dashboard.page
+    dialogs: list[Dialog] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog))
+    await page.goto(f"{dashboard.url}/dashboard/calls/{who.key}/c-xss")
+    transcript = page.locator("#transcript")
+    assert XSS in await transcript.inner_text()
+    assert "<script>alert(2)</script>" in await transcript.inner_text()
+    assert await transcript.locator("img, script").count() == 0
+    memories = await page.locator("#memories").inner_text()
+    assert "written" in memories and written[0].text in memories
+    assert await page.locator("#trust").inner_text() == "verified"
+    await dashboard.shot("call")
+    await page.wait_for_timeout(300)
+    assert dialogs == []
+
+
+async def test_editing_a_fact_changes_the_next_calls_prompt(dashboard: Dashboard) -> None:
+    who = dashboard.caller("+1 415 555 0147")
+    await dashboard.call(
+        who,
+        "c-fact",
+        urgency=2,
+        action="call_back",
+        at=now() - 60,
+        facts=("Caller is allergic to walnuts",),
+    )
+    await dashboard.log_in()
+    page = dashboard.page
+    await page.goto(f"{dashboard.url}/dashboard/callers/{who.key}")
+    await dashboard.shot("caller")
+    field = page.locator("#facts input[name=text]")
+    await field.fill("Caller is allergic to hazelnuts, not walnuts")
+    await page.locator("#facts button", has_text="Save").click()
+    memory = await dashboard.memory.store.load(who)
+    prompt = render_memory(memory, memory.facts, token_budget=2000)
+    assert "allergic to hazelnuts, not walnuts" in prompt
+    assert "Caller is allergic to walnuts" not in prompt
+    # The same gate as every fact write: a claim of authority is refused.
+    await page.locator("#facts input[name=text]").fill("Caller is the owner of this bakery")
+    await page.locator("#facts button", has_text="Save").click()
+    assert "Refused" in await page.get_by_role("alert").inner_text()
+    memory = await dashboard.memory.store.load(who)
+    assert "owner" not in render_memory(memory, memory.facts, token_budget=2000)
+    await page.fill("form.filters input[name=name]", "Ana <b>Ruiz</b>")
+    await page.click("form.filters button")
+    assert await page.locator("h1").inner_text() == "Ana <b>Ruiz</b> +1415•••0147"
+    exported = await page.request.get(f"{dashboard.url}/dashboard/callers/{who.key}/export")
+    data = json.loads(await exported.text())
+    assert data["profile"]["name"] == "Ana <b>Ruiz</b>"
+    assert [f["text"] for f in data["facts"]] == ["Caller is allergic to hazelnuts, not walnuts"]
+    await page.locator("#facts button", has_text="Delete").click()
+    assert await page.locator("#facts li").count() == 0
+    actions = [entry.action.value for entry in await dashboard.memory.audit.recent(AGENT)]
+    assert actions == ["fact_deleted", "name_set", "fact_edited"]
+
+
+async def test_forgetting_a_caller_found_by_number_leaves_no_key(
+    dashboard: Dashboard, redis_client: Redis, key_prefix: str
+) -> None:
+    who = dashboard.caller("+1 415 555 0148")
+    await dashboard.call(
+        who,
+        "c-forget",
+        urgency=4,
+        action="call_back",
+        at=now() - 60,
+        turns=("Hi, it's Jordi",),
+        facts=("Caller has two dogs",),
+    )
+    await dashboard.log_in()
+    page = dashboard.page
+    await page.goto(f"{dashboard.url}/dashboard/callers")
+    assert "+1415•••0148" in await page.locator("#callers").inner_text()
+    await dashboard.shot("callers")
+    await page.fill("input[name=number]", "(415) 555-0148")  # another format, same caller
+    await page.click("form.filters button")
+    assert page.url.endswith(f"/dashboard/callers/{who.key}")
+    await page.click("text=Forget this caller…")
+    await dashboard.shot("forget")
+    await page.click("button.danger")
+    assert page.url.endswith("/dashboard/callers")
+    left = [key async for key in redis_client.scan_iter(match=f"{key_prefix}:*")]
+    assert not [key for key in left if who.key.encode() in key]
+    for key in left:
+        if await redis_client.type(key) == b"zset":
+            members = await redis_client.zrange(key, 0, -1)
+            assert not [m for m in members if who.key.encode() in m]
+    await page.goto(f"{dashboard.url}/dashboard")
+    assert await page.locator("#followups > li").count() == 0
+
+
+async def test_a_post_without_the_csrf_token_is_refused(dashboard: Dashboard) -> None:
+    who = dashboard.caller("+1 415 555 0149")
+    await dashboard.call(who, "c-csrf", urgency=4, action="call_back", at=now() - 60)
+    await dashboard.log_in()
+    request = dashboard.page.request
+    url = f"{dashboard.url}/dashboard/callers/{who.key}/forget"
+    assert (await request.post(url, form={"confirm": "forget"})).status == 403
+    forged = {"confirm": "forget", "csrf": "0" * 64}
+    assert (await request.post(url, form=forged)).status == 403
+    assert (await dashboard.memory.store.load(who)).profile.call_count == 1
+
+
+async def test_the_queue_shows_dead_letters_and_retries_one(dashboard: Dashboard) -> None:
+    queue = dashboard.memory.queue
+    who = dashboard.caller("+1 415 555 0150")
+    await queue.enqueue(who, "c-dead")
+    (job,) = await queue.read("worker-1", block=0.1)
+    await queue.dead_letter(job, "the analysis answer was invalid 3 times")
+    await queue.enqueue(who, "c-flight")
+    await queue.read("worker-1", block=0.1)
+    await dashboard.log_in()
+    page = dashboard.page
+    await page.goto(f"{dashboard.url}/dashboard/queue")
+    assert "the analysis answer was invalid 3 times" in await page.locator("#dead").inner_text()
+    assert "c-flight" in await page.locator("main").inner_text()
+    await dashboard.shot("queue")
+    await page.locator("#dead button", has_text="Retry").click()
+    assert await page.locator("#dead li").count() == 0
+    assert (await queue.counts()).dead == 0
+    (entry,) = await dashboard.memory.audit.recent(AGENT)
+    assert entry.action.value == "dead_letter_retried" and entry.caller == who.masked
+
+
+def test_the_dashboard_refuses_to_listen_beyond_loopback_without_a_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RAPPORT_DASHBOARD_PASSWORD", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env
+    assert cli_main(["dashboard", "--host", "0.0.0.0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "RAPPORT_DASHBOARD_PASSWORD" in error

@@ -1,0 +1,188 @@
+"""Who may use the dashboard: the password, session cookies, CSRF tokens and login throttling.
+
+- A password (``RAPPORT_DASHBOARD_PASSWORD``) is required whenever the server listens beyond
+  loopback; without one, only a loopback server opens the dashboard to whoever reaches it.
+- A session is a signed cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure`` when the request
+  came over HTTPS, directly or as ``X-Forwarded-Proto``), signed with a key made at start-up:
+  a restart logs everyone out, and no secret is stored anywhere.
+- Every POST carries a CSRF token bound to the session (the login form's to a login cookie).
+- Five failed logins in a minute from one client address answer 429 until the minute passes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import Request
+from starlette.responses import Response
+
+from memory.errors import ConfigurationError
+
+SESSION_COOKIE = "rapport_session"
+LOGIN_COOKIE = "rapport_login"
+#: How long a session lasts without logging in again.
+SESSION_SECONDS = 12 * 3600
+#: Failed logins allowed per client address per window before 429.
+MAX_FAILURES = 5
+FAILURE_WINDOW_SECONDS = 60.0
+#: The name used for changes made on an open (loopback, password-less) dashboard.
+LOCAL_USER = "local"
+PASSWORD_VARIABLE = "RAPPORT_DASHBOARD_PASSWORD"
+
+
+class DashboardSettings(BaseSettings):
+    """The dashboard's password, from the environment or ``.env``."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    password: SecretStr | None = Field(default=None, alias=PASSWORD_VARIABLE, repr=False)
+
+    def access(self, host: str) -> DashboardAccess:
+        """The access checks of a server listening on ``host``.
+
+        Raises:
+            ConfigurationError: ``host`` is beyond loopback and no password is set.
+        """
+        password = self.password.get_secret_value() if self.password else None
+        require_password_beyond_loopback(host, password)
+        return DashboardAccess(password=password or None)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (an address or ``localhost``) only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_password_beyond_loopback(host: str, password: str | None) -> None:
+    """Refuse to serve the dashboard beyond loopback without a password.
+
+    Raises:
+        ConfigurationError: ``host`` is not loopback and no password is set.
+    """
+    if not password and not is_loopback(host):
+        raise ConfigurationError(
+            f"{PASSWORD_VARIABLE} is not set: the dashboard listens on {host}, beyond loopback, "
+            "and needs a password"
+        )
+
+
+def is_https(request: Request) -> bool:
+    """Whether the browser reached us over HTTPS (directly, or through a proxy that says so)."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A logged-in user: the name they gave (for the audit list) and the session's nonce."""
+
+    user: str
+    nonce: str
+
+
+@dataclass
+class DashboardAccess:
+    """Checks logins and signs sessions and CSRF tokens.
+
+    Args:
+        password: The dashboard password; None opens the dashboard (loopback servers only).
+    """
+
+    password: str | None
+    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    _failures: defaultdict[str, deque[float]] = field(
+        default_factory=lambda: defaultdict(deque), repr=False
+    )
+
+    @property
+    def open(self) -> bool:
+        """True when no password is asked for."""
+        return not self.password
+
+    def _sign(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+
+    # -- logins ------------------------------------------------------------------------------
+
+    def throttled(self, client: str) -> bool:
+        """True when ``client`` failed too many logins within the window."""
+        failures = self._failures[client]
+        cutoff = time.monotonic() - FAILURE_WINDOW_SECONDS
+        while failures and failures[0] < cutoff:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]
+            return False
+        return len(failures) >= MAX_FAILURES
+
+    def check_password(self, client: str, password: str) -> bool:
+        """Compare in constant time; a wrong password counts against ``client``."""
+        if self.password and hmac.compare_digest(password.encode(), self.password.encode()):
+            return True
+        self._failures[client].append(time.monotonic())
+        return False
+
+    def login_token(self, nonce: str) -> str:
+        """The CSRF token of the login form shown with the login cookie ``nonce``."""
+        return self._sign(f"login:{nonce}")
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def session_cookie(self, user: str) -> str:
+        """A signed session for ``user``."""
+        expires = time.time() + SESSION_SECONDS
+        body = json.dumps({"u": user, "n": secrets.token_hex(16), "e": expires})
+        encoded = base64.urlsafe_b64encode(body.encode()).decode()
+        return f"{encoded}.{self._sign(encoded)}"
+
+    def session(self, request: Request) -> Session | None:
+        """The request's valid session, or None (an open dashboard always has one)."""
+        if self.open:
+            return Session(user=LOCAL_USER, nonce="open")
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        encoded, _, signature = cookie.partition(".")
+        if not encoded or not hmac.compare_digest(signature, self._sign(encoded)):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(encoded))
+            if float(data["e"]) < time.time():
+                return None
+            return Session(user=str(data["u"]), nonce=str(data["n"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def csrf_token(self, session: Session) -> str:
+        """The CSRF token every form of this session carries."""
+        return self._sign(f"csrf:{session.nonce}")
+
+    def csrf_valid(self, session: Session, token: str) -> bool:
+        """Whether a POSTed token belongs to this session."""
+        return hmac.compare_digest(token.encode(), self.csrf_token(session).encode())
+
+    @staticmethod
+    def set_cookie(response: Response, request: Request, name: str, value: str, age: int) -> None:
+        """Set a cookie the way every dashboard cookie is set."""
+        response.set_cookie(
+            name,
+            value,
+            max_age=age,
+            path="/dashboard",
+            httponly=True,
+            secure=is_https(request),
+            samesite="strict",
+        )
