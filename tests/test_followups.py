@@ -110,7 +110,8 @@ async def test_forget_unlists_every_call_of_the_caller(
     for action in ("call_back", "send_quote"):
         members = await redis_client.zrange(store.followups.key(AGENT, action), 0, -1)
         assert all(who.key.encode() not in member for member in members)
-    assert not [key async for key in redis_client.scan_iter(match=f"{key_prefix}:*{who.key}*")]
+    left = [key async for key in redis_client.scan_iter(match=f"{key_prefix}:*{who.key}*")]
+    assert left == [store.key_for(who, "forgotten").encode()]  # the tombstone alone
 
 
 async def test_calls_beyond_retention_are_dropped_from_the_index(
