@@ -44,6 +44,7 @@ from memory.models import (
     Turn,
     clean_text,
 )
+from memory.report import AnalysisUsage
 from memory.scrub import scrub, scrub_turns
 from memory.trust import admit_fact
 
@@ -189,7 +190,20 @@ class CallAnalyzer:
         existing_facts: Sequence[Fact],
         business: str | None = None,
     ) -> CallAnalysis:
-        """Analyse one finished call.
+        """Analyse one finished call (:meth:`analyse_with_usage` without the usage)."""
+        analysis, _ = await self.analyse_with_usage(
+            transcript=transcript, existing_facts=existing_facts, business=business
+        )
+        return analysis
+
+    async def analyse_with_usage(
+        self,
+        *,
+        transcript: Sequence[Turn],
+        existing_facts: Sequence[Fact],
+        business: str | None = None,
+    ) -> tuple[CallAnalysis, AnalysisUsage]:
+        """Analyse one finished call; also the tokens the request used.
 
         Args:
             transcript: The call's turns, in order (scrubbed here before they are sent).
@@ -197,7 +211,8 @@ class CallAnalyzer:
             business: Who the agent answers for ("Bella's Bakery, Barcelona"), if known.
 
         Returns:
-            The validated analysis, with summary and facts scrubbed and authority claims gone.
+            The validated analysis, with summary and facts scrubbed and authority claims gone,
+            and the request's token usage (``message.usage``).
 
         Raises:
             RetryableAnalysisError: Timeout, connection failure, 429, 5xx or overloaded.
@@ -234,7 +249,14 @@ class CallAnalyzer:
         )
         if not isinstance(answer, dict):
             raise InvalidAnalysisError(f"the answer has no {TOOL_NAME} call")
-        return self._validated(answer)
+        usage = AnalysisUsage(
+            model=self._model,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            cache_read_tokens=message.usage.cache_read_input_tokens or 0,
+            cache_write_tokens=message.usage.cache_creation_input_tokens or 0,
+        )
+        return self._validated(answer), usage
 
     def _tool_definition(self) -> ToolParam:
         schema = CallAnalysis.model_json_schema()

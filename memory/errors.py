@@ -5,6 +5,8 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from memory.outage import REDIS_OUTAGE
+
 #: What a Redis call raises when the server is down, slow or unreachable (a cluster client
 #: raises ``RedisClusterException``, outside ``RedisError``, when no node answers).
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -63,6 +65,9 @@ async def redis_reply(awaitable: Awaitable[Any]) -> Any:
     are bytes-only (``decode_responses=False``).
     """
     try:
-        return await awaitable
+        reply = await awaitable
     except REDIS_FAILURES as e:
+        REDIS_OUTAGE.failed(e)
         raise MemoryUnavailableError("Redis did not answer") from e
+    REDIS_OUTAGE.answered()
+    return reply

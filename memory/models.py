@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer
 
+from memory.report import CallReport
+
 #: Facts below this confidence are kept but never injected into a prompt.
 CONFIDENCE_FLOOR = 0.5
 #: Longest text kept for one turn or fact; longer input is truncated, never rejected.
@@ -229,6 +231,8 @@ class CallRecord(StoredModel):
     #: How far the caller id was believed (None: recorded before trust levels existed).
     trust: CallTrust | None = None
     error: str | None = None
+    #: Latency, usage and cost, written when the call closed (None: recorded before reports).
+    report: CallReport | None = None
 
 
 @dataclass(slots=True)
