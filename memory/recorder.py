@@ -22,6 +22,7 @@ from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import CallRecord, CallTrust, Turn, clean_text, now
 from memory.queue import AnalysisQueue
+from memory.report import CallReport
 from memory.scrub import scrub
 from memory.store import MemoryStore
 
@@ -58,6 +59,7 @@ class CallRecorder:
         caller: The caller (anonymous callers get no recorder: they are never recorded).
         call_id: The call's id (the transport's call id, or a fresh one).
         trust: How far the caller id was believed; kept on the call record.
+        report: Builds the call's report when the call closes (None: no report).
     """
 
     _unfinished: ClassVar[set[CallRecorder]] = set()
@@ -70,12 +72,14 @@ class CallRecorder:
         caller: CallerIdentity,
         call_id: str,
         trust: CallTrust | None = None,
+        report: Callable[[], CallReport] | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._caller = caller
         self._call_id = call_id
         self._trust = trust
+        self._report = report
         self._started_at = now()
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
@@ -161,6 +165,7 @@ class CallRecorder:
             language=finish.language,
             masked_number=self._caller.masked,
             trust=self._trust,
+            report=self._report() if self._report is not None else None,
         )
         if self._held_back or not await self._attempt(self._end_call, record):
             # Unstored turns are not analysed from a partial transcript: the call stays open

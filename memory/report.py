@@ -117,14 +117,12 @@ class TurnTiming(_Record):
         stt_ttfb_ms: The STT's time to the final transcript of the turn, as Pipecat measures it.
         llm_ttfb_ms: The LLM's time to its first token (the turn's first request).
         tts_ttfb_ms: The TTS's time to its first audio of the turn.
-        recall_ms: Time the memory processor spent recalling for this turn.
     """
 
     voice_to_voice_ms: float | None = None
     stt_ttfb_ms: float | None = None
     llm_ttfb_ms: float | None = None
     tts_ttfb_ms: float | None = None
-    recall_ms: float | None = None
 
 
 class Usage(_Record):
@@ -231,7 +229,7 @@ def price(report: CallReport, prices: PriceTable) -> CallReport:
     lines: list[CostLine] = []
     unpriced: list[str] = []
     stt = prices.stt.get(usage.stt_model)
-    if stt is not None:
+    if stt is not None and usage.stt_audio_seconds:
         minutes = usage.stt_audio_seconds / 60
         lines.append(_line("stt", minutes, "minute", stt.per_minute))
     elif usage.stt_audio_seconds:
@@ -245,7 +243,7 @@ def price(report: CallReport, prices: PriceTable) -> CallReport:
     )
     lines += _llm_lines("llm", llm, tokens, usage.llm_model, unpriced)
     tts = prices.tts.get(usage.tts_model)
-    if tts is not None:
+    if tts is not None and usage.tts_characters:
         lines.append(
             _line(
                 "tts", usage.tts_characters / 1e6, "million characters", tts.per_million_characters
