@@ -200,3 +200,38 @@ def test_calls_stats_prints_the_aggregates_of_known_reports(
     assert rows["voice to voice p95"] == "1200 ms"
     assert rows["memory load p99"] == "200 ms"
     assert rows["analyses failed"] == "1"
+
+
+@pytest.mark.slow
+async def test_the_bots_server_answers_health_and_metrics(
+    tmp_path: Path, redis_url: str, key_prefix: str, fake: Any
+) -> None:
+    from tests.fakes.text_bot import serving
+    from tests.polling import eventually
+
+    env = {
+        "REDIS_URL": redis_url,
+        "RAPPORT_PEPPER": PEPPER,
+        "RAPPORT_KEY_PREFIX": key_prefix,
+        "RAPPORT_RUN_WORKER": "true",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+        "DEEPGRAM_API_KEY": "unused",
+        "AZURE_SPEECH_KEY": "unused",
+        "AZURE_SPEECH_REGION": "unused",
+    }
+    async with (
+        serving("-t", "webrtc", env=env, folder=tmp_path) as url,
+        httpx.AsyncClient() as http,
+    ):
+
+        async def healthy() -> bool:  # once the in-process worker has reported in
+            return (await http.get(f"{url}/health")).status_code == 200
+
+        await eventually(healthy, within=20)
+        metrics = await http.get(f"{url}/metrics")
+        assert metrics.status_code == 200
+        names = {f.name for f in text_string_to_metric_families(metrics.text)}
+        assert {"rapport_calls", "rapport_active_calls", "rapport_analysis_queue_depth"} <= names
+    log = (tmp_path / "bot.log").read_text()
+    assert f"Memory is on: Redis at {display_url(redis_url)}" in log
