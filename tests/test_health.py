@@ -235,3 +235,58 @@ async def test_the_bots_server_answers_health_and_metrics(
         assert {"rapport_calls", "rapport_active_calls", "rapport_analysis_queue_depth"} <= names
     log = (tmp_path / "bot.log").read_text()
     assert f"Memory is on: Redis at {display_url(redis_url)}" in log
+
+
+@pytest.mark.slow
+async def test_the_standalone_worker_serves_health_and_metrics_on_its_port(
+    tmp_path: Path, redis_url: str, key_prefix: str
+) -> None:
+    import os
+    import signal
+    import sys
+
+    from tests.fakes.text_bot import REPO, _free_port
+    from tests.polling import eventually
+
+    port = _free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "REDIS_URL": redis_url,
+        "RAPPORT_PEPPER": PEPPER,
+        "RAPPORT_KEY_PREFIX": key_prefix,
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(REPO / "runner.py"),
+            "worker",
+            "--port",
+            str(port),
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def healthy() -> bool:
+                assert process.returncode is None, log_path.read_text()
+                try:
+                    return (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(healthy, within=30)
+            metrics = await http.get(f"http://127.0.0.1:{port}/metrics")
+            names = {f.name for f in text_string_to_metric_families(metrics.text)}
+            assert {"rapport_analysis_dead_letters", "rapport_redis_up"} <= names
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0, log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
