@@ -165,7 +165,7 @@ class CallRecorder:
             language=finish.language,
             masked_number=self._caller.masked,
             trust=self._trust,
-            report=self._report() if self._report is not None else None,
+            report=self._built_report(),
         )
         if self._held_back or not await self._attempt(self._end_call, record):
             # Unstored turns are not analysed from a partial transcript: the call stays open
@@ -176,6 +176,15 @@ class CallRecorder:
                 self._caller.masked,
                 len(self._held_back),
             )
+
+    def _built_report(self) -> CallReport | None:
+        if self._report is None:
+            return None
+        try:
+            return self._report()
+        except Exception as e:  # a report must never keep a call from being closed
+            logger.warning("The report of call {} failed: {}", self._call_id, type(e).__name__)
+            return None
 
     async def _end_call(self, record: CallRecord) -> None:
         await end_call(self._store, self._queue, self._caller, record)
