@@ -7,6 +7,7 @@ served by the FastAPI router the bot and the worker mount, through httpx's ASGI 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from memory.health import ServiceHealth, check_health
 from memory.identity import identify
 from memory.models import CallRecord
 from memory.queue import AnalysisQueue
-from memory.report import CallCost, CallReport, MemoryTimings, TurnTiming
+from memory.report import CallCost, CallReport, Latency, MemoryTimings, TurnTiming
 from memory.store import MemoryStore
 from tests.shared import PEPPER, PEPPER_BYTES
 from web.health import health_router
@@ -145,6 +146,7 @@ def _report(duration_s: float, cost: float, turns_ms: list[float], load_ms: floa
     return CallReport(
         duration_s=duration_s,
         turns=[TurnTiming(voice_to_voice_ms=ms) for ms in turns_ms],
+        voice_to_voice=Latency.of(turns_ms),
         memory=MemoryTimings(load_ms=load_ms),
         cost=CallCost.model_validate(
             {"currency": "USD", "prices_taken_on": "2025-10-15", "lines": lines}
@@ -152,7 +154,7 @@ def _report(duration_s: float, cost: float, turns_ms: list[float], load_ms: floa
     )
 
 
-def test_calls_stats_prints_the_aggregates_of_known_reports(
+def test_calls_stats_prints_the_aggregates_of_known_reports_and_show_one(
     redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     async def seed() -> None:
@@ -200,6 +202,13 @@ def test_calls_stats_prints_the_aggregates_of_known_reports(
     assert rows["voice to voice p95"] == "1200 ms"
     assert rows["memory load p99"] == "200 ms"
     assert rows["analyses failed"] == "1"
+
+    assert cli_main(["calls", "show", "stats-1", "--agent", "bakery"]) == 0
+    shown = capsys.readouterr().out
+    cells = " ".join(re.sub(r"[│┃┏┓┗┛┡┩└┘┌┐├┤┬┴┼━─╇╋]", " ", shown).split())
+    assert "Report" in cells
+    assert "p50 800 ms, p95 800 ms, max 800 ms (1)" in cells
+    assert "0.200000 USD (prices of 2025-10-15)" in cells
 
 
 @pytest.mark.slow
