@@ -14,6 +14,11 @@ machine noise hits every variant alike:
 - turn: a ``TranscriptionFrame`` in, until the assistant's turn reaches the probe;
 - call start: ``StartFrame`` until the echo LLM receives the opening request (each start on a
   quiet process: the previous call's background work has settled);
+- metrics collection: the call report's observer (``bot/call_report.py``) fed, one turn at a
+  time, every frame a real turn of the lexical variant pushed plus the frames a voice turn adds
+  (VAD stop, bot speaking, TTFB and usage metrics of the three services): the CPU time it adds
+  per turn. Pipecat runs observers on their own task, so this is work beside the frame path,
+  not on it;
 - Redis: commands per turn (the recorder's appends, off the frame path), and round trips *on*
   the frame path, found by adding 5 ms to every Redis round trip through a local proxy and
   seeing how much the turn slows down (turn delay / 5 ms; 0 when nothing awaits Redis).
@@ -36,6 +41,7 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
     DataFrame,
     Frame,
     LLMContextAssistantTurnFrame,
@@ -45,10 +51,19 @@ from pipecat.frames.frames import (
     LLMRunFrame,
     LLMTextFrame,
     LLMUpdateSettingsFrame,
+    MetricsFrame,
     StartFrame,
     TranscriptionFrame,
     TTSUpdateSettingsFrame,
+    VADUserStoppedSpeakingFrame,
 )
+from pipecat.metrics.metrics import (
+    LLMTokenUsage,
+    LLMUsageMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -59,16 +74,18 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from bot.call_report import CallReportObserver
 from memory.connect import open_redis
 from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.identity import CallerIdentity, identify
 from memory.models import CallerMemory, CallRecord, Fact, Turn
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
+from memory.report import load_prices
 from memory.runtime import freeze_startup_objects
 from memory.store import MemoryStore
 from processors.end_of_call import EndOfCallProcessor
-from processors.memory_context import MemoryContextProcessor
+from processors.memory_context import MemoryContextProcessor, MemoryStats
 from processors.tool_silence import ToolSilenceGuard
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
@@ -379,6 +396,81 @@ async def call_starts(
     return samples, held
 
 
+# -- metrics collection ----------------------------------------------------------------------
+
+
+class TurnFrames(BaseObserver):
+    """Keeps every frame's first push, as Pipecat hands them to observers, turn by turn."""
+
+    def __init__(self) -> None:
+        super().__init__(observe_every_push=False)
+        self.pushes: list[FramePushed] = []
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        self.pushes.append(data)
+
+
+def voice_turn(template: FramePushed, at: int) -> list[FramePushed]:
+    """The frames a voice turn adds to a text one: VAD stop, the services' metrics, bot audio."""
+    llm, tts = (
+        MetricsFrame(data=[TTFBMetricsData(processor="llm", value=0.3)]),
+        MetricsFrame(data=[TTFBMetricsData(processor="tts", value=0.1)]),
+    )
+    usage = LLMTokenUsage(prompt_tokens=900, completion_tokens=30, total_tokens=930)
+    frames: list[Frame] = [
+        VADUserStoppedSpeakingFrame(stop_secs=0.2),
+        MetricsFrame(data=[TTFBMetricsData(processor="stt", value=0.05)]),
+        llm,
+        MetricsFrame(data=[LLMUsageMetricsData(processor="llm", value=usage)]),
+        tts,
+        MetricsFrame(data=[TTSUsageMetricsData(processor="tts", value=40)]),
+        BotStartedSpeakingFrame(),
+    ]
+    return [
+        FramePushed(
+            source=template.source,
+            destination=template.destination,
+            frame=frame,
+            direction=FrameDirection.DOWNSTREAM,
+            timestamp=at + i * 1_000_000,
+        )
+        for i, frame in enumerate(frames)
+    ]
+
+
+async def metrics_collection(memory: Memory, turns: int) -> list[float]:
+    """Seconds the call report's observer spends on each turn's frames (see the docstring)."""
+    call = build(LEXICAL, memory, None, "call-metrics")
+    recorded = TurnFrames()
+    call.worker.add_observer(recorded)
+    await start(call)
+    per_turn: list[list[FramePushed]] = []
+    try:
+        for i in range(WARM_UP + turns):
+            recorded.pushes = []
+            await turn(call, QUESTIONS[i % 4])
+            pushes = recorded.pushes
+            per_turn.append(pushes + voice_turn(pushes[0], pushes[-1].timestamp))
+    finally:
+        await stop(call)
+    observer = CallReportObserver(
+        transport="bench",
+        trust="verified",
+        prices=load_prices(),
+        stt_model="nova-3",
+        llm_model="claude-haiku-4-5",
+        memory=MemoryStats(),
+    )
+    samples = []
+    for pushes in per_turn:
+        began = time.perf_counter()
+        for data in pushes:
+            await observer.on_push_frame(data)
+        samples.append(time.perf_counter() - began)
+    observer.report()  # and it still reports
+    return samples[WARM_UP:]
+
+
 # -- Redis -------------------------------------------------------------------------------------
 
 
@@ -481,6 +573,7 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
     finally:
         for call in calls.values():
             await stop(call)
+    collection = await metrics_collection(memories[LEXICAL], args.turns)
     # The lexical variant again, every Redis round trip 5 ms slower.
     async with delayed_proxy(redis_url, PROXY_DELAY_S) as slow_url:
         slow_redis, close = await open_redis(
@@ -524,6 +617,7 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         "memory_processor_start_ms": {
             name: median_p99([ms / 1000 for ms in values]) for name, values in held.items()
         },
+        "metrics_collection_per_turn_ms": median_p99(collection),
         "redis_commands_per_turn": commands / (recorded_turns / 2),
         "redis_commands_per_recorded_utterance": commands / recorded_turns,
         "frame_path_round_trips_per_turn": max(0.0, slowdown / PROXY_DELAY_S),
@@ -584,6 +678,14 @@ def main() -> None:
             "",
             *(f"{over[name]['median']:.3f} / {over[name]['p99']:.3f}" for name in ADDED),
         )
+    collection = result["metrics_collection_per_turn_ms"]
+    table.add_row(
+        "call report: metrics collection per turn, median / p99",
+        "",
+        "",
+        f"{collection['median']:.4f} / {collection['p99']:.4f}",
+        "",
+    )
     Console().print(table)
     held = result["memory_processor_start_ms"]
     print(

@@ -167,12 +167,16 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from bot.test_room import ROOM_TRANSPORTS, TestRoomGate
     from bot.twilio import add_twilio_routes
     from web.dashboard import add_dashboard_routes
+    from web.health import health_router, metrics_bearer_token
 
     rapport = process.serve(settings, services=services or process.build_services)
     log_level = "DEBUG" if options.verbose else settings.log_level
     # Registered before main() adds the runner's routes, so ours win.
     add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
     add_dashboard_routes(app, access=dashboard_access, memory=_dashboard_memory(rapport, settings))
+    app.include_router(
+        health_router(check=rapport.health, metrics_token=metrics_bearer_token(settings.memory))
+    )
     if settings.daily_dialin_hmac:
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     if options.transport not in ROOM_TRANSPORTS:

@@ -33,6 +33,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.call_control import END_CALL, CallControlTools
+from bot.call_report import CallReportObserver
 from bot.dialin import connect_dialin_events
 from bot.identify import CallOrigin
 from bot.services import CallServices, voice_locale
@@ -53,9 +54,11 @@ from bot.wording import (
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
+from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, CallTrust
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
+from memory.report import load_prices
 from memory.runtime import MemoryRuntime
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
@@ -142,11 +145,13 @@ class Call:
         worker: The pipeline worker.
         memory_context: The processor that knows the caller's memory once started.
         recorder: Records turns and closes the call; None when nothing is recorded.
+        report: Measures the call for its report and the service's metrics.
     """
 
     worker: PipelineWorker
     memory_context: MemoryContextProcessor
     recorder: CallRecorder | None
+    report: CallReportObserver
     _opened: bool = field(default=False, repr=False)
 
     async def open(self) -> None:
@@ -174,7 +179,12 @@ class Call:
         """Run the pipeline until it ends, is cancelled, or idles out."""
         runner = WorkerRunner(handle_sigint=handle_sigint)
         await runner.add_workers(self.worker)
-        await runner.run()
+        ACTIVE_CALLS.inc()
+        try:
+            await runner.run()
+        finally:
+            ACTIVE_CALLS.dec()
+            self.report.finish()
 
 
 def build_call(
@@ -203,16 +213,7 @@ def build_call(
         handoff: How the transport hands the caller to a person (``transfer_call``); None: it
             cannot.
     """
-    recorder = None
     store = memory.runtime.store if memory is not None else None
-    if memory is not None and prepared.caller is not None:
-        recorder = CallRecorder(
-            store=memory.runtime.store,
-            queue=memory.queue,
-            caller=prepared.caller,
-            call_id=prepared.origin.call_id,
-            trust=prepared.origin.trust,
-        )
     embedder = memory.embedder if memory is not None else None
     tools = CallerTools(
         store=store, caller=prepared.caller, call_id=prepared.origin.call_id, embedder=embedder
@@ -225,6 +226,38 @@ def build_call(
         },
         language=settings.default_language,
     )
+    memory_context = MemoryContextProcessor(
+        memory=prepared.memory,
+        prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
+        opening=functools.partial(opening_line, business_name=settings.business_name),
+        voices=settings.voices,
+        default_language=settings.default_language,
+        load_budget_s=settings.memory_load_budget_ms / 1000,
+        max_facts=settings.max_facts,
+        token_budget=settings.memory_token_budget,
+        purpose=settings.agent_purpose,
+        recall_budget_s=settings.recall_budget_ms / 1000,
+        embedder=embedder,
+    )
+    observer = CallReportObserver(
+        transport=prepared.origin.transport,
+        trust=prepared.origin.trust.value,
+        prices=load_prices(settings.memory.prices_file),
+        stt_model=settings.stt_model,
+        llm_model=settings.llm_model,
+        memory=memory_context.stats if prepared.memory is not None else None,
+        load_budget_s=settings.memory_load_budget_ms / 1000,
+    )
+    recorder = None
+    if memory is not None and prepared.caller is not None:
+        recorder = CallRecorder(
+            store=memory.runtime.store,
+            queue=memory.queue,
+            caller=prepared.caller,
+            call_id=prepared.origin.call_id,
+            trust=prepared.origin.trust,
+            report=observer.report,
+        )
     control = CallControlTools(
         transfer_to=settings.transfer_to,
         transfer_targets=settings.transfer_targets,
@@ -250,19 +283,6 @@ def build_call(
             vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=silence_check_s
         ),
     )
-    memory_context = MemoryContextProcessor(
-        memory=prepared.memory,
-        prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
-        opening=functools.partial(opening_line, business_name=settings.business_name),
-        voices=settings.voices,
-        default_language=settings.default_language,
-        load_budget_s=settings.memory_load_budget_ms / 1000,
-        max_facts=settings.max_facts,
-        token_budget=settings.memory_token_budget,
-        purpose=settings.agent_purpose,
-        recall_budget_s=settings.recall_budget_ms / 1000,
-        embedder=embedder,
-    )
     guard = ToolSilenceGuard(
         filler_after=settings.filler_after_s,
         language=settings.default_language,
@@ -285,9 +305,11 @@ def build_call(
     processors += [assistant, ending]
     params = params or PipelineParams()
     params.enable_metrics = True
+    params.enable_usage_metrics = True
     worker = PipelineWorker(
         Pipeline(processors),
         params=params,
+        observers=[observer],
         idle_timeout_secs=settings.idle_timeout_s,
         cancel_on_idle_timeout=True,
         enable_rtvi=enable_rtvi,
@@ -296,6 +318,7 @@ def build_call(
         worker=worker,
         memory_context=memory_context,
         recorder=recorder,
+        report=observer,
     )
     if check_in:
         SilenceCheck(

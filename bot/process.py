@@ -32,12 +32,15 @@ from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.transfer import DailyHandoff, Handoff
 from bot.wording import prompt_template
+from memory.connect import display_url
 from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
+from memory.health import ServiceHealth, check_health
 from memory.models import CallerMemory
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template
+from memory.report import load_prices
 from memory.retrieval import select_for_call_start
 from memory.runtime import MemoryRuntime, freeze_startup_objects, memory_runtime, open_memory
 from memory.settings import AnalysisSettings
@@ -103,6 +106,10 @@ class RapportBot:
             self._client = anthropic_client(self._settings)
             if self._settings.memory_enabled:
                 await self._open_memory()
+            else:
+                logger.info(
+                    "Memory is off (RAPPORT_MEMORY_ENABLED=false): callers are not remembered"
+                )
             self._started = True
 
     async def _open_memory(self) -> None:
@@ -111,6 +118,13 @@ class RapportBot:
         except MemoryUnavailableError:
             logger.warning("Memory is unavailable: calls go on without it")
             return
+        memory = self._settings.memory
+        where = (
+            f"Redis at {display_url(memory.redis_url)}"
+            if memory.redis_url
+            else f"the embedded Redis in {memory.data_dir}"
+        )
+        logger.info("Memory is on: {} (key prefix {})", where, memory.key_prefix)
         embedder = default_embedder()
         queue = AnalysisQueue(
             self._runtime.redis,
@@ -142,13 +156,28 @@ class RapportBot:
                     runtime.redis, prefix=settings.key_prefix, maxlen=self._analysis.queue_maxlen
                 )
                 async with analysis_worker(
-                    runtime.store, queue, self._analysis, embedder=embedder
+                    runtime.store,
+                    queue,
+                    self._analysis,
+                    embedder=embedder,
+                    prices=load_prices(settings.prices_file),
                 ) as worker:
                     await worker.run(self._stop_worker)
         except Exception as e:
             # Calls go on without analysis; ended calls wait in the queue for a worker. The type
             # only: a message may quote call content.
             logger.error("The analysis worker stopped: {}", type(e).__name__)
+
+    async def health(self) -> ServiceHealth:
+        """What ``GET /health`` answers: Redis, the analysis worker's heartbeat, the queue."""
+        if not self._settings.memory_enabled:
+            return await check_health(None, heartbeat_max_age=0)
+        if self._memory is None:  # not started, or Redis was unreachable at start
+            return ServiceHealth(healthy=False, failing=["redis"], redis="down")
+        return await check_health(
+            self._memory.queue,
+            heartbeat_max_age=self._settings.memory.worker_heartbeat_max_age,
+        )
 
     async def stop(self, *, drain_timeout: float = DRAIN_TIMEOUT_S) -> None:
         """Close and queue the calls still being recorded, stop the worker, close memory."""

@@ -3,6 +3,7 @@
     python runner.py calls list --agent A [--action call_back] [--since 7d]
         [--field appointment_type=cleaning] [--columns appointment_type,preferred_time]
     python runner.py calls show CALL_ID --agent A
+    python runner.py calls stats --agent A [--since 7d]
 
 Numbers are always shown masked; transcripts are shown scrubbed.
 """
@@ -17,10 +18,12 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.format import add_row, console, print_error, when
+from memory.call_stats import summarise
 from memory.calls import follow_ups
 from memory.errors import RapportMemoryError
 from memory.fields import shown
 from memory.models import CallRecord, CallStatus, Fact, now
+from memory.report import CallReport, Latency
 from memory.runtime import MemoryRuntime, memory_runtime
 from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
@@ -30,7 +33,7 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "": 86_4
 
 
 def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``calls list|show`` on a parent parser."""
+    """Register ``calls list|show|stats`` on a parent parser."""
     calls = subparsers.add_parser("calls", help="the follow-up list and analysed calls")
     actions = calls.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="calls to follow up, most urgent first")
@@ -54,6 +57,10 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="one call: transcript, analysis, memories written")
     show.add_argument("call_id")
     show.add_argument("--agent", required=True)
+    stats = actions.add_parser("stats", help="calls, minutes, cost and latency over a period")
+    stats.add_argument("--agent", required=True)
+    stats.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 2w")
+    stats.add_argument("--limit", type=int, default=10_000, help="calls looked at, newest first")
     calls.set_defaults(handler=run_calls_command)
 
 
@@ -75,6 +82,8 @@ async def run_calls_command(args: argparse.Namespace) -> int:
         async with memory_runtime() as runtime:
             if args.action == "list":
                 return await _list(runtime, args)
+            if args.action == "stats":
+                return await _stats(runtime, args)
             return await _show(runtime, args)
     except RapportMemoryError as e:
         print_error(str(e))
@@ -187,6 +196,8 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
         for name, reason in analysis.dropped_fields.items():
             add_row(details, name, f"(dropped: {reason})")
     console.print(details)
+    if record.report is not None:
+        console.print(report_table(record.report))
     facts = {fact.id: fact for fact in await runtime.store.all_facts(ref.caller)}
     memories = Table(title="Memories this call changed")
     for column in ("change", "fact", "confidence", "now"):
@@ -206,6 +217,101 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
         add_row(transcript, "caller" if turn.role == "user" else "agent", turn.text)
     console.print(transcript)
     return 0
+
+
+async def _stats(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
+    try:
+        since = now() - parse_since(args.since)
+    except ValueError as e:
+        print_error(str(e))
+        return 2
+    records = await follow_ups(runtime.store, args.agent, since=since, limit=args.limit)
+    stats = summarise(records)
+    table = Table(title=f"Calls of {args.agent} since {when(since)}", show_header=False)
+    currency = f" {stats.currency}" if stats.currency else ""
+    add_row(table, "calls", f"{stats.calls} ({stats.reported} with a report)")
+    add_row(table, "minutes", f"{stats.minutes:.1f}")
+    add_row(table, "cost", f"{stats.cost:.4f}{currency}")
+    add_row(table, "cost per call", _amount(stats.cost_per_call, currency))
+    add_row(table, "cost per minute", _amount(stats.cost_per_minute, currency))
+    add_row(table, "voice to voice p50", _millis(stats.voice_to_voice_p50_ms))
+    add_row(table, "voice to voice p95", _millis(stats.voice_to_voice_p95_ms))
+    add_row(table, "memory load p99", _millis(stats.memory_load_p99_ms))
+    add_row(table, "analyses failed", str(stats.analyses_failed))
+    console.print(table)
+    return 0
+
+
+def report_table(report: CallReport) -> Table:
+    """A call's report as a two-column table (``calls show``)."""
+    table = Table(title="Report", show_header=False)
+    cost = report.cost
+    add_row(table, "duration", f"{report.duration_s:.1f} s")
+    add_row(table, "pickup to first audio", _millis(report.pickup_to_first_audio_ms))
+    for label, latency in (
+        ("voice to voice", report.voice_to_voice),
+        ("STT TTFB", report.stt_ttfb),
+        ("LLM TTFB", report.llm_ttfb),
+        ("TTS TTFB", report.tts_ttfb),
+    ):
+        add_row(table, label, _latency(latency))
+    usage = report.usage
+    add_row(
+        table,
+        "LLM tokens",
+        f"{usage.llm_input_tokens} in, {usage.llm_output_tokens} out, "
+        f"{usage.llm_cache_read_tokens} cache read, {usage.llm_cache_write_tokens} cache write "
+        f"({usage.llm_requests} requests, {usage.llm_model})",
+    )
+    add_row(table, "TTS characters", f"{usage.tts_characters} ({usage.tts_model})")
+    add_row(table, "STT audio", f"{usage.stt_audio_seconds:.1f} s ({usage.stt_model})")
+    if report.analysis is not None:
+        analysis = report.analysis
+        add_row(
+            table,
+            "analysis tokens",
+            f"{analysis.input_tokens} in, {analysis.output_tokens} out ({analysis.model})",
+        )
+    if report.memory is not None:
+        memory = report.memory
+        met = {True: "within", False: "over", None: "-"}[memory.load_met_budget]
+        add_row(
+            table,
+            "memory load",
+            f"{_millis(memory.load_ms)} ({met} the {_millis(memory.load_budget_ms)} budget)",
+        )
+        add_row(table, "recall", _latency(memory.recall))
+        add_row(table, "dense recall skipped", f"{memory.dense_recall_skipped} turns")
+    if report.errors:
+        add_row(table, "errors", ", ".join(f"{k} {n}" for k, n in sorted(report.errors.items())))
+    for line in cost.lines:
+        add_row(
+            table,
+            f"cost: {line.item}",
+            f"{line.cost:.6f} {cost.currency} "
+            f"({line.quantity:g} {line.unit} at {line.unit_price:g})",
+        )
+    if cost.unpriced:
+        add_row(table, "not priced", ", ".join(cost.unpriced))
+    add_row(table, "cost", f"{cost.total:.6f} {cost.currency} (prices of {cost.prices_taken_on})")
+    return table
+
+
+def _latency(latency: Latency) -> str:
+    if not latency.count:
+        return "-"
+    return (
+        f"p50 {_millis(latency.p50_ms)}, p95 {_millis(latency.p95_ms)}, "
+        f"max {_millis(latency.max_ms)} ({latency.count})"
+    )
+
+
+def _millis(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _amount(value: float | None, currency: str) -> str:
+    return "-" if value is None else f"{value:.4f}{currency}"
 
 
 def _memory_rows(table: Table, change: str, ids: Sequence[str], facts: dict[str, Fact]) -> None:

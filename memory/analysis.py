@@ -50,6 +50,7 @@ from memory.models import (
     Turn,
     clean_text,
 )
+from memory.report import AnalysisUsage
 from memory.scrub import scrub, scrub_turns
 from memory.trust import admit_fact
 
@@ -205,7 +206,24 @@ class CallAnalyzer:
         business: str | None = None,
         transfer: CallTransfer | None = None,
     ) -> CallAnalysis:
-        """Analyse one finished call.
+        """Analyse one finished call (:meth:`analyse_with_usage` without the usage)."""
+        analysis, _ = await self.analyse_with_usage(
+            transcript=transcript,
+            existing_facts=existing_facts,
+            business=business,
+            transfer=transfer,
+        )
+        return analysis
+
+    async def analyse_with_usage(
+        self,
+        *,
+        transcript: Sequence[Turn],
+        existing_facts: Sequence[Fact],
+        business: str | None = None,
+        transfer: CallTransfer | None = None,
+    ) -> tuple[CallAnalysis, AnalysisUsage]:
+        """Analyse one finished call; also the tokens the request used.
 
         Args:
             transcript: The call's turns, in order (scrubbed here before they are sent).
@@ -214,7 +232,8 @@ class CallAnalyzer:
             transfer: The agent put the caller through to a person (the summary says so).
 
         Returns:
-            The validated analysis, with summary and facts scrubbed and authority claims gone.
+            The validated analysis, with summary and facts scrubbed and authority claims gone,
+            and the request's token usage (``message.usage``).
 
         Raises:
             RetryableAnalysisError: Timeout, connection failure, 429, 5xx or overloaded.
@@ -255,7 +274,14 @@ class CallAnalyzer:
         )
         if not isinstance(answer, dict):
             raise InvalidAnalysisError(f"the answer has no {TOOL_NAME} call")
-        return self._validated(answer)
+        usage = AnalysisUsage(
+            model=self._model,
+            input_tokens=message.usage.input_tokens,
+            output_tokens=message.usage.output_tokens,
+            cache_read_tokens=message.usage.cache_read_input_tokens or 0,
+            cache_write_tokens=message.usage.cache_creation_input_tokens or 0,
+        )
+        return self._validated(answer), usage
 
     def _tool_definition(self) -> ToolParam:
         schema = CallAnalysis.model_json_schema()

@@ -59,6 +59,17 @@ def client_from_url(
     )
 
 
+def display_url(url: str) -> str:
+    """``url`` fit for a log line: any password (or user and password) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    credentials, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0] if ":" in credentials else ""
+    return f"{scheme}{sep}{user + ':' if user else ''}***@{host}{slash}{path}"
+
+
 #: URL schemes that name a Redis Cluster, and the plain scheme each stands for.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 

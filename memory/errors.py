@@ -15,6 +15,8 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from memory.outage import REDIS_OUTAGE
+
 #: What a Redis call raises when the server is down, slow or unreachable (a cluster client
 #: raises ``RedisClusterException``, outside ``RedisError``, when no node answers).
 REDIS_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -92,9 +94,12 @@ async def redis_reply(awaitable: Awaitable[Any]) -> Any:
     are bytes-only (``decode_responses=False``).
     """
     try:
-        return await awaitable
+        reply = await awaitable
     except REDIS_FAILURES as e:
+        REDIS_OUTAGE.failed(e)
         raise classified(e) from e
+    REDIS_OUTAGE.answered()
+    return reply
 
 
 def classified(error: BaseException) -> MemoryUnavailableError:

@@ -26,6 +26,8 @@ from pydantic import (
     field_serializer,
 )
 
+from memory.report import CallReport
+
 #: Facts below this confidence are kept but never injected into a prompt.
 CONFIDENCE_FLOOR = 0.5
 #: Longest text kept for one turn or fact; longer input is truncated, never rejected.
@@ -266,6 +268,8 @@ class CallRecord(StoredModel):
     #: Set when the agent put the caller through to a person.
     transfer: CallTransfer | None = None
     error: str | None = None
+    #: Latency, usage and cost, written when the call closed (None: recorded before reports).
+    report: CallReport | None = None
 
 
 @dataclass(slots=True)

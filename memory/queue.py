@@ -36,8 +36,12 @@ from memory.errors import REDIS_FAILURES, MemoryUnavailableError, classified, re
 from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, glob_escaped, queue_member, queue_ref
 from memory.models import now
+from memory.outage import REDIS_OUTAGE
 
 GROUP = "analysis-workers"
+#: How long a worker's heartbeat is kept once it stops beating.
+HEARTBEAT_TTL_S = 300
+
 _T = TypeVar("_T")
 #: A stream entry as the client returns it: id and fields.
 _Entry = tuple[bytes, dict[bytes, bytes]]
@@ -172,6 +176,7 @@ class AnalysisQueue:
         self._queued_key = f"{self.stream_key}:queued"
         self._closing_key = f"{self.stream_key}:closing"
         self._sweep_key = f"{self.stream_key}:sweep"
+        self._heartbeat_key = f"{self.stream_key}:heartbeat"
         self._enqueue = redis.register_script(_ENQUEUE)
         self._renew = redis.register_script(_RENEW)
         self._finish_job = redis.register_script(_FINISH)
@@ -185,12 +190,15 @@ class AnalysisQueue:
     async def _grouped(self, command: Callable[[], Awaitable[_T]]) -> _T:
         """Run a consumer-group command, creating the group first if it does not exist yet."""
         try:
-            return await command()
+            reply = await command()
+            REDIS_OUTAGE.answered()
+            return reply
         except ResponseError as e:
             # NOGROUP from most commands; XINFO says "no such key" when the stream is missing.
             if "NOGROUP" not in str(e) and "no such key" not in str(e):
                 raise MemoryUnavailableError("Redis refused a queue command") from e
         except REDIS_FAILURES as e:
+            REDIS_OUTAGE.failed(e)
             raise classified(e) from e
         await self.ensure_group()
         return await redis_reply(command())
@@ -252,6 +260,7 @@ class AnalysisQueue:
             if "BUSYGROUP" not in str(e):
                 raise MemoryUnavailableError("Redis refused to create the group") from e
         except REDIS_FAILURES as e:
+            REDIS_OUTAGE.failed(e)
             raise classified(e) from e
 
     async def read(self, consumer: str, *, block: float, count: int = 1) -> list[AnalysisJob]:
@@ -505,6 +514,15 @@ class AnalysisQueue:
         summary = await self._grouped(lambda: self._redis.xpending(self.stream_key, GROUP))
         pending = summary["pending"]
         return QueueCounts(waiting=length - pending, pending=pending, dead=dead)
+
+    async def beat(self, *, ttl: float = HEARTBEAT_TTL_S) -> None:
+        """Note that a worker is alive now (one shared key: the freshest beat of any worker)."""
+        await redis_reply(self._redis.set(self._heartbeat_key, repr(now()), ex=int(ttl)))
+
+    async def last_beat(self) -> float | None:
+        """When a worker last noted it was alive (epoch), or None when none has lately."""
+        raw = await redis_reply(self._redis.get(self._heartbeat_key))
+        return float(raw) if raw else None
 
     async def lead_sweep(self, consumer: str, *, every: float) -> bool:
         """Take the sweeper's turn: True for at most one consumer per ``every`` seconds."""

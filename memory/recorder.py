@@ -27,6 +27,7 @@ from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.models import CallRecord, CallTransfer, CallTrust, Turn, clean_text, now
 from memory.queue import AnalysisQueue
+from memory.report import CallReport
 from memory.scrub import scrub
 from memory.store import MemoryStore
 
@@ -67,6 +68,7 @@ class CallRecorder:
         caller: The caller (anonymous callers get no recorder: they are never recorded).
         call_id: The call's id (the transport's call id, or a fresh one).
         trust: How far the caller id was believed; kept on the call record.
+        report: Builds the call's report when the call closes (None: no report).
     """
 
     _unfinished: ClassVar[set[CallRecorder]] = set()
@@ -79,12 +81,14 @@ class CallRecorder:
         caller: CallerIdentity,
         call_id: str,
         trust: CallTrust | None = None,
+        report: Callable[[], CallReport] | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._caller = caller
         self._call_id = call_id
         self._trust = trust
+        self._report = report
         self._started_at = now()
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
@@ -194,6 +198,7 @@ class CallRecorder:
             masked_number=self._caller.masked,
             trust=self._trust,
             transfer=self._transfer,
+            report=self._built_report(),
         )
         if self._forgotten:
             return
@@ -206,6 +211,15 @@ class CallRecorder:
                 self._caller.masked,
                 len(self._held_back),
             )
+
+    def _built_report(self) -> CallReport | None:
+        if self._report is None:
+            return None
+        try:
+            return self._report()
+        except Exception as e:  # a report must never keep a call from being closed
+            logger.warning("The report of call {} failed: {}", self._call_id, type(e).__name__)
+            return None
 
     async def _end_call(self, record: CallRecord) -> None:
         await end_call(self._store, self._queue, self._caller, record)

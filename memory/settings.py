@@ -36,6 +36,14 @@ class MemorySettings(BaseSettings):
     #: Call-path timeouts are tight: a slow Redis degrades a call to "no memory", not silence.
     redis_connect_timeout: float = Field(default=0.5, gt=0, alias="RAPPORT_REDIS_CONNECT_TIMEOUT")
     redis_command_timeout: float = Field(default=0.25, gt=0, alias="RAPPORT_REDIS_COMMAND_TIMEOUT")
+    #: The price table calls are costed by (default: the list prices in ``memory/prices.json``).
+    prices_file: Path | None = Field(default=None, alias="RAPPORT_PRICES_FILE")
+    #: Bearer token ``GET /metrics`` requires when set (the metrics name no caller).
+    metrics_token: SecretStr | None = Field(default=None, alias="RAPPORT_METRICS_TOKEN", repr=False)
+    #: ``GET /health`` fails when no analysis worker has reported in for this long.
+    worker_heartbeat_max_age: float = Field(
+        default=30.0, gt=0, alias="RAPPORT_WORKER_HEARTBEAT_MAX_AGE"
+    )
 
     def for_worker(self) -> MemorySettings:
         """These settings as the analysis worker uses them, for the bot and the CLI alike.

@@ -33,6 +33,7 @@ import asyncio
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from enum import StrEnum
@@ -53,8 +54,10 @@ from memory.errors import (
 )
 from memory.facts import FactMerge, merge_facts
 from memory.identity import CallerIdentity
+from memory.metrics import ANALYSIS_DURATION
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
 from memory.queue import AnalysisJob, AnalysisQueue
+from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
 from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore, StaleMemoryError
@@ -68,6 +71,8 @@ _CONSUMER_RETENTION = 24 * 3600.0
 _REDIS_PAUSE = 1.0
 #: Merges of one analysis against facts that changed meanwhile before the job is retried later.
 _MERGE_ATTEMPTS = 5
+#: How often a running worker renews its heartbeat (``GET /health`` reads it).
+HEARTBEAT_EVERY_S = 5.0
 
 
 class JobOutcome(StrEnum):
@@ -108,6 +113,8 @@ class AnalysisWorker:
         embedder: Embeds new facts as they are written; None stores them without embeddings.
         webhook: Where each analysis is also sent, if anywhere.
         consumer: This worker's consumer name (default: ``consumer_name()``).
+        prices: Prices the analysis request is added to each call's cost with (default: the
+            shipped list prices).
     """
 
     def __init__(
@@ -120,6 +127,7 @@ class AnalysisWorker:
         embedder: Embedder | None = None,
         webhook: AnalysisWebhook | None = None,
         consumer: str | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -128,6 +136,7 @@ class AnalysisWorker:
         self._embedder = embedder
         self._webhook = webhook
         self.consumer = consumer or consumer_name()
+        self._prices = prices or load_prices()
         self._next_claim = 0.0
 
     # -- running -----------------------------------------------------------------------------
@@ -144,6 +153,7 @@ class AnalysisWorker:
             for slot in range(self._settings.concurrency)
         ]
         tasks.append(asyncio.create_task(self._sweep_periodically(stop), name="analysis-sweeper"))
+        tasks.append(asyncio.create_task(self._beat_periodically(stop), name="analysis-heartbeat"))
         logger.info("Analysis worker started ({} at a time)", self._settings.concurrency)
         try:
             await stop.wait()
@@ -161,7 +171,8 @@ class AnalysisWorker:
                 if job is not None:
                     await self.process(job)
             except MemoryUnavailableError:
-                logger.warning("Redis did not answer the analysis worker; retrying shortly")
+                # The outage itself is logged once, by memory.outage.
+                logger.debug("Redis did not answer the analysis worker; retrying shortly")
                 await _sleep_unless(stop, _REDIS_PAUSE)
             except Exception as error:
                 # A bug, not a call: the job stays unacknowledged and is delivered again, up to
@@ -208,10 +219,14 @@ class AnalysisWorker:
             MemoryUnavailableError: Redis did not answer; the job stays unacknowledged.
         """
         heartbeat = asyncio.create_task(self._renew_claim(job), name="analysis-claim")
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await self._process(job)
+            outcome = await self._process(job)
+            return outcome
         finally:
             heartbeat.cancel()
+            ANALYSIS_DURATION.labels(outcome=outcome).observe(time.perf_counter() - started)
 
     async def _renew_claim(self, job: AnalysisJob) -> None:
         while True:
@@ -239,9 +254,10 @@ class AnalysisWorker:
         transcript = await self._scrubbed_transcript(job, record.transcript)
         try:
             facts = await self._store.all_facts(caller)
-            analysis = await self._analyse(transcript, facts, transfer=record.transfer)
+            analysis, usage = await self._analyse(transcript, facts, transfer=record.transfer)
         except AnalysisError as error:
             return await self._give_up(job, str(error))
+        report = record.report and record.report.with_analysis(usage, self._prices)
         # Read again: another call of this caller may have been analysed while the LLM worked,
         # and write only if nothing changed since (else merge again): a superseded fact is
         # never written back next to its replacement.
@@ -250,7 +266,7 @@ class AnalysisWorker:
             merge = merge_facts(
                 known, analysis.facts, call_id=job.call_id, at=record.ended_at or now()
             )
-            analysed = _analysed(record, analysis, transcript, known, merge, caller)
+            analysed = _analysed(record, analysis, transcript, known, merge, caller, report)
             try:
                 written = await self._store.record_call(
                     caller, analysed, facts=merge.upserts, facts_version=version
@@ -299,13 +315,13 @@ class AnalysisWorker:
         facts: Sequence[Fact],
         *,
         transfer: CallTransfer | None = None,
-    ) -> CallAnalysis:
-        """The analysis, retried with backoff as the module docstring says."""
+    ) -> tuple[CallAnalysis, AnalysisUsage]:
+        """The analysis and its request's tokens, retried as the module docstring says."""
         settings = self._settings
         unavailable = invalid = 0
         while True:
             try:
-                return await self._analyzer.analyse(
+                return await self._analyzer.analyse_with_usage(
                     transcript=transcript,
                     existing_facts=facts,
                     business=settings.business_name,
@@ -373,8 +389,15 @@ class AnalysisWorker:
                 if await self._queue.lead_sweep(self.consumer, every=every):
                     await self.sweep()
             except MemoryUnavailableError:
-                logger.warning("Redis did not answer the analysis sweeper; retrying later")
+                logger.debug("Redis did not answer the analysis sweeper; retrying later")
             await _sleep_unless(stop, every)
+
+    async def _beat_periodically(self, stop: asyncio.Event) -> None:
+        """Tell ``GET /health`` this worker is alive, every ``HEARTBEAT_EVERY_S``."""
+        while not stop.is_set():
+            with suppress(MemoryUnavailableError):
+                await self._queue.beat()
+            await _sleep_unless(stop, HEARTBEAT_EVERY_S)
 
     async def sweep(self) -> int:
         """Queue the calls nobody will queue: abandoned calls and stranded hang-ups.
@@ -417,8 +440,9 @@ def _analysed(
     known: Sequence[Fact],
     merge: FactMerge,
     caller: CallerIdentity,
+    report: CallReport | None,
 ) -> CallRecord:
-    """The analysed record of a call, with the audit of the memories it wrote."""
+    """The analysed record of a call, with the audit of the memories it wrote and its report."""
     call_id = record.call_id
     return record.model_copy(
         update={
@@ -434,6 +458,7 @@ def _analysed(
             "facts_superseded": merge.superseded,
             "error": None,
             "masked_number": caller.masked,
+            "report": report,
         }
     )
 
@@ -465,6 +490,7 @@ def _webhook_payload(
         "ended_at": record.ended_at,
         "ended_reason": record.ended_reason,
         "analysis": analysis.model_dump(mode="json"),
+        "report": record.report.model_dump(mode="json") if record.report else None,
         "memories": {
             "written": described(merge.written),
             "confirmed": described(merge.confirmed),
@@ -486,6 +512,7 @@ async def analysis_worker(
     settings: AnalysisSettings | None = None,
     *,
     embedder: Embedder | None = None,
+    prices: PriceTable | None = None,
 ) -> AsyncIterator[AnalysisWorker]:
     """Build a worker from settings (LLM client, analyzer, webhook) and close them after.
 
@@ -528,6 +555,7 @@ async def analysis_worker(
             settings=settings,
             embedder=embedder or default_embedder(),
             webhook=webhook,
+            prices=prices,
         )
     finally:
         if webhook is not None:

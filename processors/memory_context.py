@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,23 @@ MIN_SIMILARITY = 0.86
 #: How fast a query-embedding time over the budget is forgotten, one skipped turn at a time,
 #: so that a slow moment (a busy CPU) does not turn dense recall off for the whole call.
 ESTIMATE_DECAY = 0.8
+
+
+@dataclass(slots=True)
+class MemoryStats:
+    """What memory cost this call's path, for the call report.
+
+    Attributes:
+        load_s: How long the call start waited for the memory (None: there was none to load).
+        load_met_budget: Whether it was ready within the load budget.
+        recall_s: Time each recalling turn spent on recall.
+        dense_skipped: Turns whose dense (embedding) recall was skipped to keep to the budget.
+    """
+
+    load_s: float | None = None
+    load_met_budget: bool | None = None
+    recall_s: list[float] = field(default_factory=list)
+    dense_skipped: int = 0
 
 
 class MemoryContextProcessor(FrameProcessor):
@@ -111,6 +129,12 @@ class MemoryContextProcessor(FrameProcessor):
         self._recalled: list[str] = []
         self._embed_estimate_s = 0.0
         self._started = asyncio.Event()
+        self._stats = MemoryStats()
+
+    @property
+    def stats(self) -> MemoryStats:
+        """Load and recall timings so far (read by the call report when the call closes)."""
+        return self._stats
 
     async def opening_frames(self) -> list[Frame]:
         """What to queue once the caller is connected: the opening line, spoken at once.
@@ -195,13 +219,19 @@ class MemoryContextProcessor(FrameProcessor):
     async def _load(self, budget_s: float) -> CallerMemory | None:
         if self._source is None:
             return None
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(budget_s):
-                return await asyncio.shield(self._source)
+                memory = await asyncio.shield(self._source)
+            self._stats.load_met_budget = True
+            return memory
         except TimeoutError:
             logger.warning("Caller memory was not ready within the load budget; going on without")
         except RapportMemoryError as e:
             await self.push_error("Caller memory could not be loaded; going on without", e)
+        finally:
+            self._stats.load_s = time.perf_counter() - started
+        self._stats.load_met_budget = False
         return None
 
     async def _build_index(self, memory: CallerMemory) -> None:
@@ -220,10 +250,12 @@ class MemoryContextProcessor(FrameProcessor):
         query = _last_user_text(context)
         if index is None or not query:
             return
+        started = time.perf_counter()
         vector = await self._query_vector(index, query)
         # The search itself is a few numpy operations over one caller's memories: inline.
         found = index.search(query, k=3, exclude=self._in_prompt, query_vector=vector)
         fresh = [r for r in found if _relevant(r)]
+        self._stats.recall_s.append(time.perf_counter() - started)
         if not fresh:
             return
         self._in_prompt.update(r.id for r in fresh)
@@ -236,12 +268,14 @@ class MemoryContextProcessor(FrameProcessor):
             return None
         if self._embed_estimate_s > self._recall_budget_s:
             self._embed_estimate_s *= ESTIMATE_DECAY
+            self._stats.dense_skipped += 1
             return None
         try:
             async with asyncio.timeout(self._recall_budget_s):
                 return await asyncio.to_thread(self._timed_embedding, index, query)
         except TimeoutError:
             logger.debug("Dense recall skipped: embedding the turn is over its time budget")
+            self._stats.dense_skipped += 1
             return None
 
     def _timed_embedding(self, index: RecallIndex, query: str) -> np.ndarray | None:

@@ -179,6 +179,7 @@ class RecordedRequest:
         query: Query parameters (the SDK's beta client adds `beta=true`).
         headers: Request headers, names lower-cased.
         body: The parsed JSON body, or None when it was not JSON.
+        usage: The ``usage`` the fake answered with (empty until it answered successfully).
     """
 
     method: str
@@ -186,6 +187,7 @@ class RecordedRequest:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: Any
+    usage: dict[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def stream(self) -> bool:
@@ -484,12 +486,13 @@ def _content_json(reply: Reply) -> list[dict[str, Any]]:
 def _usage(recorded: RecordedRequest, reply: Reply) -> dict[str, int]:
     # Roughly four characters a token: plausible numbers, never zero.
     produced = sum(len(json.dumps(asdict(block))) for block in reply.content)
-    return {
-        "input_tokens": max(1, len(json.dumps(recorded.body)) // 4),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "output_tokens": max(1, produced // 4),
-    }
+    recorded.usage.update(
+        input_tokens=max(1, len(json.dumps(recorded.body)) // 4),
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=0,
+        output_tokens=max(1, produced // 4),
+    )
+    return dict(recorded.usage)
 
 
 def _message(

@@ -54,10 +54,12 @@ class SilentTTS(TTSService):
         self._spoken_log = spoken_log
 
     def can_generate_metrics(self) -> bool:
-        return False
+        # As the cloud voices do: TTFB and characters, which the call report counts.
+        return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         self.spoken.append(text)
+        await self.start_tts_usage_metrics(text)  # as the cloud services' run_tts do
         if self._spoken_log is not None:
             with self._spoken_log.open("a", encoding="utf-8") as log:
                 log.write(text.strip() + "\n")

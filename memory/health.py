@@ -1,0 +1,80 @@
+"""Is the service healthy: Redis answering, an analysis worker alive, and the queue's size.
+
+:func:`check_health` is what ``GET /health`` answers, on the bot and on the standalone worker.
+It costs three Redis commands in two round trips, bounded by a timeout, so it can be polled
+every few seconds; it also refreshes the queue gauges ``GET /metrics`` serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import BaseModel
+
+from memory.errors import MemoryUnavailableError
+from memory.metrics import DEAD_LETTERS, QUEUE_DEPTH, REDIS_UP
+from memory.models import now
+from memory.queue import AnalysisQueue
+
+#: Longest a health check waits for Redis.
+CHECK_TIMEOUT_S = 1.0
+
+
+class ServiceHealth(BaseModel):
+    """The answer of ``GET /health``.
+
+    Attributes:
+        healthy: Nothing is failing (memory off by configuration is healthy).
+        failing: The failing parts, by name: ``redis``, ``analysis_worker``.
+        redis: ``up``, ``down``, or ``off`` when memory is off by configuration.
+        worker_heartbeat_age_s: Seconds since an analysis worker last reported in (None: none
+            has within the heartbeat's lifetime).
+        queue_waiting: Analysis jobs not yet taken by a worker.
+        queue_pending: Jobs taken and not yet finished.
+        dead_letters: Jobs that failed for good (``worker --retry-dead`` queues them again).
+    """
+
+    healthy: bool
+    failing: list[str]
+    redis: Literal["up", "down", "off"]
+    worker_heartbeat_age_s: float | None = None
+    queue_waiting: int | None = None
+    queue_pending: int | None = None
+    dead_letters: int | None = None
+
+
+async def check_health(
+    queue: AnalysisQueue | None, *, heartbeat_max_age: float, wait_s: float = CHECK_TIMEOUT_S
+) -> ServiceHealth:
+    """Check Redis and the analysis worker's heartbeat through the analysis queue.
+
+    Args:
+        queue: The analysis queue; None when memory is off by configuration.
+        heartbeat_max_age: Seconds after which a silent worker counts as failing.
+        wait_s: Longest wait for Redis.
+    """
+    if queue is None:
+        return ServiceHealth(healthy=True, failing=[], redis="off")
+    try:
+        async with asyncio.timeout(wait_s):
+            counts = await queue.counts()
+            beat = await queue.last_beat()
+    except (MemoryUnavailableError, TimeoutError):
+        REDIS_UP.set(0)
+        return ServiceHealth(healthy=False, failing=["redis"], redis="down")
+    REDIS_UP.set(1)
+    QUEUE_DEPTH.labels(state="waiting").set(counts.waiting)
+    QUEUE_DEPTH.labels(state="pending").set(counts.pending)
+    DEAD_LETTERS.set(counts.dead)
+    age = round(max(0.0, now() - beat), 1) if beat is not None else None
+    failing = [] if age is not None and age <= heartbeat_max_age else ["analysis_worker"]
+    return ServiceHealth(
+        healthy=not failing,
+        failing=failing,
+        redis="up",
+        worker_heartbeat_age_s=age,
+        queue_waiting=counts.waiting,
+        queue_pending=counts.pending,
+        dead_letters=counts.dead,
+    )
