@@ -142,11 +142,20 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from bot.daily import DialinSignatureCheck
     from bot.test_room import ROOM_TRANSPORTS, TestRoomGate
     from bot.twilio import add_twilio_routes
+    from web.calls import PlatformCalls
+    from web.platforms import add_platform_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
     log_level = "DEBUG" if options.verbose else settings.log_level
     # Registered before main() adds the runner's routes, so ours win.
     add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
+    platforms = PlatformCalls(
+        settings=settings,
+        template=rapport.prompt_template,
+        memory=lambda: rapport.memory,
+        anthropic=lambda: rapport.anthropic,
+    )
+    add_platform_routes(app, platforms)
     if settings.daily_dialin_hmac:
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     if options.transport not in ROOM_TRANSPORTS:

@@ -36,7 +36,8 @@ from memory.errors import RapportMemoryError
 from memory.language import voice_locale
 from memory.models import CallerMemory, Fact
 from memory.render import fill_template, render_memory
-from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
+from memory.retrieval import Recalled, RecallIndex, turn_id
+from memory.session import call_start_facts
 from processors.call_language import CallLanguageFrame, reply_language_rule
 
 #: Most memories recalled into the prompt over one call (the prompt must stay small).
@@ -136,11 +137,11 @@ class MemoryContextProcessor(FrameProcessor):
         self._memory = await self._load()
         if self._memory is not None and not self._memory.is_empty:
             self._facts = await asyncio.to_thread(
-                select_for_call_start,
+                call_start_facts,
                 self._memory,
                 purpose=self._purpose,
-                token_budget=self._token_budget * 2 // 3,
-                k=self._max_facts,
+                token_budget=self._token_budget,
+                max_facts=self._max_facts,
                 embedder=self._embedder,
             )
             self._in_prompt = {f.id for f in self._facts} | {
