@@ -118,6 +118,7 @@ class CallSession:
     recorder: CallRecorder | None = None
     token_budget: int = 400
     _ended: bool = False
+    _block: str | None = None
 
     @property
     def remembered(self) -> bool:
@@ -126,8 +127,13 @@ class CallSession:
 
     @property
     def memory_block(self) -> str:
-        """The framed, escaped memory section for the system prompt ("" when there is none)."""
-        return render_memory(self.memory, self.facts, token_budget=self.token_budget)
+        """The framed, escaped memory section for the system prompt ("" when there is none).
+
+        Rendered once: the call's memory does not change while it lasts.
+        """
+        if self._block is None:
+            self._block = render_memory(self.memory, self.facts, token_budget=self.token_budget)
+        return self._block
 
     def system_prompt(self, template: str) -> str:
         """``template`` with the memory block in place of ``{{memory}}``."""
