@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 from anthropic import AsyncAnthropic
+from loguru import logger
 from openai import AsyncOpenAI
 
 from bot.wording import CALL_CONNECTED
@@ -99,6 +100,8 @@ async def _report(url: str, call_id: str, number: str, said: list[tuple[str, str
 
 async def test_a_vapi_caller_is_remembered_from_one_call_to_the_next(line: Line, vapi: str) -> None:
     fake, store = line.fake, runtime_of(line).store
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="DEBUG")
     client = _openai(vapi)
     ana = caller_of(line, ANA)
 
@@ -173,6 +176,9 @@ async def test_a_vapi_caller_is_remembered_from_one_call_to_the_next(line: Line,
     fake.script(Reply.text("Hello!"))
     await _stream(client, "vapi-3", OTHER, _conversation("Hi."))
     assert "Ana" not in fake.requests[-1].system_text
+
+    logger.remove(sink)
+    assert logged and not any("5550123" in entry or "vegetarian" in entry for entry in logged)
 
 
 async def test_vapi_tools_go_back_to_vapi_with_their_ids(line: Line, vapi: str) -> None:
