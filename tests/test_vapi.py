@@ -68,6 +68,8 @@ async def _stream(
     stream = await client.chat.completions.create(
         model="rapport",
         messages=messages,  # type: ignore[arg-type]
+        temperature=0,  # Vapi's default; the model's own sampling is kept
+        max_tokens=250,
         stream=True,
         extra_body=_call(call_id, number),
     )
@@ -117,6 +119,7 @@ async def test_a_vapi_caller_is_remembered_from_one_call_to_the_next(line: Line,
     assert all(not (c.choices and c.choices[0].delta.tool_calls) for c in chunks)
     first, follow_up = fake.requests[-2:]
     assert first.stream and VAPI_PROMPT in first.system_text
+    assert first.body["max_tokens"] == 250 and "temperature" not in first.body
     assert "vegetarian" not in first.system_text  # a first-time caller: no memory block
     assert [(m["role"], m["content"][0].get("text")) for m in first.messages] == [
         ("user", CALL_CONNECTED),

@@ -15,7 +15,8 @@ request (``call.id``, ``call.customer.number``). Here:
   calls one, its result goes back to Claude and the reply continues within the same response;
   if nothing was said by the end, the caller hears the tool-silence guard's closing phrase, so
   a turn is never empty. Vapi's own tools (``endCall``, ``transferCall``...) are passed on as
-  OpenAI tool calls for Vapi to run.
+  OpenAI tool calls for Vapi to run. Vapi's ``maxTokens`` is kept; its ``temperature`` is not
+  (this SDK's Messages API takes none), nor its ``model`` (``RAPPORT_LLM_MODEL`` is used).
 - ``end-of-call-report`` records what was said and closes the call, queueing its analysis as
   the bot's recorder does; ``assistant-request`` answers with the assistant
   (``RAPPORT_VAPI_ASSISTANT_ID``) and the caller's opening line as its first message.
@@ -34,9 +35,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from anthropic import APIError
+from anthropic.types import MessageParam, ToolChoiceAutoParam, ToolParam
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from loguru import logger
@@ -83,7 +85,6 @@ class ChatRequest(_Lenient):
     stream: bool = False
     tools: list[dict[str, Any]] | None = None
     max_tokens: int | None = None
-    temperature: float | None = None
     call: VapiCall | None = None
     customer: VapiCustomer | None = None
 
@@ -306,64 +307,72 @@ class _VapiDoor:
         system, messages = to_anthropic(request.messages)
         prompt = "\n\n".join([session.system_prompt(self._calls.template), *system])
         tools = anthropic_tools(request.tools)
-        options: dict[str, Any] = {}
-        if request.temperature is not None:
-            options["temperature"] = min(max(request.temperature, 0.0), 1.0)
         heard = False
         spoke_last = False  # the reply so far ends in text (a new round starts with a space)
         runner = self._calls.tools(session)
         client = self._calls.anthropic()
         for round_number in range(MAX_TOOL_ROUNDS + 1):
+            blocks: list[dict[str, Any]] = []  # the reply, as the next request quotes it
+            json_parts: dict[int, list[str]] = {}
             try:
-                async with client.messages.stream(
+                # The raw events, not ``messages.stream()``: its snapshot of the whole message
+                # is rebuilt on every event, and the first words must not wait on that.
+                events = await client.messages.create(
                     model=self.model,
                     max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
                     system=prompt,
-                    messages=messages,  # type: ignore[arg-type]
-                    tools=tools,  # type: ignore[arg-type]
-                    tool_choice=ONE_TOOL_CALL_AT_A_TIME,  # type: ignore[arg-type]
-                    **options,
-                ) as stream:
-                    first = True
-                    async for event in stream:
-                        if event.type == "text" and event.text:
-                            text = event.text
+                    messages=cast(list[MessageParam], messages),
+                    tools=cast(list[ToolParam], tools),
+                    tool_choice=cast(ToolChoiceAutoParam, ONE_TOOL_CALL_AT_A_TIME),
+                    stream=True,
+                )
+                first = True
+                async for event in events:
+                    if event.type == "content_block_start":
+                        block = event.content_block
+                        if block.type == "tool_use":
+                            blocks.append({"type": "tool_use", "id": block.id, "name": block.name})
+                            json_parts[len(blocks) - 1] = []
+                        else:
+                            blocks.append({"type": block.type, "text": ""})
+                    elif event.type == "content_block_delta" and blocks:
+                        delta = event.delta
+                        if delta.type == "text_delta" and delta.text:
+                            blocks[-1]["text"] = blocks[-1].get("text", "") + delta.text
+                            text = delta.text
                             if first and spoke_last and not text[0].isspace():
                                 text = " " + text
                             first = False
                             heard = heard or bool(text.strip())
                             spoke_last = True
                             yield _Text(text)
-                    reply = await stream.get_final_message()
+                        elif delta.type == "input_json_delta" and len(blocks) - 1 in json_parts:
+                            json_parts[len(blocks) - 1].append(delta.partial_json)
             except APIError as e:
                 logger.warning("The LLM failed a Vapi turn ({})", type(e).__name__)
                 break
-            uses = [block for block in reply.content if block.type == "tool_use"]
-            theirs = [use for use in uses if use.name not in RAPPORT_TOOLS]
+            for index, parts in json_parts.items():
+                blocks[index]["input"] = _arguments("".join(parts))
+            uses = [block for block in blocks if block["type"] == "tool_use"]
+            theirs = [use for use in uses if use["name"] not in RAPPORT_TOOLS]
             if theirs:
                 for use in theirs:
-                    yield _ToolCall(id=use.id, name=use.name, arguments=json.dumps(use.input))
+                    arguments = json.dumps(use["input"])
+                    yield _ToolCall(id=use["id"], name=use["name"], arguments=arguments)
                 return
             if not uses or round_number == MAX_TOOL_ROUNDS:
                 break
-            asked: list[dict[str, Any]] = []
-            for block in reply.content:
-                if block.type == "text" and block.text.strip():
-                    asked.append({"type": "text", "text": block.text})
-                elif block.type == "tool_use":
-                    asked.append(
-                        {
-                            "type": "tool_use",
-                            "id": block.id,
-                            "name": block.name,
-                            "input": block.input,
-                        }
-                    )
+            asked = [
+                block
+                for block in blocks
+                if block["type"] == "tool_use"
+                or (block["type"] == "text" and block["text"].strip())
+            ]
             results = [
                 {
                     "type": "tool_result",
-                    "tool_use_id": use.id,
-                    "content": json.dumps(await runner.run(use.name, _arguments(use.input))),
+                    "tool_use_id": use["id"],
+                    "content": json.dumps(await runner.run(use["name"], use["input"])),
                 }
                 for use in uses
             ]
