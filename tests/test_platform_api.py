@@ -117,3 +117,9 @@ async def test_the_api_needs_its_key_and_is_documented(api: httpx.AsyncClient) -
         schema["paths"]
     )
     assert (await api.post("/v1/calls/nope/end")).status_code == 404
+
+
+def test_without_their_secrets_no_platform_endpoint_is_served(line: Line) -> None:
+    app = platform_app(line.settings(), memory=line.memory, client=None)  # type: ignore[arg-type]
+    paths = {getattr(route, "path", "") for route in app.routes}
+    assert not any(path.startswith(("/vapi", "/v1")) for path in paths)

@@ -293,7 +293,7 @@ class _VapiDoor:
                 None, call_id=_fresh_id(), trust=_trust(None), door="vapi"
             )
         task = self._cache.get(parsed.id)
-        if task is None:
+        if task is None or (task.done() and task.exception() is not None):
             task = asyncio.ensure_future(
                 self._calls.open(number, call_id=parsed.id, trust=_trust(number), door="vapi")
             )
@@ -326,28 +326,31 @@ class _VapiDoor:
                     tool_choice=cast(ToolChoiceAutoParam, ONE_TOOL_CALL_AT_A_TIME),
                     stream=True,
                 )
-                first = True
-                async for event in events:
-                    if event.type == "content_block_start":
-                        block = event.content_block
-                        if block.type == "tool_use":
-                            blocks.append({"type": "tool_use", "id": block.id, "name": block.name})
-                            json_parts[len(blocks) - 1] = []
-                        else:
-                            blocks.append({"type": block.type, "text": ""})
-                    elif event.type == "content_block_delta" and blocks:
-                        delta = event.delta
-                        if delta.type == "text_delta" and delta.text:
-                            blocks[-1]["text"] = blocks[-1].get("text", "") + delta.text
-                            text = delta.text
-                            if first and spoke_last and not text[0].isspace():
-                                text = " " + text
-                            first = False
-                            heard = heard or bool(text.strip())
-                            spoke_last = True
-                            yield _Text(text)
-                        elif delta.type == "input_json_delta" and len(blocks) - 1 in json_parts:
-                            json_parts[len(blocks) - 1].append(delta.partial_json)
+                async with events:  # closed early if the caller interrupts
+                    first = True
+                    async for event in events:
+                        if event.type == "content_block_start":
+                            block = event.content_block
+                            if block.type == "tool_use":
+                                blocks.append(
+                                    {"type": "tool_use", "id": block.id, "name": block.name}
+                                )
+                                json_parts[len(blocks) - 1] = []
+                            else:
+                                blocks.append({"type": block.type, "text": ""})
+                        elif event.type == "content_block_delta" and blocks:
+                            delta = event.delta
+                            if delta.type == "text_delta" and delta.text:
+                                blocks[-1]["text"] = blocks[-1].get("text", "") + delta.text
+                                text = delta.text
+                                if first and spoke_last and not text[0].isspace():
+                                    text = " " + text
+                                first = False
+                                heard = heard or bool(text.strip())
+                                spoke_last = True
+                                yield _Text(text)
+                            elif delta.type == "input_json_delta" and len(blocks) - 1 in json_parts:
+                                json_parts[len(blocks) - 1].append(delta.partial_json)
             except APIError as e:
                 logger.warning("The LLM failed a Vapi turn ({})", type(e).__name__)
                 break
