@@ -166,8 +166,10 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from bot.daily import DialinSignatureCheck
     from bot.test_room import ROOM_TRANSPORTS, TestRoomGate
     from bot.twilio import add_twilio_routes
+    from web.calls import PlatformCalls
     from web.dashboard import add_dashboard_routes
     from web.health import health_router, metrics_bearer_token
+    from web.platforms import add_platform_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
     log_level = "DEBUG" if options.verbose else settings.log_level
@@ -177,6 +179,13 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     app.include_router(
         health_router(check=rapport.health, metrics_token=metrics_bearer_token(settings.memory))
     )
+    platforms = PlatformCalls(
+        settings=settings,
+        template=rapport.prompt_template,
+        memory=lambda: rapport.memory,
+        anthropic=lambda: rapport.anthropic,
+    )
+    add_platform_routes(app, platforms)
     if settings.daily_dialin_hmac:
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     if options.transport not in ROOM_TRANSPORTS:

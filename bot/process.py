@@ -92,6 +92,16 @@ class RapportBot:
             raise RuntimeError("RapportBot.start() has not run")
         return self._client
 
+    @property
+    def anthropic(self) -> AsyncAnthropic:
+        """The process's Anthropic client (once started), shared with the platform endpoints."""
+        return self._anthropic
+
+    @property
+    def prompt_template(self) -> str:
+        """The system prompt template, business filled in, ``{{memory}}`` still in it."""
+        return self._template
+
     async def start(self) -> None:
         """Open memory, warm the embedder, start the analysis worker (once; later calls no-op).
 

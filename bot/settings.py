@@ -77,6 +77,14 @@ class BotSettings(BaseSettings):
     unverified_callers: UnverifiedCallers = Field(
         default=UnverifiedCallers.NONE, alias="RAPPORT_UNVERIFIED_CALLERS"
     )
+    #: The secret Vapi sends with each request (its server credential); without it the Vapi
+    #: endpoints (``/vapi/...``) are not served.
+    vapi_secret: str | None = Field(default=None, alias="RAPPORT_VAPI_SECRET", repr=False)
+    #: The Vapi assistant an ``assistant-request`` is answered with (its first message set to
+    #: the caller's opening line).
+    vapi_assistant_id: str | None = Field(default=None, alias="RAPPORT_VAPI_ASSISTANT_ID")
+    #: The bearer key of the HTTP API for webhook platforms (``/v1/...``); unset: not served.
+    api_key: str | None = Field(default=None, alias="RAPPORT_API_KEY", repr=False)
     #: Honour "call as this number" in the local room even when the server is not on loopback.
     test_room: bool = Field(default=False, alias="RAPPORT_TEST_ROOM")
 

@@ -9,6 +9,7 @@ so politely.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from loguru import logger
@@ -103,6 +104,18 @@ class CallerTools:
         """Register the handlers on the call's LLM service."""
         llm.register_function(SAVE_CALLER_NAME.name, self.save_caller_name)
         llm.register_function(REMEMBER.name, self.remember)
+
+    async def run(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one tool by name, outside a pipeline (a platform's LLM asked for it).
+
+        Raises:
+            KeyError: ``name`` is not one of these tools.
+        """
+        if name == SAVE_CALLER_NAME.name:
+            return await self._save_name(arguments.get("name"))
+        if name == REMEMBER.name:
+            return await self._remember(arguments.get("fact"))
+        raise KeyError(name)
 
     async def save_caller_name(self, params: FunctionCallParams) -> None:
         """Handle ``save_caller_name(name)``."""

@@ -37,7 +37,8 @@ from memory.errors import RapportMemoryError
 from memory.language import voice_locale
 from memory.models import CallerMemory, Fact
 from memory.render import fill_template, render_memory
-from memory.retrieval import Recalled, RecallIndex, select_for_call_start, turn_id
+from memory.retrieval import Recalled, RecallIndex, turn_id
+from memory.session import call_start_facts
 from processors.call_language import CallLanguageFrame, reply_language_rule
 
 #: Share of the call-start budget kept for choosing and rendering facts after the load.
@@ -205,11 +206,11 @@ class MemoryContextProcessor(FrameProcessor):
         try:
             async with asyncio.timeout(max(budget_s, 0.0)):
                 return await asyncio.to_thread(
-                    select_for_call_start,
+                    call_start_facts,
                     memory,
                     purpose=self._purpose,
-                    token_budget=self._token_budget * 2 // 3,
-                    k=self._max_facts,
+                    token_budget=self._token_budget,
+                    max_facts=self._max_facts,
                     embedder=self._embedder,
                 )
         except TimeoutError:

@@ -26,12 +26,14 @@ from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
 from bot.transfer import Handoff
 from bot.wording import opening_line, prompt_template
+from memory.analysis import TOOL_NAME
 from memory.identity import CallerIdentity
 from memory.models import CallTrust
 from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, open_memory
-from memory.settings import MemorySettings
-from tests.fakes.anthropic_server import FakeAnthropic
+from memory.settings import AnalysisSettings, MemorySettings
+from memory.worker import JobOutcome, analysis_worker
+from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually
 from tests.shared import PEPPER
@@ -169,3 +171,14 @@ async def queued_calls(line: Line) -> list[str]:
 
 
 # The returning caller's greeting runs the LLM on `messages: []` (issue 8).
+
+
+async def analyse_queued(line: Line, fake: FakeAnthropic, answer: dict[str, Any]) -> None:
+    """Run the analysis worker once on the queued call, the LLM answering ``answer``."""
+    assert line.memory is not None
+    fake.script(Reply.tool_call(TOOL_NAME, answer))
+    settings = AnalysisSettings(_env_file=None, api_key="test-key", base_url=fake.base_url)
+    async with analysis_worker(runtime_of(line).store, line.memory.queue, settings) as worker:
+        job = await worker.next_job()
+        assert job is not None
+        assert await worker.process(job) == JobOutcome.ANALYSED

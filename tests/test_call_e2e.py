@@ -19,14 +19,13 @@ from bot.wording import CALL_CONNECTED, prompt_template
 from memory.analysis import TOOL_NAME
 from memory.embedded import EmbeddedRedis
 from memory.models import CallTrust
-from memory.settings import AnalysisSettings
-from memory.worker import JobOutcome, analysis_worker
 from tests.analysis_answers import answer
 from tests.calls import (
     ANA,
     GREETING,
     OTHER,
     Line,
+    analyse_queued,
     caller_of,
     open_line,
     queued_calls,
@@ -113,17 +112,6 @@ def _text(message: dict[str, Any]) -> str:
     return " ".join(block["text"] for block in content if block.get("type") == "text")
 
 
-async def _analyse_queued(line: Line, fake: FakeAnthropic, answer: dict[str, Any]) -> None:
-    """Run the analysis worker once on the queued call, the LLM answering ``answer``."""
-    assert line.memory is not None
-    fake.script(Reply.tool_call(TOOL_NAME, answer))
-    settings = AnalysisSettings(_env_file=None, api_key="test-key", base_url=fake.base_url)
-    async with analysis_worker(runtime_of(line).store, line.memory.queue, settings) as worker:
-        job = await worker.next_job()
-        assert job is not None
-        assert await worker.process(job) == JobOutcome.ANALYSED
-
-
 async def test_the_opening_line_the_analysis_prepared_is_spoken_before_any_llm_request(
     line: Line,
 ) -> None:
@@ -133,7 +121,7 @@ async def test_the_opening_line_the_analysis_prepared_is_spoken_before_any_llm_r
         await first.say("Hola, soy Lucía. ¿Me podéis hacer un pastel para el viernes?", replies=1)
         await first.end()
     line_es = "Hola Lucía, ¿qué tal salió el pastel del viernes?"
-    await _analyse_queued(
+    await analyse_queued(
         line,
         fake,
         answer(language="es-ES", caller_name="Lucía", opening_line=line_es, facts=[]),
@@ -171,7 +159,7 @@ async def test_words_from_an_earlier_call_cannot_steer_the_next_one(line: Line) 
     (refused,) = fake.requests[1].tool_results()
     assert '"saved": false' in refused
     # A model that fell for it would answer with the claim as facts: none is stored.
-    await _analyse_queued(
+    await analyse_queued(
         line,
         fake,
         answer(

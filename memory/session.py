@@ -1,0 +1,302 @@
+"""One call that runs outside Pipecat: a hosted voice platform asks Rapport for its memory.
+
+Vapi's custom LLM, the HTTP API for webhook platforms and anything else that is not the
+Pipecat bot take a call through here, so it is remembered exactly as a bot call is:
+
+- the caller is identified (:meth:`memory.runtime.MemoryRuntime.identify`); an anonymous caller
+  is never recorded, and an unverified one gets memory only when the agent's policy allows it
+  (``RAPPORT_UNVERIFIED_CALLERS``, the bot's rule in ``bot.pipeline.prepare_call``);
+- memory is loaded once, within a budget (a slow or dead Redis means "no memory", not an error);
+- the facts for the call start are chosen by :func:`call_start_facts` and rendered by
+  :func:`memory.render.render_memory`, the same functions the bot's ``MemoryContextProcessor``
+  uses, so a platform's prompt holds the same block the bot's would;
+- turns are recorded and the call is closed and queued for analysis by a
+  :class:`memory.recorder.CallRecorder` (which calls :func:`memory.calls.end_call`).
+
+:class:`SessionCache` keeps the open calls of one process between a platform's requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from loguru import logger
+
+from memory.embeddings import Embedder
+from memory.errors import MemoryUnavailableError
+from memory.identity import CallerIdentity
+from memory.language import primary_language
+from memory.models import CallerMemory, CallTrust, Fact
+from memory.queue import AnalysisQueue
+from memory.recorder import CallRecorder
+from memory.render import fill_template, render_memory
+from memory.retrieval import select_for_call_start
+from memory.runtime import MemoryRuntime
+
+#: How long closing a call may take before the platform gets its answer (the recorder goes on).
+END_TIMEOUT_S = 5.0
+
+_V = TypeVar("_V")
+
+
+def call_start_facts(
+    memory: CallerMemory,
+    *,
+    purpose: str,
+    token_budget: int,
+    max_facts: int,
+    embedder: Embedder | None = None,
+) -> list[Fact]:
+    """The facts a call starts with: two thirds of the block's budget, steered by the purpose.
+
+    Args:
+        memory: The caller's loaded memory.
+        purpose: What the agent is for (``RAPPORT_AGENT_PURPOSE``).
+        token_budget: Estimated tokens the whole memory block may take.
+        max_facts: Most facts chosen.
+        embedder: Adds dense relevance to the choice (None: lexical only).
+    """
+    return select_for_call_start(
+        memory, purpose=purpose, token_budget=token_budget * 2 // 3, k=max_facts, embedder=embedder
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """How one agent takes calls from a platform: the bot's settings that matter here.
+
+    Attributes:
+        agent_id: The business line called.
+        serve_unverified: Whether a caller whose number is only claimed gets their memory
+            (``RAPPORT_UNVERIFIED_CALLERS=full``); otherwise they are treated as anonymous.
+        purpose: What the agent is for; it steers the facts chosen at call start.
+        token_budget: Estimated tokens the memory block may take.
+        max_facts: Facts put in the prompt at call start.
+        load_budget_s: How long the call start waits for memory before going on without it.
+        default_language: The call's language until the caller's is known.
+        languages: Languages the agent speaks (a caller's stored language outside them is not
+            used).
+    """
+
+    agent_id: str
+    serve_unverified: bool = False
+    purpose: str = ""
+    token_budget: int = 400
+    max_facts: int = 10
+    load_budget_s: float = 0.15
+    default_language: str = "en"
+    languages: Collection[str] = ("en",)
+
+
+@dataclass(slots=True)
+class CallSession:
+    """One call of a platform: who called, what Rapport remembers, and its recorder.
+
+    Attributes:
+        call_id: The id the call is stored under.
+        trust: How far the caller id is believed.
+        caller: The caller; None when anonymous, or unverified and not served (nothing is then
+            read or recorded).
+        memory: The memory the call started with (None: none, or not loaded in time).
+        facts: The facts chosen for the call start.
+        language: The call's language (the caller's stored one, when the agent speaks it).
+        recorder: Records the call; None when nothing is recorded.
+        token_budget: Estimated tokens the memory block may take.
+    """
+
+    call_id: str
+    trust: CallTrust
+    caller: CallerIdentity | None = None
+    memory: CallerMemory | None = None
+    facts: list[Fact] = field(default_factory=list)
+    language: str = "en"
+    recorder: CallRecorder | None = None
+    token_budget: int = 400
+    _ended: bool = False
+    _block: str | None = None
+
+    @property
+    def remembered(self) -> bool:
+        """Whether this call reads and writes the caller's memory."""
+        return self.caller is not None
+
+    @property
+    def memory_block(self) -> str:
+        """The framed, escaped memory section for the system prompt ("" when there is none).
+
+        Rendered once: the call's memory does not change while it lasts.
+        """
+        if self._block is None:
+            self._block = render_memory(self.memory, self.facts, token_budget=self.token_budget)
+        return self._block
+
+    def system_prompt(self, template: str) -> str:
+        """``template`` with the memory block in place of ``{{memory}}``."""
+        return fill_template(template, self.memory_block)
+
+    def add_turn(self, role: Literal["user", "assistant"], text: str) -> None:
+        """Record one finished turn (scrubbed off the request path); no-op when not recorded."""
+        if self.recorder is not None and not self._ended:
+            self.recorder.add_turn(role, text)
+
+    @property
+    def ended(self) -> bool:
+        """Whether :meth:`end` has run."""
+        return self._ended
+
+    async def end(self, reason: str, *, timeout_s: float = END_TIMEOUT_S) -> None:
+        """Close the call and queue it for analysis, once; waits up to ``timeout_s`` for it.
+
+        Leaving early only stops the wait: the recorder finishes (and the process drains it at
+        shutdown, see :meth:`memory.recorder.CallRecorder.drain_all`).
+        """
+        if self._ended:
+            return
+        self._ended = True
+        if self.recorder is None:
+            return
+        self.recorder.finish(reason, language=self.language)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.recorder.wait_closed()
+        except TimeoutError:
+            logger.warning("Call {} is still being closed; the recorder goes on", self.call_id)
+
+
+async def open_call(
+    *,
+    runtime: MemoryRuntime | None,
+    queue: AnalysisQueue | None,
+    number: str | None,
+    call_id: str,
+    trust: CallTrust,
+    policy: CallPolicy,
+    door: str,
+    embedder: Embedder | None = None,
+) -> CallSession:
+    """Identify the caller of a platform's call, load their memory once, and set up recording.
+
+    Args:
+        runtime: The process's memory (None: memory off or unavailable).
+        queue: The analysis queue (None: memory off).
+        number: The caller id the platform reported (raw; it is never logged or stored).
+        call_id: The id the call is stored under.
+        trust: How far the platform's caller id can be believed (``anonymous`` is derived
+            here from the number).
+        policy: The agent and its memory settings.
+        door: Which platform the call came through, for logs (``vapi``, ``api``).
+        embedder: Adds dense relevance to the choice of facts.
+    """
+    session = CallSession(
+        call_id=call_id,
+        trust=trust,
+        language=policy.default_language,
+        token_budget=policy.token_budget,
+    )
+    if runtime is None:
+        return session
+    caller = runtime.identify(number, agent_id=policy.agent_id)
+    if caller is None:
+        session.trust = CallTrust.ANONYMOUS
+        logger.info("Anonymous {} call: nothing is remembered or recorded", door)
+        return session
+    if trust == CallTrust.UNVERIFIED and not policy.serve_unverified:
+        logger.info(
+            "Unverified {} call from {}: served without memory (RAPPORT_UNVERIFIED_CALLERS=none)",
+            door,
+            caller.masked,
+        )
+        return session
+    logger.info("Call from {} ({}, {})", caller.masked, door, trust.value)
+    session.caller = caller
+    if queue is not None:
+        session.recorder = CallRecorder(
+            store=runtime.store, queue=queue, caller=caller, call_id=call_id, trust=trust
+        )
+    session.memory = await _load(runtime, caller, policy.load_budget_s)
+    if session.memory is not None and not session.memory.is_empty:
+        session.facts = await asyncio.to_thread(
+            call_start_facts,
+            session.memory,
+            purpose=policy.purpose,
+            token_budget=policy.token_budget,
+            max_facts=policy.max_facts,
+            embedder=embedder,
+        )
+        language = primary_language(session.memory.profile.language or "")
+        if language in policy.languages:
+            session.language = language
+    return session
+
+
+async def _load(
+    runtime: MemoryRuntime, caller: CallerIdentity, budget_s: float
+) -> CallerMemory | None:
+    try:
+        async with asyncio.timeout(budget_s):
+            return await runtime.store.load(caller)
+    except TimeoutError:
+        logger.warning("Memory of {} was not ready within the load budget", caller.masked)
+    except MemoryUnavailableError:
+        logger.warning("Memory unavailable for the call of {}; going on without", caller.masked)
+    return None
+
+
+class SessionCache(Generic[_V]):
+    """The open calls of one process, by call id: bounded, each forgotten after ``ttl_s`` idle.
+
+    Args:
+        max_entries: Most calls kept; the least recently used goes first.
+        ttl_s: How long a call is kept after its last use.
+        clock: Monotonic seconds (tests move it).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 2048,
+        ttl_s: float = 2 * 3600,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries: OrderedDict[str, tuple[float, _V]] = OrderedDict()
+        self._max_entries = max_entries
+        self._ttl_s = ttl_s
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> _V | None:
+        """The value kept under ``key`` (its idle time starts again), or None."""
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if now - entry[0] > self._ttl_s:
+            del self._entries[key]
+            return None
+        self._entries[key] = (now, entry[1])
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, value: _V) -> None:
+        """Keep ``value`` under ``key``; drops expired and, over the bound, the oldest entries."""
+        now = self._clock()
+        self._entries[key] = (now, value)
+        self._entries.move_to_end(key)
+        while self._entries:
+            oldest, (used, _) = next(iter(self._entries.items()))
+            if len(self._entries) <= self._max_entries and now - used <= self._ttl_s:
+                break
+            del self._entries[oldest]
+
+    def pop(self, key: str) -> _V | None:
+        """Remove and return the value under ``key`` (None when absent or expired)."""
+        value = self.get(key)
+        self._entries.pop(key, None)
+        return value
