@@ -80,12 +80,13 @@ from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.identity import CallerIdentity, identify
 from memory.models import CallerMemory, CallRecord, Fact, Turn
 from memory.queue import AnalysisQueue
+from memory.recall import MemoryStats
 from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import freeze_startup_objects
 from memory.store import MemoryStore
 from processors.end_of_call import EndOfCallProcessor
-from processors.memory_context import MemoryContextProcessor, MemoryStats
+from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
@@ -283,8 +284,8 @@ def build(
             prompt_template=TEMPLATE,
             opening=lambda _memory, _language: "Hello!",
             voices={"en": "en-US-AvaMultilingualNeural"},
-            purpose=PURPOSE,
             embedder=embedder,
+            params=MemoryContextProcessor.Params(purpose=PURPOSE),
         )
         if clocked:
             clocks = (StartClock(), StartClock())

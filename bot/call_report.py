@@ -49,6 +49,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from memory.metrics import CALLS, MEMORY_LOAD, RECALL, SERVICE_ERRORS, VOICE_TO_VOICE
+from memory.recall import MemoryStats
 from memory.report import (
     CallCost,
     CallReport,
@@ -59,7 +60,6 @@ from memory.report import (
     Usage,
     price,
 )
-from processors.memory_context import MemoryStats
 
 #: The Azure neural voices' entry in the price table.
 AZURE_NEURAL = "azure-neural"

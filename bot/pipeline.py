@@ -231,13 +231,15 @@ def build_call(
         prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
         opening=functools.partial(opening_line, business_name=settings.business_name),
         voices=settings.voices,
-        default_language=settings.default_language,
-        load_budget_s=settings.memory_load_budget_ms / 1000,
-        max_facts=settings.max_facts,
-        token_budget=settings.memory_token_budget,
-        purpose=settings.agent_purpose,
-        recall_budget_s=settings.recall_budget_ms / 1000,
         embedder=embedder,
+        params=MemoryContextProcessor.Params(
+            default_language=settings.default_language,
+            load_budget_s=settings.memory_load_budget_ms / 1000,
+            max_facts=settings.max_facts,
+            token_budget=settings.memory_token_budget,
+            purpose=settings.agent_purpose,
+            recall_budget_s=settings.recall_budget_ms / 1000,
+        ),
     )
     observer = CallReportObserver(
         transport=prepared.origin.transport,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pipecat.frames.frames import (
@@ -58,13 +59,16 @@ async def loaded(memory: CallerMemory | None, delay: float = 0.0) -> CallerMemor
     return memory
 
 
-def processor(memory_source: object, **kwargs: object) -> MemoryContextProcessor:
+def processor(
+    memory_source: object, embedder: object = None, **params: Any
+) -> MemoryContextProcessor:
     return MemoryContextProcessor(
         memory=memory_source,
         prompt_template=TEMPLATE,
         opening=opening,
         voices=VOICES,
-        **kwargs,
+        embedder=embedder,
+        params=MemoryContextProcessor.Params(**params),
     )
 
 
