@@ -29,7 +29,8 @@ from pipecat.pipeline.worker import PipelineWorker
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from bot.hours import BusinessHours
-from bot.transfer import Handoff, shown_target
+from bot.targets import shown_target
+from bot.transfer import Handoff
 from memory.identity import CallerIdentity
 from memory.models import CallTransfer, clean_text
 from memory.recorder import CallRecorder

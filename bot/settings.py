@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.hours import BusinessHours
-from bot.transfer import transfer_target
+from bot.targets import transfer_target
 from bot.trust import UnverifiedCallers
 from memory.errors import ConfigurationError, InvalidIdentityError
 from memory.identity import validate_agent_id

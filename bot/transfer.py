@@ -17,52 +17,21 @@ Each transport hands the call over its own way, after the caller heard the agent
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Protocol
 from xml.sax.saxutils import escape
 
 import aiohttp
-import phonenumbers
 from loguru import logger
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
-from memory.identity import mask_number
-
 if TYPE_CHECKING:  # Daily's SDK is optional (the phone-only image has none)
     from pipecat.transports.daily.transport import DailyTransport
 
-#: A SIP or SIPS address: ``sip:user@host`` with optional port and parameters.
-_SIP = re.compile(r"sips?:[A-Za-z0-9._~%+\-!$&'()*,;=]+@[A-Za-z0-9.\-]+(?::\d{1,5})?(?:;[^\s<>]*)?")
 #: Twilio's REST API root when none is configured.
 TWILIO_API = "https://api.twilio.com"
 #: How long the REST update may take.
 TWILIO_TIMEOUT_S = 10.0
-
-
-def transfer_target(value: str) -> str:
-    """A transfer target, normalised: E.164 for a phone number, a SIP address as given.
-
-    Raises:
-        ValueError: Neither a phone number with its country code nor a ``sip:`` address.
-    """
-    text = value.strip()
-    if text.lower().startswith(("sip:", "sips:")):
-        if not _SIP.fullmatch(text):
-            raise ValueError("a SIP address looks like sip:user@host")
-        return text
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException as e:
-        raise ValueError("give a phone number with its country code (+34...) or sip:...") from e
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def shown_target(target: str) -> str:
-    """A target as records and logs may show it: a phone number masked, a SIP address as is."""
-    return target if target.lower().startswith(("sip:", "sips:")) else mask_number(target)
 
 
 def dial_twiml(target: str) -> str:
