@@ -161,7 +161,7 @@ def _endpoint_process(fake_url: str, ready: Any, stop: Any) -> None:
                 app = platform_app(settings, memory=memory, client=client)
                 calls = PlatformCalls(
                     settings=settings,
-                    template=prompt_template(settings),
+                    prompt_template=prompt_template(settings),
                     memory=lambda: memory,
                     anthropic=lambda: client,
                 )

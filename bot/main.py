@@ -181,7 +181,7 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     )
     platforms = PlatformCalls(
         settings=settings,
-        template=rapport.prompt_template,
+        prompt_template=rapport.prompt_template,
         memory=lambda: rapport.memory,
         anthropic=lambda: rapport.anthropic,
     )

@@ -31,7 +31,7 @@ def platform_app(
     app = FastAPI()
     calls = PlatformCalls(
         settings=settings,
-        template=prompt_template(settings),
+        prompt_template=prompt_template(settings),
         memory=lambda: memory,
         anthropic=lambda: client,
     )

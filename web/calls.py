@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from anthropic import AsyncAnthropic
 
@@ -15,6 +16,7 @@ from bot.pipeline import MemoryAccess
 from bot.settings import BotSettings
 from bot.tools import CallerTools
 from bot.trust import UnverifiedCallers
+from bot.wording import with_hours
 from memory.models import CallTrust
 from memory.session import CallPolicy, CallSession, open_call
 
@@ -25,15 +27,21 @@ class PlatformCalls:
 
     Attributes:
         settings: The agent, its memory settings and the endpoints' secrets.
-        template: The system prompt template, ``{{memory}}`` still in it.
+        prompt_template: The system prompt template, ``{{memory}}`` and ``{{hours}}`` still in
+            it (see :attr:`template`).
         memory: The process's memory (None: off or unavailable).
         anthropic: The process's Anthropic client.
     """
 
     settings: BotSettings
-    template: str
+    prompt_template: str
     memory: Callable[[], MemoryAccess | None]
     anthropic: Callable[[], AsyncAnthropic]
+
+    @property
+    def template(self) -> str:
+        """The template with the business hours as they stand now, as a bot call gets it."""
+        return with_hours(self.prompt_template, self.settings.business_hours, datetime.now(UTC))
 
     def policy(self, agent_id: str | None = None) -> CallPolicy:
         """The memory policy of calls to ``agent_id`` (default: the process's agent)."""
