@@ -6,6 +6,7 @@ Served by uvicorn on a loopback port with the real memory, recorder, queue and w
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +15,10 @@ from anthropic import AsyncAnthropic
 from bot.wording import GREETINGS
 from tests.analysis_answers import answer
 from tests.calls import ANA, OTHER, Line, analyse_queued, caller_of, queued_calls, runtime_of
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.text_bot import serving as serving_bot
 from tests.platforms import API_KEY, platform_app, serving
+from tests.shared import PEPPER
 
 ATTESTED = "TN-Validation-Passed-A"
 GREETING = GREETINGS["en"].format(business="Bella's Bakery")
@@ -122,3 +126,30 @@ def test_without_their_secrets_no_platform_endpoint_is_served(line: Line) -> Non
     app = platform_app(line.settings(), memory=line.memory, client=None)  # type: ignore[arg-type]
     paths = {getattr(route, "path", "") for route in app.routes}
     assert not any(path.startswith(("/vapi", "/v1")) for path in paths)
+
+
+@pytest.mark.slow
+async def test_the_bot_server_serves_the_platform_endpoints_behind_their_secrets(
+    tmp_path: Path, redis_url: str, key_prefix: str, fake: FakeAnthropic
+) -> None:
+    env = {
+        "REDIS_URL": redis_url,
+        "RAPPORT_PEPPER": PEPPER,
+        "RAPPORT_KEY_PREFIX": key_prefix,
+        "RAPPORT_RUN_WORKER": "false",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": fake.base_url,
+        "DEEPGRAM_API_KEY": "unused",
+        "AZURE_SPEECH_KEY": "unused",
+        "AZURE_SPEECH_REGION": "unused",
+        "RAPPORT_API_KEY": "platform-key",
+        "RAPPORT_VAPI_SECRET": "vapi-secret",
+    }
+    async with (
+        serving_bot(env=env, folder=tmp_path) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        assert (await http.post("/v1/calls", json={})).status_code == 401
+        assert (await http.post("/vapi/chat/completions", json={})).status_code == 401
+        schema = (await http.get("/openapi.json")).json()
+    assert {"/v1/calls", "/vapi/chat/completions", "/vapi/events"} <= set(schema["paths"])
