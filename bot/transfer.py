@@ -88,7 +88,7 @@ class TwilioHandoff:
     ) -> None:
         self._serializer = serializer
         self._account_sid = account_sid
-        self._auth = aiohttp.BasicAuth(account_sid, auth_token)
+        self._headers = {"Authorization": aiohttp.BasicAuth(account_sid, auth_token).encode()}
         self._call_sid = call_sid
         self._root = (base_url or TWILIO_API).rstrip("/")
 
@@ -99,7 +99,9 @@ class TwilioHandoff:
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(url, auth=self._auth, data={"Twiml": dial_twiml(target)}) as response,
+                session.post(
+                    url, headers=self._headers, data={"Twiml": dial_twiml(target)}
+                ) as response,
             ):
                 if response.status != 200:
                     logger.warning("Twilio refused to transfer a call: HTTP {}", response.status)
