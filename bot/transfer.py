@@ -88,7 +88,8 @@ class TwilioHandoff:
     ) -> None:
         self._serializer = serializer
         self._account_sid = account_sid
-        self._headers = {"Authorization": aiohttp.BasicAuth(account_sid, auth_token).encode()}
+        credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {credentials}"}
         self._call_sid = call_sid
         self._root = (base_url or TWILIO_API).rstrip("/")
 
