@@ -17,6 +17,7 @@ Each transport hands the call over its own way, after the caller heard the agent
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Protocol
 from xml.sax.saxutils import escape
 
