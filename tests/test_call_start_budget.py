@@ -15,7 +15,7 @@ from memory.models import Fact, now
 from memory.store import MemoryStore
 from processors.memory_context import MemoryContextProcessor
 from tests.test_memory_context import TEMPLATE, VOICES, opening
-from tests.test_worker import caller
+from tests.worker_support import caller
 
 BUDGET_S = 0.15
 
