@@ -1,4 +1,4 @@
-"""Issue 12: the call start (load, selection, render) is released within one budget."""
+"""The call start (load, selection, render) is released within one budget."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 12: forget is final, merges never resurrect, and bad records or text never stop a call."""
+"""Forget is final, merges never resurrect, and bad records or text never stop a call."""
 
 from __future__ import annotations
 
