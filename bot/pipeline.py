@@ -1,4 +1,4 @@
-"""Assembling one call: memory prefetch at identification, then the pipeline of DESIGN.md §1.
+"""Assembling one call: memory prefetch at identification, then the call's pipeline.
 
     transport.in → STT → CallLanguageProcessor → user aggregator (Silero VAD, silence check)
     → MemoryContextProcessor → LLM → ToolSilenceGuard → TTS → transport.out

@@ -170,9 +170,6 @@ async def queued_calls(line: Line) -> list[str]:
     return [fields[b"call"].decode() for _, fields in entries]
 
 
-# The returning caller's greeting runs the LLM on `messages: []` (issue 8).
-
-
 async def analyse_queued(line: Line, fake: FakeAnthropic, answer: dict[str, Any]) -> None:
     """Run the analysis worker once on the queued call, the LLM answering ``answer``."""
     assert line.memory is not None

@@ -16,7 +16,9 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import phonenumbers
 import pytest
@@ -28,10 +30,13 @@ from memory.connect import client_from_url
 from memory.embedded import EmbeddedRedis
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
+from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
+from memory.worker import AnalysisWorker, analysis_worker
 from tests.calls import Line, open_line
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.shared import API_KEY
+from tests.worker_support import EMBEDDER, WorkerFactory, analysis_settings
 
 
 @pytest.hookimpl(wrapper=True)
@@ -163,3 +168,41 @@ async def line(
         yield Line(fake, client, memory)
     finally:
         await memory.runtime.aclose()
+
+
+@pytest.fixture
+def worker_settings(fake: FakeAnthropic) -> AnalysisSettings:
+    """Analysis-worker settings against ``fake``, every wait short enough for a test."""
+    return analysis_settings(
+        fake,
+        request_timeout=10.0,
+        backoff_max=0.05,
+        max_retries=3,
+        max_invalid_retries=2,
+        claim_timeout=1.0,
+        idle_timeout=0.5,
+        sweep_interval=0.2,
+        stop_grace=2.0,
+        concurrency=2,
+    )
+
+
+@pytest.fixture
+def make_worker(
+    store: MemoryStore, queue: AnalysisQueue, worker_settings: AnalysisSettings
+) -> WorkerFactory:
+    """A worker built as production builds it, with some settings replaced."""
+
+    def make(**overrides: Any) -> AbstractAsyncContextManager[AnalysisWorker]:
+        return analysis_worker(
+            store, queue, worker_settings.model_copy(update=overrides), embedder=EMBEDDER
+        )
+
+    return make
+
+
+@pytest.fixture
+async def worker(make_worker: WorkerFactory) -> AsyncIterator[AnalysisWorker]:
+    """A worker from ``make_worker`` with ``worker_settings`` as they are."""
+    async with make_worker() as built:
+        yield built

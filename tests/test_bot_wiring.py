@@ -25,6 +25,7 @@ from bot.twilio import twiml
 from bot.wording import opening_line, prompt_template, with_hours
 from memory.errors import ConfigurationError
 from memory.models import CallerMemory, CallerProfile, CallTrust
+from tests.shared import service_settings
 
 NUMBER = "+14155550123"
 
@@ -143,14 +144,7 @@ def test_dates_and_ids_are_not_masked() -> None:
 
 
 async def test_services_are_deepgram_multilingual_anthropic_and_the_default_voice() -> None:
-    settings = BotSettings(
-        _env_file=None,
-        DEEPGRAM_API_KEY="d",
-        ANTHROPIC_API_KEY="a",
-        AZURE_SPEECH_KEY="z",
-        AZURE_SPEECH_REGION="westeurope",
-        RAPPORT_DEFAULT_LANGUAGE="es",
-    )
+    settings = service_settings(RAPPORT_DEFAULT_LANGUAGE="es")
     async with AsyncAnthropic(api_key="a") as client:
         services = build_services(settings, client=client, system_instruction="Be brief.")
     assert (services.stt._settings.model, services.stt._settings.language) == ("nova-3", "multi")

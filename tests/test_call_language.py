@@ -30,6 +30,7 @@ from memory.models import CallerMemory, CallerProfile
 from processors.call_language import CallLanguageFrame, CallLanguageProcessor, reply_language_rule
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
+from tests.shared import service_settings
 
 VOICES = BotSettings(_env_file=None).voices
 TEMPLATE = "You answer the phone for Acme.\n\n{{memory}}"
@@ -156,13 +157,7 @@ async def test_a_returning_caller_starts_in_their_stored_language() -> None:
 
 
 async def test_deepgram_is_hinted_towards_the_served_languages() -> None:
-    settings = BotSettings(
-        _env_file=None,
-        DEEPGRAM_API_KEY="d",
-        ANTHROPIC_API_KEY="a",
-        AZURE_SPEECH_KEY="z",
-        AZURE_SPEECH_REGION="westeurope",
-    )
+    settings = service_settings()
     async with AsyncAnthropic(api_key="a") as client:
         services = build_services(settings, client=client, system_instruction="")
     stt = services.stt

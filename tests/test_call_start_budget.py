@@ -1,4 +1,4 @@
-"""Issue 12: the call start (load, selection, render) is released within one budget."""
+"""The call start (load, selection, render) is released within one budget."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from memory.models import Fact, now
 from memory.store import MemoryStore
 from processors.memory_context import MemoryContextProcessor
 from tests.test_memory_context import TEMPLATE, VOICES, opening
-from tests.test_worker import caller
+from tests.worker_support import caller
 
 BUDGET_S = 0.15
 

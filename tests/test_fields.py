@@ -37,6 +37,7 @@ from tests.analysis_answers import answer
 from tests.calls import ANA, Line, caller_of, runtime_of
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.shared import API_KEY, PEPPER
+from tests.worker_support import analysis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINIC = ROOT / "examples" / "clinic_fields.yaml"
@@ -74,15 +75,7 @@ async def analyzer(fake: FakeAnthropic) -> AsyncIterator[CallAnalyzer]:
 
 
 def settings_for(fake: FakeAnthropic, **extra: Any) -> AnalysisSettings:
-    return AnalysisSettings(
-        _env_file=None,
-        api_key=API_KEY,
-        base_url=fake.base_url,
-        fields_file=CLINIC,
-        backoff_base=0.01,
-        backoff_max=0.05,
-        **extra,
-    )
+    return analysis_settings(fake, fields_file=CLINIC, backoff_max=0.05, **extra)
 
 
 async def analyse_one(

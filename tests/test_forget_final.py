@@ -1,4 +1,4 @@
-"""Issue 12: forget is final, merges never resurrect, and bad records or text never stop a call."""
+"""Forget is final, merges never resurrect, and bad records or text never stop a call."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ from memory.settings import AnalysisSettings
 from memory.store import MemoryStore
 from memory.worker import JobOutcome, analysis_worker
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.shared import API_KEY
-from tests.test_worker import (
+from tests.polling import eventually
+from tests.worker_support import (
+    WAIT_S,
     analysed_reply,
+    analysis_settings,
     caller,
-    eventually,
     hang_up,
     process_next,
     snapshot,
@@ -31,13 +32,7 @@ from tests.test_worker import (
 
 @pytest.fixture
 def settings(fake: FakeAnthropic) -> AnalysisSettings:
-    return AnalysisSettings(
-        _env_file=None,
-        api_key=API_KEY,
-        base_url=fake.base_url,
-        claim_timeout=1.0,
-        backoff_base=0.01,
-    )
+    return analysis_settings(fake, claim_timeout=1.0)
 
 
 def _tombstone_only(state: dict[bytes, object]) -> bool:
@@ -58,7 +53,7 @@ async def test_a_forget_during_an_in_flight_analysis_is_final(
         job = await worker.next_job()
         assert job is not None
         analysing = asyncio.create_task(worker.process(job))
-        await eventually(lambda: len(fake.requests) == 1)
+        await eventually(lambda: len(fake.requests) == 1, within=WAIT_S)
         await store.forget(who)
         await queue.forget_caller(who)
         assert await analysing == JobOutcome.MISSING

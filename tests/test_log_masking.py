@@ -1,4 +1,4 @@
-"""Issue 12: every accepted caller-id form is masked in log lines at every level, DEBUG too."""
+"""Every accepted caller-id form is masked in log lines at every level, DEBUG too."""
 
 from __future__ import annotations
 

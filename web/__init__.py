@@ -1,6 +1,7 @@
 """HTTP surfaces beyond Pipecat's runner: health, metrics, the dashboard, platform endpoints.
 
-Empty until those land (a Vapi endpoint and an HTTP API among them). Like :mod:`cli`, each is
-a thin door onto :mod:`memory`; the Twilio webhook Pipecat's runner serves stays in
-:mod:`bot.twilio`.
+``health`` (``/health`` and ``/metrics``), ``dashboard`` (the business's pages), ``vapi`` and
+``platform_api`` (the platform endpoints, mounted by ``platforms``, sharing ``calls`` and
+``auth``). Like :mod:`cli`, each is a thin door onto :mod:`memory`; the Twilio webhook Pipecat's
+runner serves stays in :mod:`bot.twilio`.
 """

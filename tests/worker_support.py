@@ -1,0 +1,117 @@
+"""What the analysis-worker tests share: callers, a hung-up call, worker settings, Redis state.
+
+The fixtures built on these (``worker_settings``, ``make_worker``, ``worker``) are in
+``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from memory.analysis import TOOL_NAME
+from memory.calls import end_call
+from memory.embeddings import HashingEmbedder
+from memory.identity import CallerIdentity, identify
+from memory.models import CallRecord, Turn, now
+from memory.queue import AnalysisQueue
+from memory.settings import AnalysisSettings
+from memory.store import MemoryStore
+from memory.worker import AnalysisWorker, JobOutcome
+from tests.analysis_answers import answer
+from tests.fakes.anthropic_server import FakeAnthropic, Reply
+from tests.shared import API_KEY, PEPPER
+
+ROOT = Path(__file__).resolve().parent.parent
+ALICE = "+1 415 555 0123"
+BOB = "+34 600 123 456"
+AGENT = "acme"
+#: Fast and deterministic; the default model is exercised by the embeddings tests.
+EMBEDDER = HashingEmbedder()
+#: How long a test waits for a worker (or a worker process) to get somewhere.
+WAIT_S = 20.0
+
+WorkerFactory = Callable[..., AbstractAsyncContextManager[AnalysisWorker]]
+
+
+def caller(number: str = ALICE) -> CallerIdentity:
+    identity = identify(number, agent_id=AGENT, pepper=PEPPER.encode())
+    assert identity is not None
+    return identity
+
+
+def analysed_reply(*, delay: float = 0.0, **overrides: Any) -> Reply:
+    return Reply.tool_call(TOOL_NAME, answer(**overrides), delay=delay)
+
+
+def analysis_settings(fake: FakeAnthropic, **overrides: Any) -> AnalysisSettings:
+    """Worker settings against ``fake``, with quick back-off and no ``.env`` file read."""
+    return AnalysisSettings(
+        _env_file=None, api_key=API_KEY, base_url=fake.base_url, backoff_base=0.01, **overrides
+    )
+
+
+TURNS = [
+    ("assistant", "Bella's Bakery, how can I help?"),
+    ("user", "Hi, it's Marta. A cake for Friday please. My PIN is 4321."),
+    ("assistant", "Of course. I'll send you a quote today."),
+]
+
+
+async def hang_up(
+    store: MemoryStore,
+    queue: AnalysisQueue,
+    call_id: str,
+    *,
+    who: CallerIdentity | None = None,
+    turns: list[tuple[str, str]] = TURNS,
+) -> CallerIdentity:
+    """A call as the bot makes it: turns appended as they happen, then ended."""
+    who = who or caller()
+    started = now()
+    for role, text in turns:
+        await store.append_turn(who, Turn(role=role, text=text, call_id=call_id))
+    record = CallRecord(
+        call_id=call_id, agent_id=AGENT, started_at=started, ended_at=now(), ended_reason="hangup"
+    )
+    assert await end_call(store, queue, who, record)
+    return who
+
+
+async def process_next(worker: AnalysisWorker) -> JobOutcome:
+    job = None
+    for _ in range(10):
+        if job := await worker.next_job():
+            break
+    assert job is not None, "no job came"
+    return await worker.process(job)
+
+
+async def snapshot(redis: Redis, prefix: str) -> dict[bytes, Any]:
+    """Every caller and agent key under ``prefix`` with its value (the queue's keys aside)."""
+    state: dict[bytes, Any] = {}
+    async for key in redis.scan_iter(match=f"{prefix}:*"):
+        if b"{queue}" in key:
+            continue
+        kind = (await redis.type(key)).decode()
+        if kind == "hash":
+            state[key] = await redis.hgetall(key)
+        elif kind == "list":
+            state[key] = await redis.lrange(key, 0, -1)
+        elif kind == "zset":
+            state[key] = await redis.zrange(key, 0, -1, withscores=True)
+        else:
+            state[key] = await redis.get(key)
+    return state
+
+
+def subprocess_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``runner.py`` subprocess on this test's Redis and prefix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPPORT_", "ANTHROPIC_"))}
+    env.update(REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix, **extra)
+    return env
