@@ -49,7 +49,10 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
     """
     settings = settings or MemorySettings()
     pepper = load_pepper(
-        redis_url=settings.redis_url, pepper=settings.pepper, data_dir=settings.data_dir
+        redis_url=settings.redis_url,
+        pepper=settings.pepper,
+        data_dir=settings.data_dir,
+        pepper_file=settings.pepper_file,
     )
     redis, close = await open_redis(
         redis_url=settings.redis_url,

@@ -23,6 +23,8 @@ from memory.embedded import redis_server_binary
 from memory.erasure import ErasureScheduler, erasure_key, schedule_erasure
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
+from memory.runtime import memory_runtime
+from memory.settings import MemorySettings
 from memory.store import MemoryStore
 from tests.shared import PEPPER, PEPPER_BYTES
 
@@ -202,3 +204,17 @@ def test_memory_forget_says_when_the_data_leaves_the_disk(redis_url: str, key_pr
     assert match, out
     within_bound = {(before + timedelta(seconds=s)).strftime("%H:%M") for s in range(122)}
     assert match.group(1) in within_bound
+
+
+async def test_the_data_folder_holds_no_pepper(tmp_path: Path) -> None:
+    """A copy of the data folder alone cannot be keyed back to numbers."""
+    settings = MemorySettings(
+        REDIS_URL=None, RAPPORT_PEPPER=None, RAPPORT_DATA_DIR=tmp_path / "data"
+    )
+    async with memory_runtime(settings) as runtime:
+        await store_marked_caller(runtime.store)
+        await asyncio.sleep(1.2)  # appendfsync everysec
+        pepper = runtime.pepper
+    assert not (tmp_path / "data" / "pepper").exists()
+    assert files_holding(tmp_path / "data", pepper) == []
+    assert files_holding(tmp_path / "data", MARKER.encode())  # the data itself is there
