@@ -1,6 +1,8 @@
 # Rapport phone agent, serving one phone line (not the local test room).
 #   Build: docker build -t rapport .
-#   Run:   docker run -p 7860:7860 --env-file .env -v rapport-data:/app/data rapport
+#   Run:   docker run -p 7860:7860 --env-file .env -v rapport-data:/app/data \
+#            -v rapport-pepper:/app/pepper rapport
+#   (or set RAPPORT_PEPPER in .env and leave /app/pepper out: then nothing secret is generated)
 # RAPPORT_TRANSPORT picks the line: twilio (default) or daily.
 FROM python:3.11-slim
 
@@ -9,6 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RAPPORT_DATA_DIR=/app/data \
+    RAPPORT_PEPPER_FILE=/app/pepper/pepper \
     RAPPORT_TRANSPORT=twilio
 
 # tini reaps the embedded Redis when it exits and forwards signals, without `docker run --init`.
@@ -29,11 +32,14 @@ RUN mkdir memory bot processors cli web \
     && rm -rf memory bot processors cli web runner.py
 
 COPY . .
-RUN pip install --no-deps . && mkdir -p data && chown -R rapport:rapport /app
+RUN pip install --no-deps . && mkdir -p data pepper && chmod 700 pepper \
+    && chown -R rapport:rapport /app
 
 USER rapport
-# The embedded Redis's data (and nothing else): keep it on a volume. Back the pepper up apart.
+# The embedded Redis's data, and apart from it the generated pepper that keys caller ids: each
+# on its own volume, so both survive the container; back the pepper up apart from the data.
 VOLUME ["/app/data"]
+VOLUME ["/app/pepper"]
 EXPOSE 7860
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/status', timeout=2)"]

@@ -55,7 +55,7 @@ from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.metrics import ACTIVE_CALLS
-from memory.models import CallerMemory, CallTrust
+from memory.models import CallerMemory, CallTrust, now
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.report import load_prices
@@ -86,11 +86,13 @@ class PreparedCall:
         origin: Transport, raw caller id and call id.
         caller: The caller, or None when anonymous or memory is off.
         memory: The memory load under way; None when there is nothing to load.
+        started_at: When the call began (ring time); a forget after it refuses its writes.
     """
 
     origin: CallOrigin
     caller: CallerIdentity | None
     memory: asyncio.Task[CallerMemory | None] | None
+    started_at: float = field(default_factory=now)
 
     def discard(self) -> None:
         """Stop the memory load of a call that will not run."""
@@ -216,7 +218,11 @@ def build_call(
     store = memory.runtime.store if memory is not None else None
     embedder = memory.embedder if memory is not None else None
     tools = CallerTools(
-        store=store, caller=prepared.caller, call_id=prepared.origin.call_id, embedder=embedder
+        store=store,
+        caller=prepared.caller,
+        call_id=prepared.origin.call_id,
+        embedder=embedder,
+        call_started_at=prepared.started_at,
     )
     tools.register(services.llm)
     call_language = CallLanguageProcessor(

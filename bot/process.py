@@ -32,6 +32,7 @@ from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.transfer import DailyHandoff, Handoff
 from bot.wording import prompt_template
+from memory.backoff import backoff_delay
 from memory.connect import display_url
 from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
@@ -47,6 +48,8 @@ from memory.settings import AnalysisSettings
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
 DRAIN_TIMEOUT_S = 10.0
+#: Longest wait between two attempts to open memory that failed at boot.
+MEMORY_RETRY_CAP_S = 30.0
 #: WebSocket close code for a stream refused for what it claimed (RFC 6455).
 POLICY_VIOLATION = 1008
 
@@ -80,6 +83,7 @@ class RapportBot:
         self._memory: MemoryAccess | None = None
         self._stop_worker = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._memory_retry: asyncio.Task[None] | None = None
 
     @property
     def memory(self) -> MemoryAccess | None:
@@ -123,11 +127,24 @@ class RapportBot:
             self._started = True
 
     async def _open_memory(self) -> None:
+        if not await self._try_open_memory():
+            logger.warning("Memory is unavailable: calls go on without it; retrying meanwhile")
+            self._memory_retry = asyncio.create_task(self._retry_memory(), name="memory-retry")
+
+    async def _retry_memory(self) -> None:
+        """Open memory in the background until it opens (the embedded server failed at boot)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            await asyncio.sleep(backoff_delay(attempt, base=1.0, cap=MEMORY_RETRY_CAP_S))
+            if await self._try_open_memory():
+                return
+
+    async def _try_open_memory(self) -> bool:
         try:
             self._runtime = await open_memory(self._settings.memory)
         except MemoryUnavailableError:
-            logger.warning("Memory is unavailable: calls go on without it")
-            return
+            return False
         memory = self._settings.memory
         where = (
             f"Redis at {display_url(memory.redis_url)}"
@@ -154,6 +171,7 @@ class RapportBot:
         freeze_startup_objects()
         if self._settings.run_worker:
             self._worker = asyncio.create_task(self._run_worker(embedder), name="analysis-worker")
+        return True
 
     async def _run_worker(self, embedder: Embedder) -> None:
         # Imported here: the analysis pulls in its own client and prompts.
@@ -196,6 +214,10 @@ class RapportBot:
                 await CallRecorder.drain_all()
         except TimeoutError:
             logger.warning("Some ended calls were not queued before shutdown; the sweeper will")
+        if self._memory_retry is not None:
+            self._memory_retry.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._memory_retry
         if self._worker is not None:
             self._stop_worker.set()
             with suppress(asyncio.CancelledError):

@@ -18,9 +18,9 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from memory.embeddings import Embedder, with_embeddings
-from memory.errors import MemoryUnavailableError
+from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.identity import CallerIdentity
-from memory.models import Fact, clean_text
+from memory.models import Fact, clean_text, now
 from memory.store import MemoryStore
 from memory.trust import Refusal, admit_fact
 
@@ -55,6 +55,11 @@ _ANONYMOUS = {
     "reason": "The caller's number is withheld, so nothing can be remembered for next time. "
     "Tell them politely.",
 }
+_FORGOTTEN = {
+    "saved": False,
+    "reason": "The caller's memory was erased during this call, so nothing more is kept. "
+    "Tell them politely it was not saved.",
+}
 _UNAVAILABLE = {
     "saved": False,
     "reason": "Memory is unavailable right now, so this was not saved. Tell them politely.",
@@ -80,6 +85,8 @@ class CallerTools:
         call_id: The call the facts come from.
         embedder: Embeds remembered facts for recall (None: stored without an embedding; the
             analysis worker embeds them later).
+        call_started_at: When the call began (default: now). A forget of the caller after it
+            refuses the call's writes: the caller asked for their memory to be gone.
     """
 
     def __init__(
@@ -89,11 +96,13 @@ class CallerTools:
         caller: CallerIdentity | None,
         call_id: str,
         embedder: Embedder | None = None,
+        call_started_at: float | None = None,
     ) -> None:
         self._store = store
         self._caller = caller
         self._call_id = call_id
         self._embedder = embedder
+        self._call_started_at = now() if call_started_at is None else call_started_at
 
     @staticmethod
     def schema() -> ToolsSchema:
@@ -132,7 +141,10 @@ class CallerTools:
         if self._store is None or self._caller is None:
             return _ANONYMOUS if self._caller is None else _UNAVAILABLE
         try:
-            await self._store.set_name(self._caller, name)
+            await self._store.set_name(self._caller, name, call_started_at=self._call_started_at)
+        except ForgottenCallerError:
+            logger.info("Refused the name of {}: forgotten during the call", self._caller.masked)
+            return _FORGOTTEN
         except MemoryUnavailableError:
             logger.warning("Could not save the name of {}: memory unavailable", self._caller.masked)
             return _UNAVAILABLE
@@ -154,7 +166,12 @@ class CallerTools:
             # Model inference: in a thread, so the call's audio keeps flowing meanwhile.
             (fact,) = await asyncio.to_thread(with_embeddings, [fact], self._embedder)
         try:
-            await self._store.upsert_facts(self._caller, [fact])
+            await self._store.upsert_facts(
+                self._caller, [fact], call_started_at=self._call_started_at
+            )
+        except ForgottenCallerError:
+            logger.info("Refused a fact of {}: forgotten during the call", self._caller.masked)
+            return _FORGOTTEN
         except MemoryUnavailableError:
             logger.warning("Could not store a fact of {}: memory unavailable", self._caller.masked)
             return _UNAVAILABLE

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 
 from rich.table import Table
 from rich.text import Text
@@ -134,5 +135,11 @@ async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse
         f"Forgot {args.caller}: {removed['facts']} facts, {removed['calls']} calls, "
         f"{removed['turns']} recent turns ({removed['keys']} keys), {jobs} queued or dead jobs. "
         "Calls still in progress cannot write it back."
+    )
+    rewrite_by = datetime.fromtimestamp(removed["rewrite_by"], UTC).strftime("%H:%M UTC")
+    console.print(
+        f"It leaves the disk with Redis's append-only file, rewritten by {rewrite_by} at the "
+        "latest while an analysis worker runs (a Redis that refuses BGREWRITEAOF rewrites it "
+        "on its own schedule)."
     )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -75,7 +76,12 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 async def open_redis(
-    *, redis_url: str | None, data_dir: Path, connect_timeout: float, command_timeout: float
+    *,
+    redis_url: str | None,
+    data_dir: Path,
+    connect_timeout: float,
+    command_timeout: float,
+    supervise: bool = True,
 ) -> tuple[redis.asyncio.Redis, Callable[[], Awaitable[None]]]:
     """Connect to ``redis_url``, or to the embedded server of ``data_dir`` when it is unset.
 
@@ -87,6 +93,8 @@ async def open_redis(
         data_dir: The embedded server's data directory (used only without ``redis_url``).
         connect_timeout: Seconds to wait for a connection.
         command_timeout: Seconds to wait for a reply.
+        supervise: Relaunch the embedded server whenever it dies, until closed (see
+            :meth:`EmbeddedRedis.supervise`).
 
     Returns:
         The client and a coroutine function that closes it and, for the embedded server, stops
@@ -98,16 +106,23 @@ async def open_redis(
 
     """
     embedded: EmbeddedRedis | None = None
+    supervisor: asyncio.Task[None] | None = None
     if not redis_url:
         embedded = EmbeddedRedis(data_dir=data_dir)
         await asyncio.to_thread(embedded.start)
         redis_url = embedded.url
+        if supervise:
+            supervisor = asyncio.create_task(embedded.supervise(), name="embedded-redis")
     client = client_from_url(
         redis_url, connect_timeout=connect_timeout, command_timeout=command_timeout
     )
 
     async def close() -> None:
         try:
+            if supervisor is not None:
+                supervisor.cancel()
+                with suppress(asyncio.CancelledError):
+                    await supervisor
             await client.aclose()
         finally:
             if embedded is not None:

@@ -12,7 +12,9 @@ it uses the server. :meth:`EmbeddedRedis.start` attaches to a server that answer
 socket and launches one otherwise; :meth:`EmbeddedRedis.stop` shuts the server down (with a final
 AOF fsync) only when no other process still uses it. So the CLI never stops the bot's server,
 and the worker keeps its server when the bot that started it exits first. The kernel releases
-the lock of a crashed process; its server keeps running and the next user adopts it.
+the lock of a crashed process; its server keeps running and the next user adopts it. Each
+long-lived user supervises the server (:meth:`EmbeddedRedis.supervise`): when it dies, the
+first to notice launches it again, from its AOF, under the same lock.
 
 Files in the data directory: ``redis.sock``, ``redis.pid``, ``redis.log``, ``redis.conf``,
 ``appendonly.aof``, the two lock files, and the pepper (see :mod:`memory.identity`).
@@ -20,6 +22,7 @@ Files in the data directory: ``redis.sock``, ``redis.pid``, ``redis.log``, ``red
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import importlib.util
 import os
@@ -35,6 +38,7 @@ from loguru import logger
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from memory.backoff import backoff_delay
 from memory.errors import ConfigurationError, MemoryUnavailableError
 
 #: The data directory used when none is configured.
@@ -174,6 +178,52 @@ class EmbeddedRedis:
             finally:
                 os.close(self._users_fd)
                 self._users_fd = None
+
+    def running(self) -> bool:
+        """Whether the server answers on the socket now (blocking; at most ~2 s)."""
+        return self._server_listening()
+
+    def relaunch(self) -> bool:
+        """Launch the server again if it died while this process used it (blocking).
+
+        Another process may have relaunched it first; then this one attaches. Only while
+        started, under the start lock, so two users never launch two servers.
+
+        Returns:
+            Whether the server answers now.
+        """
+        if self._users_fd is None:
+            return False
+        with self._exclusive(_START_LOCK):
+            try:
+                if not self._server_listening():
+                    self._launch()
+                self._wait_until_ready()
+            except MemoryUnavailableError:
+                return False
+        return True
+
+    async def supervise(self, *, every: float = 0.5, backoff_cap: float = 5.0) -> None:
+        """Relaunch the server whenever it dies, with backoff, until cancelled.
+
+        Logs one warning when it goes and one line when it is back.
+        """
+        attempt = 0
+        while True:
+            await asyncio.sleep(
+                every if attempt == 0 else backoff_delay(attempt, base=every, cap=backoff_cap)
+            )
+            if await asyncio.to_thread(self.running):
+                if attempt:
+                    logger.info("The embedded Redis server is back: memory is on again")
+                attempt = 0
+                continue
+            if attempt == 0:
+                logger.warning("The embedded Redis server stopped: calls go on without memory")
+            attempt += 1
+            if await asyncio.to_thread(self.relaunch):
+                logger.info("The embedded Redis server is back: memory is on again")
+                attempt = 0
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

@@ -34,7 +34,7 @@ MAX_RAW_CHARS = 64
 MIN_PEPPER_CHARS = 16
 #: Longest agent id.
 MAX_AGENT_ID_CHARS = 64
-#: Name of the generated pepper file inside the data directory.
+#: Name of the generated pepper file (in the old layout, inside the data directory).
 PEPPER_FILENAME = "pepper"
 
 _KEY_VERSION = "v1"
@@ -208,27 +208,44 @@ def identify(
     )
 
 
-def load_pepper(*, redis_url: str | None, pepper: str | None, data_dir: Path) -> bytes:
+def default_pepper_file() -> Path:
+    """Where the generated pepper lives by default: the user's config folder, not the data's.
+
+    ``$XDG_CONFIG_HOME/rapport/pepper``, or ``~/.config/rapport/pepper``. Apart from the data
+    folder, so a copy of the data (a backup, a stolen disk image) cannot be keyed back to numbers.
+    """
+    config_home = os.environ.get("XDG_CONFIG_HOME", "").strip()
+    base = Path(config_home) if config_home else Path.home() / ".config"
+    return base / "rapport" / PEPPER_FILENAME
+
+
+def load_pepper(
+    *, redis_url: str | None, pepper: str | None, data_dir: Path, pepper_file: Path | None = None
+) -> bytes:
     """Load the secret that keys caller ids.
 
     An explicit ``pepper`` (``RAPPORT_PEPPER``) always wins; an empty or blank one counts as
     unset. With an external Redis (``redis_url``) the pepper must be explicit, because every
     process sharing that Redis must use the same one. With the embedded Redis the pepper is read
-    from ``data_dir/pepper``, which is generated on first use (64 hex characters, mode 0600).
-    Its text is the pepper, so ``RAPPORT_PEPPER=$(cat data/pepper)`` keeps the same keys when
+    from ``pepper_file`` (``RAPPORT_PEPPER_FILE``, default :func:`default_pepper_file`), which
+    is generated on first use (64 hex characters, mode 0600). A pepper in the data folder, where
+    earlier versions generated it, is moved there first, so every stored key still resolves.
+    Its text is the pepper, so ``RAPPORT_PEPPER=$(cat <pepper file>)`` keeps the same keys when
     moving to an external Redis. Losing that file orphans every stored memory.
 
     Args:
         redis_url: ``REDIS_URL``, or None for the embedded Redis.
         pepper: ``RAPPORT_PEPPER``, or None.
-        data_dir: The embedded Redis data directory, which also holds the generated pepper.
+        data_dir: The embedded Redis data directory (an old-layout pepper is moved out of it).
+        pepper_file: Where the generated pepper lives (None: :func:`default_pepper_file`).
 
     Returns:
         The pepper as bytes.
 
     Raises:
         ConfigurationError: The pepper is shorter than ``MIN_PEPPER_CHARS``, ``redis_url`` is set
-            without a pepper, or the pepper file is unreadable or too short.
+            without a pepper, the pepper file is unreadable or too short, or the data folder
+            holds a different pepper than the pepper file.
 
     """
     if pepper is not None and pepper.strip():
@@ -242,30 +259,51 @@ def load_pepper(*, redis_url: str | None, pepper: str | None, data_dir: Path) ->
             "REDIS_URL is set but RAPPORT_PEPPER is not: set RAPPORT_PEPPER to a secret of at "
             f"least {MIN_PEPPER_CHARS} characters, shared by every process using that Redis"
         )
-    path = data_dir / PEPPER_FILENAME
+    path = (pepper_file or default_pepper_file()).expanduser()
     try:
+        _move_old_pepper(data_dir / PEPPER_FILENAME, path)
         if not path.exists():
-            _write_new_pepper(path)
+            _write_new_pepper(path, secrets.token_hex(32))
         stored = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigurationError("the generated pepper file cannot be read or written") from err
     if len(stored) < MIN_PEPPER_CHARS:
         raise ConfigurationError("the generated pepper file is too short; restore it from backup")
     logger.warning(
-        "Caller keys use the generated pepper file in the data directory: back it up (losing "
-        "it orphans every stored memory) or set RAPPORT_PEPPER"
+        "Caller keys use the generated pepper file (RAPPORT_PEPPER_FILE): back it up apart from "
+        "the data (losing it orphans every stored memory) or set RAPPORT_PEPPER"
     )
     return stored.encode()
 
 
-def _write_new_pepper(path: Path) -> None:
+def _move_old_pepper(old: Path, path: Path) -> None:
+    """Move a pepper out of the data folder (the old layout) to ``path``, keeping its text."""
+    if old.resolve() == path.resolve():
+        return
+    try:
+        text = old.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return  # the usual case; or another process moved it just now
+    if path.exists():
+        if path.read_text(encoding="ascii").strip() != text:
+            raise ConfigurationError(
+                f"the data folder holds a pepper that differs from {path}: keep the one the "
+                "stored memory was keyed with and remove the other"
+            )
+    else:
+        _write_new_pepper(path, text)
+    old.unlink(missing_ok=True)
+    logger.info("Moved the generated pepper out of the data folder (RAPPORT_PEPPER_FILE)")
+
+
+def _write_new_pepper(path: Path, text: str) -> None:
     """Create the pepper file atomically; if another process won the race, keep theirs."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(secrets.token_hex(32))
+            file.write(text)
             file.flush()
             os.fsync(file.fileno())
         # link() fails if the target exists, unlike replace(): two processes starting at once

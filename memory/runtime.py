@@ -49,7 +49,10 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
     """
     settings = settings or MemorySettings()
     pepper = load_pepper(
-        redis_url=settings.redis_url, pepper=settings.pepper, data_dir=settings.data_dir
+        redis_url=settings.redis_url,
+        pepper=settings.pepper,
+        data_dir=settings.data_dir,
+        pepper_file=settings.pepper_file,
     )
     redis, close = await open_redis(
         redis_url=settings.redis_url,
@@ -62,6 +65,11 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
         prefix=settings.key_prefix,
         retention_days=settings.retention_days,
         recent_exchanges=settings.recent_exchanges,
+        max_facts=settings.max_facts,
+        max_text_chars=settings.max_text_chars,
+        max_value_bytes=settings.max_value_bytes,
+        tombstone_seconds=round(settings.tombstone_hours * 3600),
+        erasure_rewrite_s=settings.erasure_rewrite_s,
     )
     return MemoryRuntime(settings=settings, redis=redis, store=store, pepper=pepper, _close=close)
 

@@ -13,8 +13,11 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from memory.erasure import DEFAULT_ERASURE_REWRITE_S
 from memory.errors import ConfigurationError
 from memory.fields import AnalysisFields, load_fields
+from memory.models import MAX_TEXT_CHARS
+from memory.store import DEFAULT_MAX_FACTS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_TOMBSTONE_SECONDS
 
 #: The worker blocks on the stream for a second at a time; the call path's tight Redis
 #: timeouts would cut every such read short.
@@ -36,6 +39,28 @@ class MemorySettings(BaseSettings):
     #: Call-path timeouts are tight: a slow Redis degrades a call to "no memory", not silence.
     redis_connect_timeout: float = Field(default=0.5, gt=0, alias="RAPPORT_REDIS_CONNECT_TIMEOUT")
     redis_command_timeout: float = Field(default=0.25, gt=0, alias="RAPPORT_REDIS_COMMAND_TIMEOUT")
+    #: Facts kept per caller (0 = no cap); over it the lowest-value facts are evicted.
+    max_facts: int = Field(default=DEFAULT_MAX_FACTS, ge=0, alias="RAPPORT_MEMORY_MAX_FACTS")
+    #: Longest turn, fact or name text stored, in characters; longer text is cut first.
+    max_text_chars: int = Field(
+        default=MAX_TEXT_CHARS, ge=80, alias="RAPPORT_MEMORY_MAX_TEXT_CHARS"
+    )
+    #: Largest key-value memory value, in JSON bytes.
+    max_value_bytes: int = Field(
+        default=DEFAULT_MAX_VALUE_BYTES, ge=64, alias="RAPPORT_MEMORY_MAX_VALUE_BYTES"
+    )
+    #: How long a forget refuses the writes of calls that began before it.
+    tombstone_hours: float = Field(
+        default=DEFAULT_TOMBSTONE_SECONDS / 3600, gt=0, alias="RAPPORT_FORGET_TOMBSTONE_HOURS"
+    )
+    #: Longest time erased data may stay in Redis's append-only file after a forget: one
+    #: ``BGREWRITEAOF`` within it covers every forget since the last rewrite.
+    erasure_rewrite_s: float = Field(
+        default=DEFAULT_ERASURE_REWRITE_S, gt=0, alias="RAPPORT_ERASURE_REWRITE_S"
+    )
+    #: The generated pepper's file (used without ``RAPPORT_PEPPER``); default: a per-user
+    #: config path outside the data folder (see ``memory.identity.default_pepper_file``).
+    pepper_file: Path | None = Field(default=None, alias="RAPPORT_PEPPER_FILE")
     #: The price table calls are costed by (default: the list prices in ``memory/prices.json``).
     prices_file: Path | None = Field(default=None, alias="RAPPORT_PRICES_FILE")
     #: Bearer token ``GET /metrics`` requires when set (the metrics name no caller).

@@ -40,6 +40,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from memory.coalesce import ReadCoalescer
+from memory.erasure import DEFAULT_ERASURE_REWRITE_S, ErasureScheduler, schedule_erasure
 from memory.errors import (
     REDIS_FAILURES,
     ForgottenCallerError,
@@ -306,6 +307,8 @@ class MemoryStore:
         max_text_chars: Longest turn or fact text stored; longer text is cut before scrubbing.
         max_value_bytes: Largest key-value memory value (JSON bytes).
         tombstone_seconds: How long a forget refuses writes of calls that began before it.
+        erasure_rewrite_s: Longest time a forgotten caller stays in the append-only file
+            (see :mod:`memory.erasure`).
     """
 
     def __init__(
@@ -319,6 +322,7 @@ class MemoryStore:
         max_text_chars: int = MAX_TEXT_CHARS,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         tombstone_seconds: int = DEFAULT_TOMBSTONE_SECONDS,
+        erasure_rewrite_s: float = DEFAULT_ERASURE_REWRITE_S,
     ) -> None:
         self._redis = redis
         self._keys = KeyLayout(prefix)
@@ -328,6 +332,7 @@ class MemoryStore:
         self.max_text_chars = max_text_chars
         self._max_value_bytes = max_value_bytes
         self._tombstone_seconds = tombstone_seconds
+        self._erasure_rewrite_s = erasure_rewrite_s
         self._record_call = redis.register_script(_RECORD_CALL)
         self._upsert_facts = redis.register_script(_UPSERT_FACTS)
         self._append_turns = redis.register_script(_APPEND_TURNS)
@@ -337,6 +342,12 @@ class MemoryStore:
         self._mark_failed = redis.register_script(_MARK_FAILED)
         self._set_embeddings = redis.register_script(_SET_EMBEDDINGS)
         self.followups = FollowUpIndex(redis, self._keys, retention_seconds=self.ttl_seconds)
+
+    def erasure_scheduler(self) -> ErasureScheduler:
+        """The scheduler that rewrites the append-only file once a forget's erasure is due."""
+        return ErasureScheduler(
+            self._redis, prefix=self._keys.prefix, bound_s=self._erasure_rewrite_s
+        )
 
     @property
     def ttl_seconds(self) -> int:
@@ -874,8 +885,12 @@ class MemoryStore:
         the keys are deleted is refused rather than bringing anything back. Queue entries are
         the queue's (see :meth:`AnalysisQueue.forget_caller`).
 
+        The deletes reach the disk once the append-only file is rewritten, which this schedules
+        (after the deletes: see :mod:`memory.erasure`).
+
         Returns:
-            How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``).
+            How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``), and
+            ``rewrite_by``: the Unix time by which the append-only file rewrite starts.
         """
         # Strictly after any call start already seen by this clock (a call starting in this
         # very second begins a new memory).
@@ -903,7 +918,16 @@ class MemoryStore:
             pipe.zrem(self._keys.agent(caller.agent_id, "open"), *members)
         await redis_reply(pipe.execute())
         await self.followups.remove(caller.agent_id, members)
-        return {"keys": removed, "facts": n_facts, "calls": len(ids), "turns": n_turns}
+        rewrite_by = await schedule_erasure(
+            self._redis, prefix=self._keys.prefix, bound_s=self._erasure_rewrite_s
+        )
+        return {
+            "keys": removed,
+            "facts": n_facts,
+            "calls": len(ids),
+            "turns": n_turns,
+            "rewrite_by": int(rewrite_by) + 1,
+        }
 
     async def _open_call_ids(self, caller: CallerIdentity) -> set[str]:
         open_key = self._keys.agent(caller.agent_id, "open")

@@ -24,6 +24,9 @@ A sweeper (one worker at a time, every ``sweep_interval``) closes and queues cal
 died mid-call (turns stored, no end, silent for ``idle_timeout``) and finishes hang-ups whose
 process died between closing the call and queueing it.
 
+Every worker also runs the erasure scheduler (:mod:`memory.erasure`): once a forget's deadline
+has passed, one of them has Redis rewrite its append-only file, so erased data leaves the disk.
+
 Several workers, in one process (``concurrency``) or many, share the queue safely.
 """
 
@@ -154,6 +157,8 @@ class AnalysisWorker:
         ]
         tasks.append(asyncio.create_task(self._sweep_periodically(stop), name="analysis-sweeper"))
         tasks.append(asyncio.create_task(self._beat_periodically(stop), name="analysis-heartbeat"))
+        erasure = self._store.erasure_scheduler()
+        tasks.append(asyncio.create_task(erasure.run(stop), name="erasure-scheduler"))
         logger.info("Analysis worker started ({} at a time)", self._settings.concurrency)
         try:
             await stop.wait()

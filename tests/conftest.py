@@ -39,6 +39,14 @@ from tests.shared import API_KEY
 from tests.worker_support import EMBEDDER, WorkerFactory, analysis_settings
 
 
+@pytest.fixture(autouse=True)
+def _own_config_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generated pepper goes to a per-test config folder, never the user's own."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Fail the test in which any LLM request broke the real API's rules.

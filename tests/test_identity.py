@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import phonenumbers
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from loguru import logger
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from memory.errors import ConfigurationError, InvalidIdentityError
@@ -16,6 +18,7 @@ from memory.identity import (
     PEPPER_FILENAME,
     CallerIdentity,
     caller_key,
+    default_pepper_file,
     identify,
     load_pepper,
     mask_number,
@@ -250,23 +253,50 @@ def test_caller_key_rejects_non_e164() -> None:
         caller_key(PEPPER, "acme", "4155550123")
 
 
-def test_pepper_is_generated_once_and_reused(tmp_path: Path) -> None:
+def test_pepper_is_generated_once_outside_the_data_folder(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = load_pepper(redis_url=None, pepper=None, data_dir=data_dir)
     second = load_pepper(redis_url=None, pepper=None, data_dir=data_dir)
     assert first == second
     assert len(first) == 64
-    path = data_dir / PEPPER_FILENAME
+    path = default_pepper_file()
+    assert path == Path(os.environ["XDG_CONFIG_HOME"]) / "rapport" / PEPPER_FILENAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in data_dir.iterdir()) == [PEPPER_FILENAME]
+    assert not data_dir.exists() or list(data_dir.iterdir()) == []
     # The file's text works as RAPPORT_PEPPER, so moving to an external Redis keeps every key.
     assert load_pepper(redis_url="redis://x", pepper=path.read_text(), data_dir=tmp_path) == first
 
 
-def test_generated_peppers_differ_between_data_dirs(tmp_path: Path) -> None:
-    one = load_pepper(redis_url=None, pepper=None, data_dir=tmp_path / "one")
-    two = load_pepper(redis_url=None, pepper=None, data_dir=tmp_path / "two")
+def test_pepper_file_setting_is_honoured(tmp_path: Path) -> None:
+    one = load_pepper(redis_url=None, pepper=None, data_dir=tmp_path, pepper_file=tmp_path / "a")
+    two = load_pepper(redis_url=None, pepper=None, data_dir=tmp_path, pepper_file=tmp_path / "b")
     assert one != two
+    assert (tmp_path / "a").read_text().encode() == one
+
+
+def test_an_old_layout_pepper_is_moved_and_keys_stay_the_same(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / PEPPER_FILENAME).write_text("old-layout-pepper-0123456789abcdef")
+    before = caller_key(b"old-layout-pepper-0123456789abcdef", "acme", SF)
+    messages: list[str] = []
+    sink = logger.add(messages.append, level="INFO", format="{message}")
+    try:
+        pepper = load_pepper(redis_url=None, pepper=None, data_dir=data_dir)
+        again = load_pepper(redis_url=None, pepper=None, data_dir=data_dir)
+    finally:
+        logger.remove(sink)
+    assert caller_key(pepper, "acme", SF) == before == caller_key(again, "acme", SF)
+    assert not (data_dir / PEPPER_FILENAME).exists()
+    assert stat.S_IMODE(default_pepper_file().stat().st_mode) == 0o600
+    assert sum("Moved the generated pepper" in m for m in messages) == 1
+
+
+def test_two_different_peppers_are_refused(tmp_path: Path) -> None:
+    load_pepper(redis_url=None, pepper=None, data_dir=tmp_path)
+    (tmp_path / PEPPER_FILENAME).write_text("another-pepper-0123456789abcdef")
+    with pytest.raises(ConfigurationError, match="differs"):
+        load_pepper(redis_url=None, pepper=None, data_dir=tmp_path)
 
 
 def test_generated_pepper_logs_a_warning(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pipecat.services.llm_service import FunctionCallParams
 
 from bot.tools import REMEMBERED_CONFIDENCE, CallerTools
 from memory.identity import CallerIdentity, identify
+from memory.models import now
 from memory.store import MemoryStore
 
 PEPPER = b"tools-test-pepper-0123456789abcdef"
@@ -83,3 +84,22 @@ async def test_remember_refuses_secrets_and_non_facts(
     result = await remember(tools, fact)
     assert result["saved"] is False
     assert await store.all_facts(caller) == []
+
+
+async def test_tools_of_a_call_in_progress_at_a_forget_write_nothing(
+    store: MemoryStore, caller: CallerIdentity
+) -> None:
+    started = now() - 5
+    tools = CallerTools(store=store, caller=caller, call_id="call-1", call_started_at=started)
+    await store.forget(caller)
+
+    fact = await remember(tools, "Caller is vegetarian")
+    name = await tools.run("save_caller_name", {"name": "Ana"})
+
+    assert fact["saved"] is False and "erased" in fact["reason"]
+    assert name["saved"] is False and "erased" in name["reason"]
+    assert await store.all_facts(caller) == []
+    assert (await store.load(caller)).profile.name is None
+    # A call that starts after the forget is the caller's new memory.
+    later = CallerTools(store=store, caller=caller, call_id="call-2")
+    assert (await later.run("save_caller_name", {"name": "Ana"}))["saved"] is True
