@@ -16,9 +16,9 @@ from bot.wording import GREETINGS
 from tests.analysis_answers import answer
 from tests.calls import ANA, OTHER, Line, analyse_queued, caller_of, queued_calls, runtime_of
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.text_bot import bot_env
 from tests.fakes.text_bot import serving as serving_bot
 from tests.platforms import API_KEY, platform_app, serving
-from tests.shared import PEPPER
 
 ATTESTED = "TN-Validation-Passed-A"
 GREETING = GREETINGS["en"].format(business="Bella's Bakery")
@@ -132,19 +132,13 @@ def test_without_their_secrets_no_platform_endpoint_is_served(line: Line) -> Non
 async def test_the_bot_server_serves_the_platform_endpoints_behind_their_secrets(
     tmp_path: Path, redis_url: str, key_prefix: str, fake: FakeAnthropic
 ) -> None:
-    env = {
-        "REDIS_URL": redis_url,
-        "RAPPORT_PEPPER": PEPPER,
-        "RAPPORT_KEY_PREFIX": key_prefix,
-        "RAPPORT_RUN_WORKER": "false",
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": fake.base_url,
-        "DEEPGRAM_API_KEY": "unused",
-        "AZURE_SPEECH_KEY": "unused",
-        "AZURE_SPEECH_REGION": "unused",
-        "RAPPORT_API_KEY": "platform-key",
-        "RAPPORT_VAPI_SECRET": "vapi-secret",
-    }
+    env = bot_env(
+        redis_url,
+        key_prefix,
+        fake.base_url,
+        RAPPORT_API_KEY="platform-key",
+        RAPPORT_VAPI_SECRET="vapi-secret",
+    )
     async with (
         serving_bot(env=env, folder=tmp_path) as url,
         httpx.AsyncClient(base_url=url) as http,

@@ -22,7 +22,7 @@ from memory.models import CallRecord
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.text_bot import serving
+from tests.fakes.text_bot import bot_env, serving
 from tests.polling import eventually
 from tests.shared import PEPPER
 
@@ -60,21 +60,6 @@ async def queued_calls(redis: Redis, prefix: str) -> list[str]:
     return [fields[b"call"].decode() for _, fields in entries]
 
 
-def bot_env(redis_url: str, key_prefix: str, fake: FakeAnthropic, **extra: str) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "RAPPORT_PEPPER": PEPPER,
-        "RAPPORT_KEY_PREFIX": key_prefix,
-        "RAPPORT_RUN_WORKER": "false",
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": fake.base_url,
-        "DEEPGRAM_API_KEY": "unused",
-        "AZURE_SPEECH_KEY": "unused",
-        "AZURE_SPEECH_REGION": "unused",
-        **extra,
-    }
-
-
 async def call_once(url: str, body: dict[str, str]) -> str:
     """Join the room, stay for the greeting, leave; the call's id."""
     async with aiohttp.ClientSession() as http:
@@ -95,7 +80,7 @@ async def test_the_caller_given_to_the_local_room_is_greeted_with_their_memory(
     store = MemoryStore(redis_client, prefix=key_prefix)
     await store.set_name(caller, "Ana Puig")
     await store.close_call(caller, CallRecord(call_id="earlier", agent_id="default"))
-    env = bot_env(redis_url, key_prefix, fake)
+    env = bot_env(redis_url, key_prefix, fake.base_url)
     secrets = (CALLER, CALLER[2:])
     async with serving(env=env, folder=tmp_path, secrets=secrets) as url:
         session = await call_once(url, {"caller": CALLER})
@@ -121,7 +106,7 @@ async def test_beyond_loopback_the_room_names_no_caller_unless_enabled(
     assert caller is not None
     store = MemoryStore(redis_client, prefix=key_prefix)
     await store.set_name(caller, "Ana Puig")
-    env = bot_env(redis_url, key_prefix, fake, RAPPORT_TEST_ROOM=str(test_room).lower())
+    env = bot_env(redis_url, key_prefix, fake.base_url, RAPPORT_TEST_ROOM=str(test_room).lower())
     secrets = (CALLER, CALLER[2:])
     async with serving(env=env, folder=tmp_path, secrets=secrets, host="0.0.0.0") as url:
         session = await call_once(url, {"caller": CALLER})

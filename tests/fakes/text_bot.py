@@ -27,6 +27,7 @@ from bot.settings import BotSettings
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually
+from tests.shared import PEPPER
 
 REPO = Path(__file__).resolve().parents[2]
 #: Names the file the text bot appends each spoken sentence to.
@@ -49,6 +50,23 @@ def text_services(
     tts = SilentTTS(spoken_log=Path(spoken_log) if spoken_log else None)
     keypad = json.loads(os.environ.get(KEYPAD, "{}"))
     return CallServices(stt=TextSTT(keypad=keypad), llm=llm, tts=tts)
+
+
+def bot_env(redis_url: str, key_prefix: str, anthropic_url: str, **extra: str) -> dict[str, str]:
+    """The text bot's environment: the test's Redis and key prefix, the Anthropic fake, and the
+    cloud keys the settings check wants (unused: STT and TTS are text here)."""
+    return {
+        "REDIS_URL": redis_url,
+        "RAPPORT_PEPPER": PEPPER,
+        "RAPPORT_KEY_PREFIX": key_prefix,
+        "RAPPORT_RUN_WORKER": "false",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": anthropic_url,
+        "DEEPGRAM_API_KEY": "unused",
+        "AZURE_SPEECH_KEY": "unused",
+        "AZURE_SPEECH_REGION": "unused",
+        **extra,
+    }
 
 
 def _free_port() -> int:
