@@ -130,7 +130,8 @@ class EmbeddedRedis:
         Raises:
             ConfigurationError: The socket path is too long for a unix socket, or the data
                 directory path cannot be written into a Redis config.
-            MemoryUnavailableError: The server did not start or answer in time.
+            MemoryUnavailableError: The server did not start or answer in time, or its data
+                folder cannot be written.
 
         """
         if self._users_fd is not None:
@@ -140,6 +141,17 @@ class EmbeddedRedis:
                 f"data directory path too long for a unix socket (max {MAX_SOCKET_PATH_BYTES} "
                 "bytes including /redis.sock); use a shorter data directory"
             )
+        try:
+            self._start_shared()
+        except OSError as e:
+            # A data folder that cannot be written (full disk, a path taken): no memory, but the
+            # calls go on, and the bot tries again later.
+            raise MemoryUnavailableError(
+                f"the embedded Redis could not start in its data folder ({type(e).__name__})"
+            ) from e
+        return self
+
+    def _start_shared(self) -> None:
         self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._exclusive(_START_LOCK):
             users_fd = os.open(self._data_dir / _USERS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
@@ -154,7 +166,6 @@ class EmbeddedRedis:
                 raise
             self._users_fd = users_fd
             self._launched_here = launch
-        return self
 
     def stop(self) -> None:
         """Stop using the server; shut it down if no other process uses it.

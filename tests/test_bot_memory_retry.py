@@ -1,0 +1,36 @@
+"""A bot whose Redis is not there at boot takes calls without memory, and gets it back by itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.process import RapportBot
+from bot.settings import BotSettings
+from memory.settings import MemorySettings
+from tests.polling import eventually
+
+
+async def test_memory_unavailable_at_boot_is_retried_in_the_background(tmp_path: Path) -> None:
+    # The embedded server cannot start while its configuration's path is taken by a folder.
+    data_dir = tmp_path / "data"
+    blocked = data_dir / "redis.conf"
+    blocked.mkdir(parents=True)
+    memory = MemorySettings(
+        _env_file=None,
+        RAPPORT_DATA_DIR=str(data_dir),
+        RAPPORT_PEPPER_FILE=str(tmp_path / "pepper"),
+        RAPPORT_KEY_PREFIX="rapport-test-retry",
+    )
+    settings = BotSettings(
+        _env_file=None, ANTHROPIC_API_KEY="test-key", RAPPORT_RUN_WORKER="false", memory=memory
+    )
+    bot = RapportBot(settings)
+    await bot.start()
+    try:
+        assert bot.memory is None  # calls go on without memory meanwhile
+        blocked.rmdir()  # the operator fixes it; nobody restarts the bot
+        await eventually(lambda: bot.memory is not None, within=15)
+        assert bot.memory is not None
+        await bot.memory.runtime.redis.ping()
+    finally:
+        await bot.stop()
