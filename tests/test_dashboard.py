@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +131,28 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The system's Chromium, installed from Debian's packages first if this machine lacks it.
+
+    The test command must work on a fresh machine with nothing but the package registries, and
+    Playwright never downloads a browser of its own here.
+    """
+    if not Path(CHROMIUM).exists():
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.fail(f"the dashboard tests need {CHROMIUM}: install Debian's chromium package")
+        for command in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "chromium"],
+        ):
+            subprocess.run(command, check=True, capture_output=True, timeout=900)
+    return CHROMIUM
+
+
 @pytest.fixture
-async def dashboard(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Dashboard]:
+async def dashboard(
+    redis_url: str, key_prefix: str, tmp_path: Path, chromium: str
+) -> AsyncIterator[Dashboard]:
     line = await open_line(redis_url, key_prefix)
     memory = dashboard_memory(line.runtime, line.queue, agent_id=AGENT)
     app = dashboard_app(access=DashboardAccess(password=PASSWORD), memory=lambda: memory)
@@ -146,7 +169,7 @@ async def dashboard(redis_url: str, key_prefix: str, tmp_path: Path) -> AsyncIte
         async with async_playwright() as playwright:
             context = await playwright.chromium.launch_persistent_context(
                 str(tmp_path / "profile"),
-                executable_path=CHROMIUM,
+                executable_path=chromium,
                 headless=True,
                 args=CHROMIUM_ARGS,
                 viewport={"width": 390, "height": 844},  # a phone's screen
