@@ -55,11 +55,12 @@ from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.metrics import ACTIVE_CALLS
-from memory.models import CallerMemory, CallTrust, now
+from memory.models import CallerMemory, now
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime
+from memory.session import remembered_caller
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
@@ -120,21 +121,16 @@ def prepare_call(
     """
     if memory is None or not settings.memory_enabled:
         return PreparedCall(origin=origin, caller=None, memory=None)
-    caller = memory.runtime.identify(origin.caller, agent_id=settings.agent_id)
+    caller = remembered_caller(
+        memory.runtime,
+        origin.caller,
+        agent_id=settings.agent_id,
+        trust=origin.trust,
+        serve_unverified=settings.unverified_callers == UnverifiedCallers.FULL,
+        door=origin.transport,
+    )
     if caller is None:
-        logger.info("Anonymous {} call: nothing is remembered or recorded", origin.transport)
         return PreparedCall(origin=origin, caller=None, memory=None)
-    if (
-        origin.trust == CallTrust.UNVERIFIED
-        and settings.unverified_callers == UnverifiedCallers.NONE
-    ):
-        logger.info(
-            "Unverified {} call from {}: served without memory (RAPPORT_UNVERIFIED_CALLERS=none)",
-            origin.transport,
-            caller.masked,
-        )
-        return PreparedCall(origin=origin, caller=None, memory=None)
-    logger.info("Call from {} ({}, {})", caller.masked, origin.transport, origin.trust.value)
     task = asyncio.create_task(_load(memory.runtime, caller), name=f"memory-{origin.call_id}")
     return PreparedCall(origin=origin, caller=caller, memory=task)
 

@@ -66,6 +66,44 @@ def call_start_facts(
     )
 
 
+def remembered_caller(
+    runtime: MemoryRuntime,
+    number: str | None,
+    *,
+    agent_id: str,
+    trust: CallTrust,
+    serve_unverified: bool,
+    door: str,
+) -> CallerIdentity | None:
+    """The caller whose memory a call may read and write, or None: the one rule for every door.
+
+    A withheld or unparsable number is anonymous; a number only claimed (``unverified``) is
+    served like an anonymous caller unless the business chose otherwise
+    (``RAPPORT_UNVERIFIED_CALLERS=full``). Logs the decision with the masked number only.
+
+    Args:
+        runtime: The process's memory.
+        number: The raw caller id, as the door received it.
+        agent_id: The business line called.
+        trust: How far the door could believe the number.
+        serve_unverified: Whether an unverified caller gets their memory.
+        door: Which door the call came through (``twilio``, ``vapi``...), for the log.
+    """
+    caller = runtime.identify(number, agent_id=agent_id)
+    if caller is None:
+        logger.info("Anonymous {} call: nothing is remembered or recorded", door)
+        return None
+    if trust == CallTrust.UNVERIFIED and not serve_unverified:
+        logger.info(
+            "Unverified {} call from {}: served without memory (RAPPORT_UNVERIFIED_CALLERS=none)",
+            door,
+            caller.masked,
+        )
+        return None
+    logger.info("Call from {} ({}, {})", caller.masked, door, trust.value)
+    return caller
+
+
 @dataclass(frozen=True, slots=True)
 class CallPolicy:
     """How one agent takes calls from a platform: the bot's settings that matter here.
@@ -200,19 +238,19 @@ async def open_call(
     )
     if runtime is None:
         return session
-    caller = runtime.identify(number, agent_id=policy.agent_id)
+    caller = remembered_caller(
+        runtime,
+        number,
+        agent_id=policy.agent_id,
+        trust=trust,
+        serve_unverified=policy.serve_unverified,
+        door=door,
+    )
     if caller is None:
-        session.trust = CallTrust.ANONYMOUS
-        logger.info("Anonymous {} call: nothing is remembered or recorded", door)
+        # Refused for its trust, or no usable number at all: only the latter is anonymous.
+        if runtime.identify(number, agent_id=policy.agent_id) is None:
+            session.trust = CallTrust.ANONYMOUS
         return session
-    if trust == CallTrust.UNVERIFIED and not policy.serve_unverified:
-        logger.info(
-            "Unverified {} call from {}: served without memory (RAPPORT_UNVERIFIED_CALLERS=none)",
-            door,
-            caller.masked,
-        )
-        return session
-    logger.info("Call from {} ({}, {})", caller.masked, door, trust.value)
     session.caller = caller
     if queue is not None:
         session.recorder = CallRecorder(
