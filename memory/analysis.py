@@ -24,7 +24,6 @@ Errors are classified, not retried: retries with backoff are the worker's job. S
 from __future__ import annotations
 
 import email.utils
-import html
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ from memory.models import (
     Turn,
     clean_text,
 )
+from memory.render import quoted
 from memory.report import AnalysisUsage
 from memory.scrub import scrub, scrub_turns
 from memory.trust import admit_fact
@@ -312,11 +312,11 @@ class CallAnalyzer:
             reverse=True,
         )[:MAX_PROMPT_FACTS]
         facts = "\n".join(
-            f"- id={fact.id} (confidence {fact.confidence:.2f}): {_escaped(fact.text)}"
+            f"- id={fact.id} (confidence {fact.confidence:.2f}): {quoted(fact.text)}"
             for fact in live
         )
         lines = "\n".join(
-            f"{_SPEAKERS[turn.role]}: {_escaped(turn.text)}" for turn in scrub_turns(transcript)
+            f"{_SPEAKERS[turn.role]}: {quoted(turn.text)}" for turn in scrub_turns(transcript)
         )
         return _USER_PROMPT.format(
             facts=facts or "(none: first call or nothing known)",
@@ -365,14 +365,9 @@ def _transfer_event(transfer: CallTransfer | None) -> str:
         return ""
     return (
         "\n<call_events>\nThe agent put the caller through to a person at the business "
-        f"({_escaped(transfer.target)}); the agent's reason: {_escaped(transfer.reason)}. "
+        f"({quoted(transfer.target)}); the agent's reason: {quoted(transfer.reason)}. "
         "Say so in the summary.\n</call_events>\n"
     )
-
-
-def _escaped(text: str) -> str:
-    # Untrusted text must not be able to close the <transcript> or <known_facts> tags.
-    return html.escape(text, quote=False)
 
 
 def _capped(text: str, limit: int) -> str:
