@@ -419,8 +419,17 @@ class MemoryStore:
         # The id is the hash field, not in the stored JSON: splice it in (cheaper than hashing
         # the text again). A malformed value fails the batch and is skipped one by one.
         payloads = [b'{"id":"' + _json_safe(fact_id) + b'",' + raw[fact_id][1:] for fact_id in ids]
+        # Validated a slice at a time: pydantic holds the GIL through one call, and a caller with
+        # thousands of facts must not stall the event loop past the call-start budget.
+        parsed = [
+            fact
+            for start in range(0, len(payloads), _PARSE_INLINE_FACTS)
+            for fact in self._parse_all(
+                Fact, payloads[start : start + _PARSE_INLINE_FACTS], what="fact"
+            )
+        ]
         facts = []
-        for fact_id, fact in zip(ids, self._parse_all(Fact, payloads, what="fact"), strict=True):
+        for fact_id, fact in zip(ids, parsed, strict=True):
             if fact is not None:
                 fact.embedding = embeddings.get(fact_id)
                 facts.append(fact)
