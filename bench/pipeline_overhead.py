@@ -86,7 +86,7 @@ from bot.identify import CallOrigin
 from bot.pipeline import Call, MemoryAccess, PreparedCall, build_call
 from bot.services import CallServices
 from bot.settings import BotSettings
-from memory.connect import open_redis
+from memory.backend.connect import open_redis
 from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.identity import CallerIdentity, identify
 from memory.models import CallerMemory, CallRecord, Fact, Turn

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from memory.connect import open_redis
+from memory.backend.connect import open_redis
 
 
 @asynccontextmanager

@@ -32,8 +32,8 @@ from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.transfer import DailyHandoff, Handoff
 from bot.wording import prompt_template
+from memory.backend.connect import display_url
 from memory.backoff import backoff_delay
-from memory.connect import display_url
 from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
 from memory.health import ServiceHealth, check_health

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
-from memory.errors import redis_reply
+from memory.backend.reply import redis_reply
 from memory.keys import KeyLayout
 from memory.models import now, to_ms
 

@@ -28,7 +28,8 @@ from loguru import logger
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from memory.errors import REDIS_FAILURES, MemoryUnavailableError, classified, redis_reply
+from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
+from memory.errors import MemoryUnavailableError
 from memory.models import now
 
 #: Default longest time erased data stays in the append-only file (``RAPPORT_ERASURE_REWRITE_S``).

@@ -29,7 +29,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from memory.errors import redis_reply
+from memory.backend.reply import redis_reply
 from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref
 from memory.models import CallRecord, CallStatus, now, to_ms

@@ -32,11 +32,12 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from memory.errors import REDIS_FAILURES, MemoryUnavailableError, classified, redis_reply
+from memory.backend.outage import REDIS_OUTAGE
+from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
+from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, glob_escaped, queue_member, queue_ref
 from memory.models import now
-from memory.outage import REDIS_OUTAGE
 
 GROUP = "analysis-workers"
 #: How long a worker's heartbeat is kept once it stops beating.

@@ -39,15 +39,10 @@ from loguru import logger
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
-from memory.coalesce import ReadCoalescer
+from memory.backend.coalesce import ReadCoalescer
+from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
 from memory.erasure import DEFAULT_ERASURE_REWRITE_S, ErasureScheduler, schedule_erasure
-from memory.errors import (
-    REDIS_FAILURES,
-    ForgottenCallerError,
-    RapportMemoryError,
-    classified,
-    redis_reply,
-)
+from memory.errors import ForgottenCallerError, RapportMemoryError
 from memory.followups import FollowUpIndex
 from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped

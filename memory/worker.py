@@ -176,7 +176,7 @@ class AnalysisWorker:
                 if job is not None:
                     await self.process(job)
             except MemoryUnavailableError:
-                # The outage itself is logged once, by memory.outage.
+                # The outage itself is logged once, by memory.backend.outage.
                 logger.debug("Redis did not answer the analysis worker; retrying shortly")
                 await _sleep_unless(stop, _REDIS_PAUSE)
             except Exception as error:

@@ -26,8 +26,8 @@ import redis
 import redis.asyncio
 from anthropic import AsyncAnthropic
 
-from memory.connect import client_from_url
-from memory.embedded import EmbeddedRedis
+from memory.backend.connect import client_from_url
+from memory.backend.embedded import EmbeddedRedis
 from memory.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings

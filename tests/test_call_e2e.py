@@ -17,7 +17,7 @@ from anthropic import AsyncAnthropic
 
 from bot.wording import CALL_CONNECTED, prompt_template
 from memory.analysis import TOOL_NAME
-from memory.embedded import EmbeddedRedis
+from memory.backend.embedded import EmbeddedRedis
 from memory.models import CallTrust
 from tests.analysis_answers import answer
 from tests.calls import (

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
+from memory.backend.connect import client_from_url
+from memory.backend.embedded import redis_server_binary
 from memory.calls import end_call
-from memory.connect import client_from_url
-from memory.embedded import redis_server_binary
 from memory.identity import identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.queue import AnalysisQueue

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.exceptions import RedisClusterException, ResponseError
 
-from memory.coalesce import ReadCoalescer
+from memory.backend.coalesce import ReadCoalescer
 from memory.errors import MemoryUnavailableError
 
 

@@ -14,8 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from memory.connect import open_redis
-from memory.embedded import EmbeddedRedis
+from memory.backend.connect import open_redis
+from memory.backend.embedded import EmbeddedRedis
 from memory.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 import redis
-from memory.embedded import EmbeddedRedis
+from memory.backend.embedded import EmbeddedRedis
 with EmbeddedRedis(data_dir=Path(sys.argv[1])) as server:
     client = redis.Redis.from_url(server.url)
     print(server.launched_here, client.get("greeting"))
@@ -39,7 +39,7 @@ LONG_RUNNING_PROCESS = """
 import sys
 import time
 from pathlib import Path
-from memory.embedded import EmbeddedRedis
+from memory.backend.embedded import EmbeddedRedis
 with EmbeddedRedis(data_dir=Path(sys.argv[1])):
     print("ready", flush=True)
     sys.stdin.read()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from memory.connect import open_redis
+from memory.backend.connect import open_redis
 from memory.errors import MemoryUnavailableError
 from memory.identity import identify
 from memory.store import MemoryStore

@@ -15,7 +15,7 @@ from pipecat.frames.frames import (
 from pipecat.tests.utils import SleepFrame, run_test
 from redis.asyncio import Redis
 
-from memory.connect import client_from_url
+from memory.backend.connect import client_from_url
 from memory.identity import CallerIdentity, identify
 from memory.models import CallStatus
 from memory.queue import AnalysisQueue

@@ -18,8 +18,8 @@ import redis
 import redis.asyncio
 from loguru import logger
 
-from memory.connect import client_from_url, open_redis
-from memory.embedded import redis_server_binary
+from memory.backend.connect import client_from_url, open_redis
+from memory.backend.embedded import redis_server_binary
 from memory.erasure import ErasureScheduler, erasure_key, schedule_erasure
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now

@@ -20,8 +20,8 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.main import main as cli_main
-from memory.connect import client_from_url, display_url
-from memory.embedded import EmbeddedRedis
+from memory.backend.connect import client_from_url, display_url
+from memory.backend.embedded import EmbeddedRedis
 from memory.health import ServiceHealth, check_health
 from memory.identity import identify
 from memory.models import CallRecord
@@ -34,11 +34,11 @@ from web.health import health_router
 
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
-    """What memory.outage logs during the test."""
+    """What memory.backend.outage logs during the test."""
     lines: list[str] = []
 
     def keep(message: Any) -> None:
-        if message.record["name"] == "memory.outage":
+        if message.record["name"] == "memory.backend.outage":
             lines.append(message.record["message"])
 
     sink = logger.add(keep, level="INFO")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from memory.connect import client_from_url
+from memory.backend.connect import client_from_url
 from memory.errors import MemoryUnavailableError
 from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now

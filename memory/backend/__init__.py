@@ -1,0 +1,1 @@
+"""The Redis underneath memory: connecting, the embedded server, coalesced reads, outages."""
