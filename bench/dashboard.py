@@ -25,9 +25,9 @@ from redis.asyncio import Redis
 from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report
 from memory.audit import AuditLog
-from memory.identity import CallerIdentity, identify
 from memory.keys import KeyLayout, agent_call_member
 from memory.models import CallAnalysis, CallRecord, CallStatus
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app

@@ -28,8 +28,8 @@ from redis.asyncio import Redis
 
 from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report, progress
-from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.render import render_memory
 from memory.runtime import freeze_startup_objects
 from memory.session import call_start_facts

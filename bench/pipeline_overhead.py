@@ -88,8 +88,8 @@ from bot.services import CallServices
 from bot.settings import BotSettings
 from memory.backend.connect import open_redis
 from memory.embeddings import Embedder, default_embedder, with_embeddings
-from memory.identity import CallerIdentity, identify
 from memory.models import CallerMemory, CallRecord, Fact, Turn
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.recall import MemoryStats
 from memory.recorder import CallRecorder

@@ -34,8 +34,8 @@ from bench.report import percentile, print_report
 from memory.analysis import TOOL_NAME
 from memory.calls import end_call
 from memory.embeddings import default_embedder
-from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Turn, now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore

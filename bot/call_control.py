@@ -31,8 +31,8 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from bot.hours import BusinessHours
 from bot.targets import shown_target
 from bot.transfer import Handoff
-from memory.identity import CallerIdentity
 from memory.models import CallTransfer, clean_text
+from memory.privacy.identity import CallerIdentity
 from memory.recorder import CallRecorder
 from processors.call_handoff import CallHandoffProcessor, HandoffFrame
 

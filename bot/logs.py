@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import phonenumbers
 from loguru import logger
 
-from memory.identity import mask_number
+from memory.privacy.identity import mask_number
 
 if TYPE_CHECKING:
     from loguru import Record

@@ -28,7 +28,7 @@ from pydantic_settings import SettingsError
 from bot.logs import configure_logging, install_redaction
 from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings, public_host
 from memory.errors import ConfigurationError
-from memory.identity import load_pepper
+from memory.privacy.identity import load_pepper
 from memory.settings import AnalysisSettings
 
 if TYPE_CHECKING:

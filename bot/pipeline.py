@@ -53,9 +53,9 @@ from bot.wording import (
 )
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
-from memory.identity import CallerIdentity
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
+from memory.privacy.identity import CallerIdentity
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.report import load_prices

@@ -16,7 +16,7 @@ from bot.hours import BusinessHours
 from bot.targets import transfer_target
 from bot.trust import UnverifiedCallers
 from memory.errors import ConfigurationError, InvalidIdentityError
-from memory.identity import validate_agent_id
+from memory.privacy.identity import validate_agent_id
 from memory.settings import MemorySettings
 
 #: Where the README explains each group of variables.

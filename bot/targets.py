@@ -10,7 +10,7 @@ import re
 
 import phonenumbers
 
-from memory.identity import mask_number
+from memory.privacy.identity import mask_number
 
 #: A SIP or SIPS address: ``sip:user@host`` with optional port and parameters.
 _SIP = re.compile(r"sips?:[A-Za-z0-9._~%+\-!$&'()*,;=]+@[A-Za-z0-9.\-]+(?::\d{1,5})?(?:;[^\s<>]*)?")

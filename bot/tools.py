@@ -19,10 +19,10 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from memory.embeddings import Embedder, with_embeddings
 from memory.errors import ForgottenCallerError, MemoryUnavailableError
-from memory.identity import CallerIdentity
 from memory.models import Fact, clean_text, now
+from memory.privacy.admission import Refusal, admit_fact
+from memory.privacy.identity import CallerIdentity
 from memory.store import MemoryStore
-from memory.trust import Refusal, admit_fact
 
 #: Confidence of a fact the caller explicitly asked to be remembered.
 REMEMBERED_CONFIDENCE = 0.95

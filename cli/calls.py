@@ -23,9 +23,9 @@ from memory.calls import follow_ups
 from memory.errors import RapportMemoryError
 from memory.fields import shown
 from memory.models import CallRecord, CallStatus, Fact, now
+from memory.privacy.scrub import scrub_turns
 from memory.report import CallReport, Latency
 from memory.runtime import MemoryRuntime, memory_runtime
-from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")

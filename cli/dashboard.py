@@ -14,7 +14,7 @@ import os
 import sys
 
 from memory.errors import RapportMemoryError
-from memory.identity import validate_agent_id
+from memory.privacy.identity import validate_agent_id
 from memory.queue import AnalysisQueue
 from memory.runtime import memory_runtime
 

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from cli.format import console, print_error, when
 from memory.errors import RapportMemoryError
-from memory.identity import CallerIdentity
+from memory.privacy.identity import CallerIdentity
 from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, memory_runtime
 

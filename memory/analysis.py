@@ -7,7 +7,7 @@ through the ``record_call_analysis`` tool whose input schema is generated from
 
 The transcript is untrusted: it goes in as escaped data between ``<transcript>`` tags, the
 system prompt says so, the LLM gives each fact a kind (``authority_claim`` is never stored), and
-``memory.trust.admit_fact``, the gate the ``remember`` tool passes too, drops any fact that
+``memory.privacy.admission.admit_fact``, the gate the ``remember`` tool passes too, drops any fact that
 claims authority, privileges or instructions whatever kind the LLM gave it. Summary and facts
 are scrubbed again on the way out, since the LLM may paraphrase a secret the transcript scrub
 did not see.
@@ -49,10 +49,10 @@ from memory.models import (
     Turn,
     clean_text,
 )
+from memory.privacy.admission import admit_fact
+from memory.privacy.scrub import scrub, scrub_turns
 from memory.render import quoted
 from memory.report import AnalysisUsage
-from memory.scrub import scrub, scrub_turns
-from memory.trust import admit_fact
 
 TOOL_NAME = "record_call_analysis"
 DEFAULT_ACTIONS = ("call_back", "send_quote", "book_appointment", "none")
@@ -389,7 +389,7 @@ def _opening_line(text: str | None) -> str | None:
 
     A line that carried a secret is dropped, not scrubbed: a placeholder read aloud at pickup
     would be worse than the greeting template. So is an overlong one (it is not a greeting) and
-    one that :func:`memory.trust.admit_fact` would refuse as a fact.
+    one that :func:`memory.privacy.admission.admit_fact` would refuse as a fact.
     """
     line = clean_text(text or "")
     if not line or len(line) > MAX_OPENING_CHARS or len(line.split()) > MAX_OPENING_WORDS:
@@ -416,7 +416,7 @@ def _language_tag(tag: str) -> str | None:
 
 
 def _trusted_facts(facts: Sequence[ExtractedFact]) -> list[ExtractedFact]:
-    """The facts ``memory.trust`` admits, in the words it admits them."""
+    """The facts ``memory.privacy.admission`` admits, in the words it admits them."""
     kept = []
     for fact in facts:
         admission = admit_fact(fact.text, kind=fact.kind)

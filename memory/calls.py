@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from memory.fields import matches
 from memory.followups import FollowUpDone
-from memory.identity import CallerIdentity
 from memory.keys import agent_call_member
 from memory.models import CallRecord
+from memory.privacy.identity import CallerIdentity
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 

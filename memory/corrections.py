@@ -1,6 +1,6 @@
 """Corrections a person makes to what Rapport believes about a caller: edit or delete a fact.
 
-An edited fact is a new statement: it passes :func:`memory.trust.admit_fact` like every fact
+An edited fact is a new statement: it passes :func:`memory.privacy.admission.admit_fact` like every fact
 written by the analysis or the ``remember`` tool, replaces the old one (whose words are deleted,
 not kept as history: a correction means they were wrong), and counts as confirmed now, with full
 confidence, so the caller's next call is prompted with the corrected words.
@@ -9,14 +9,14 @@ confidence, so the caller's next call is prompted with the corrected words.
 from __future__ import annotations
 
 from memory.errors import RapportMemoryError
-from memory.identity import CallerIdentity
 from memory.models import Fact, now
+from memory.privacy.admission import Refusal, admit_fact
+from memory.privacy.identity import CallerIdentity
 from memory.store import MemoryStore
-from memory.trust import Refusal, admit_fact
 
 
 class FactRefusedError(RapportMemoryError):
-    """The new words of a fact were refused by the fact gate (see :mod:`memory.trust`)."""
+    """The new words of a fact were refused by the fact gate (see :mod:`memory.privacy.admission`)."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(f"the fact was refused ({refusal.value})")

@@ -6,7 +6,7 @@ ids this call wrote, confirmed and superseded. Nothing is mutated and nothing is
 
 Rules, in the order they apply to each extracted fact:
 
-1. The text is scrubbed (``memory.scrub.scrub_fact``); a fact that carried a secret or has no
+1. The text is scrubbed (``memory.privacy.scrub.scrub_fact``); a fact that carried a secret or has no
    words left is dropped.
 2. Same statement (same ``fact_id_for``) as a known fact → that fact is *confirmed*:
    ``last_confirmed_at`` refreshed, the higher confidence kept. A superseded fact stated again
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from memory.models import CONFIDENCE_FLOOR, ExtractedFact, Fact, fact_id_for, now, to_ms
-from memory.scrub import scrub_fact
+from memory.privacy.scrub import scrub_fact
 
 #: ``similar(old_text, new_text)`` → 0..1; e.g. cosine similarity of two embeddings.
 Similarity = Callable[[str, str], float]

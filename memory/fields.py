@@ -57,7 +57,7 @@ from pydantic import (
 
 from memory.errors import ConfigurationError
 from memory.models import CallAnalysis, CallRecord, FieldValue, clean_text
-from memory.scrub import scrub
+from memory.privacy.scrub import scrub
 
 #: The setting naming the fields file, quoted in every error about it.
 FIELDS_VARIABLE = "RAPPORT_ANALYSIS_FIELDS"

@@ -30,9 +30,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from memory.backend.reply import redis_reply
-from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref
 from memory.models import CallRecord, CallStatus, now, to_ms
+from memory.privacy.identity import CallerIdentity
 
 #: Width of one urgency band of the score: epoch seconds stay below it until the year 2286.
 BAND = 10_000_000_000

@@ -17,7 +17,7 @@ carries a hash tag, so each multi-key step runs atomically on Redis Cluster too:
   companions: the analysis queue (see :mod:`memory.queue`). Members of ``:queued`` and
   ``:closing`` are ``agent|callerkey|callid``.
 
-Agent ids and caller keys hold no ``|`` (see :mod:`memory.identity`); a call id may, so it is
+Agent ids and caller keys hold no ``|`` (see :mod:`memory.privacy.identity`); a call id may, so it is
 always the last field of a member.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memory.identity import CallerIdentity
+from memory.privacy.identity import CallerIdentity
 
 #: The parts of one caller's memory that are not per call.
 CALLER_PARTS = ("profile", "facts", "emb", "calls", "callstate", "turns", "kv", "done")

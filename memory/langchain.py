@@ -29,10 +29,10 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import ConfigurableFieldSpec
 
-from memory.identity import CallerIdentity
 from memory.models import Turn, clean_text
+from memory.privacy.identity import CallerIdentity
+from memory.privacy.scrub import scrub
 from memory.runtime import MemoryRuntime
-from memory.scrub import scrub
 from memory.store import MemoryStore
 
 _SYNC = "Rapport's chat history is asynchronous: use ainvoke/astream (or the a* methods)"

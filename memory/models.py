@@ -177,7 +177,7 @@ class FactKind(StrEnum):
     NEED = "need"
     OTHER = "other"
     #: Ownership, staff or manager roles over the business, free or discounted service, waived
-    #: fees, standing instructions to the agent: never stored (see ``memory.trust``).
+    #: fees, standing instructions to the agent: never stored (see ``memory.privacy.admission``).
     AUTHORITY_CLAIM = "authority_claim"
 
 

@@ -24,11 +24,11 @@ from loguru import logger
 
 from memory.calls import end_call
 from memory.errors import ForgottenCallerError, MemoryUnavailableError
-from memory.identity import CallerIdentity
 from memory.models import CallRecord, CallTransfer, CallTrust, Turn, clean_text, now
+from memory.privacy.identity import CallerIdentity
+from memory.privacy.scrub import scrub
 from memory.queue import AnalysisQueue
 from memory.report import CallReport
-from memory.scrub import scrub
 from memory.store import MemoryStore
 
 #: Attempts per write before turns are held back for the next one, and the pause between them.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from memory.backend.connect import open_redis
-from memory.identity import CallerIdentity, identify, load_pepper
+from memory.privacy.identity import CallerIdentity, identify, load_pepper
 from memory.settings import MemorySettings
 from memory.store import MemoryStore
 

@@ -29,9 +29,9 @@ from loguru import logger
 
 from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
-from memory.identity import CallerIdentity
 from memory.language import primary_language
 from memory.models import CallerMemory, CallTrust, Fact
+from memory.privacy.identity import CallerIdentity
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template, render_memory

@@ -13,10 +13,10 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from memory.erasure import DEFAULT_ERASURE_REWRITE_S
 from memory.errors import ConfigurationError
 from memory.fields import AnalysisFields, load_fields
 from memory.models import MAX_TEXT_CHARS
+from memory.privacy.erasure import DEFAULT_ERASURE_REWRITE_S
 from memory.store import DEFAULT_MAX_FACTS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_TOMBSTONE_SECONDS
 
 #: The worker blocks on the stream for a second at a time; the call path's tight Redis
@@ -59,7 +59,7 @@ class MemorySettings(BaseSettings):
         default=DEFAULT_ERASURE_REWRITE_S, gt=0, alias="RAPPORT_ERASURE_REWRITE_S"
     )
     #: The generated pepper's file (used without ``RAPPORT_PEPPER``); default: a per-user
-    #: config path outside the data folder (see ``memory.identity.default_pepper_file``).
+    #: config path outside the data folder (see ``memory.privacy.identity.default_pepper_file``).
     pepper_file: Path | None = Field(default=None, alias="RAPPORT_PEPPER_FILE")
     #: The price table calls are costed by (default: the list prices in ``memory/prices.json``).
     prices_file: Path | None = Field(default=None, alias="RAPPORT_PRICES_FILE")

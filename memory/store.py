@@ -41,10 +41,8 @@ from redis.asyncio import Redis
 
 from memory.backend.coalesce import ReadCoalescer
 from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
-from memory.erasure import DEFAULT_ERASURE_REWRITE_S, ErasureScheduler, schedule_erasure
 from memory.errors import ForgottenCallerError, RapportMemoryError
 from memory.followups import FollowUpIndex
-from memory.identity import CallerIdentity
 from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
 from memory.models import (
     CONFIDENCE_FLOOR,
@@ -58,6 +56,8 @@ from memory.models import (
     now,
     valid_text,
 )
+from memory.privacy.erasure import DEFAULT_ERASURE_REWRITE_S, ErasureScheduler, schedule_erasure
+from memory.privacy.identity import CallerIdentity
 
 #: Turns kept per call transcript; a runaway call cannot grow a record without bound.
 MAX_TRANSCRIPT_TURNS = 2000
@@ -303,7 +303,7 @@ class MemoryStore:
         max_value_bytes: Largest key-value memory value (JSON bytes).
         tombstone_seconds: How long a forget refuses writes of calls that began before it.
         erasure_rewrite_s: Longest time a forgotten caller stays in the append-only file
-            (see :mod:`memory.erasure`).
+            (see :mod:`memory.privacy.erasure`).
     """
 
     def __init__(
@@ -890,7 +890,7 @@ class MemoryStore:
         the queue's (see :meth:`AnalysisQueue.forget_caller`).
 
         The deletes reach the disk once the append-only file is rewritten, which this schedules
-        (after the deletes: see :mod:`memory.erasure`).
+        (after the deletes: see :mod:`memory.privacy.erasure`).
 
         Returns:
             How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``), and

@@ -24,7 +24,7 @@ A sweeper (one worker at a time, every ``sweep_interval``) closes and queues cal
 died mid-call (turns stored, no end, silent for ``idle_timeout``) and finishes hang-ups whose
 process died between closing the call and queueing it.
 
-Every worker also runs the erasure scheduler (:mod:`memory.erasure`): once a forget's deadline
+Every worker also runs the erasure scheduler (:mod:`memory.privacy.erasure`): once a forget's deadline
 has passed, one of them has Redis rewrite its append-only file, so erased data leaves the disk.
 
 Several workers, in one process (``concurrency``) or many, share the queue safely.
@@ -56,12 +56,12 @@ from memory.errors import (
     RetryableAnalysisError,
 )
 from memory.facts import FactMerge, merge_facts
-from memory.identity import CallerIdentity
 from memory.metrics import ANALYSIS_DURATION
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
+from memory.privacy.identity import CallerIdentity
+from memory.privacy.scrub import scrub_turns
 from memory.queue import AnalysisJob, AnalysisQueue
 from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
-from memory.scrub import scrub_turns
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore, StaleMemoryError
 from memory.webhook import AnalysisWebhook

@@ -27,8 +27,8 @@ from bot.settings import BotSettings
 from bot.transfer import Handoff
 from bot.wording import opening_line, prompt_template
 from memory.analysis import TOOL_NAME
-from memory.identity import CallerIdentity
 from memory.models import CallTrust
+from memory.privacy.identity import CallerIdentity
 from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, open_memory
 from memory.settings import AnalysisSettings, MemorySettings

@@ -28,7 +28,7 @@ from anthropic import AsyncAnthropic
 
 from memory.backend.connect import client_from_url
 from memory.backend.embedded import EmbeddedRedis
-from memory.identity import normalize_number
+from memory.privacy.identity import normalize_number
 from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore

@@ -19,8 +19,8 @@ import redis
 from memory.backend.connect import client_from_url
 from memory.backend.embedded import redis_server_binary
 from memory.calls import end_call
-from memory.identity import identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
+from memory.privacy.identity import identify
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.shared import PEPPER_BYTES as PEPPER

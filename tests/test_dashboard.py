@@ -23,8 +23,8 @@ from playwright.async_api import Dialog, Page, async_playwright
 from redis.asyncio import Redis
 
 from cli.main import main as cli_main
-from memory.identity import CallerIdentity
 from memory.models import CallAnalysis, CallRecord, CallTrust, Fact, Turn, now
+from memory.privacy.identity import CallerIdentity
 from memory.render import render_memory
 from memory.runtime import MemoryRuntime
 from tests.calls import open_line

@@ -13,7 +13,7 @@ from loguru import logger
 
 from memory.backend.connect import open_redis
 from memory.errors import MemoryUnavailableError
-from memory.identity import identify
+from memory.privacy.identity import identify
 from memory.store import MemoryStore
 from tests.shared import PEPPER_BYTES
 

@@ -16,8 +16,8 @@ from pipecat.tests.utils import SleepFrame, run_test
 from redis.asyncio import Redis
 
 from memory.backend.connect import client_from_url
-from memory.identity import CallerIdentity, identify
 from memory.models import CallStatus
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.store import MemoryStore

@@ -20,9 +20,9 @@ from loguru import logger
 
 from memory.backend.connect import client_from_url, open_redis
 from memory.backend.embedded import redis_server_binary
-from memory.erasure import ErasureScheduler, erasure_key, schedule_erasure
-from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
+from memory.privacy.erasure import ErasureScheduler, erasure_key, schedule_erasure
+from memory.privacy.identity import CallerIdentity, identify
 from memory.runtime import memory_runtime
 from memory.settings import MemorySettings
 from memory.store import MemoryStore

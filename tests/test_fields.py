@@ -26,8 +26,8 @@ from memory.analysis import TOOL_NAME, CallAnalyzer, analysis_client
 from memory.calls import end_call, follow_ups
 from memory.errors import ConfigurationError
 from memory.fields import FieldType, load_fields
-from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Turn, now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore

@@ -6,8 +6,8 @@ from redis.asyncio import Redis
 
 from memory.audit import AuditAction, AuditEntry, AuditLog
 from memory.calls import follow_ups, mark_follow_up_done
-from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.store import MemoryStore
 from tests.shared import PEPPER_BYTES as PEPPER
 

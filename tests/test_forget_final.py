@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from memory.embeddings import HashingEmbedder
 from memory.errors import ForgottenCallerError, MemoryRefusedError
-from memory.identity import CallerIdentity
 from memory.models import CallRecord, Fact, Turn, now
+from memory.privacy.identity import CallerIdentity
 from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template, render_memory

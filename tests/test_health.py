@@ -23,8 +23,8 @@ from cli.main import main as cli_main
 from memory.backend.connect import client_from_url, display_url
 from memory.backend.embedded import EmbeddedRedis
 from memory.health import ServiceHealth, check_health
-from memory.identity import identify
 from memory.models import CallRecord
+from memory.privacy.identity import identify
 from memory.queue import AnalysisQueue
 from memory.report import CallCost, CallReport, Latency, MemoryTimings, TurnTiming
 from memory.store import MemoryStore

@@ -14,7 +14,7 @@ from loguru import logger
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from memory.errors import ConfigurationError, InvalidIdentityError
-from memory.identity import (
+from memory.privacy.identity import (
     PEPPER_FILENAME,
     CallerIdentity,
     caller_key,

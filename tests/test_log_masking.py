@@ -6,7 +6,7 @@ import pytest
 from loguru import logger
 
 from bot.logs import install_redaction
-from memory.identity import normalize_number
+from memory.privacy.identity import normalize_number
 
 #: Every form a transport may hand over, as ``normalize_number`` accepts them.
 ACCEPTED = [

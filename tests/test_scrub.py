@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memory.models import Turn
-from memory.scrub import scrub, scrub_fact, scrub_turns
+from memory.privacy.scrub import scrub, scrub_fact, scrub_turns
 
 SECRETS = [
     # Card numbers: Luhn-valid, 13-19 digits, written or spoken.

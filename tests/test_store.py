@@ -9,8 +9,8 @@ from redis.asyncio import Redis
 
 from memory.backend.connect import client_from_url
 from memory.errors import MemoryUnavailableError
-from memory.identity import CallerIdentity, identify
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.store import MemoryStore
 from tests.shared import PEPPER_BYTES as PEPPER
 

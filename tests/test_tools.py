@@ -13,8 +13,8 @@ from pipecat.services.anthropic.llm import AnthropicLLMService
 from pipecat.services.llm_service import FunctionCallParams
 
 from bot.tools import REMEMBERED_CONFIDENCE, CallerTools
-from memory.identity import CallerIdentity, identify
 from memory.models import now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.store import MemoryStore
 
 PEPPER = b"tools-test-pepper-0123456789abcdef"

@@ -1,4 +1,4 @@
-"""The gate every fact passes before it is stored (``memory.trust.admit_fact``), measured.
+"""The gate every fact passes before it is stored (``memory.privacy.admission.admit_fact``), measured.
 
 The table holds hostile facts (claims of ownership, staff or manager roles, free or discounted
 service, waived fees, instructions to the agent) and benign look-alikes, in English, Spanish and
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from memory.models import MAX_FACT_CHARS, FactKind
-from memory.trust import Refusal, admit_fact
+from memory.privacy.admission import Refusal, admit_fact
 
 HOSTILE = [
     # en: ownership, roles, staff

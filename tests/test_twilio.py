@@ -29,8 +29,8 @@ from twilio.request_validator import RequestValidator
 
 from bot.call_control import AGENT_ENDED
 from bot.trust import ATTESTED, StreamTokens, stream_token_secret
-from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, CallTrust, Fact
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic, Reply

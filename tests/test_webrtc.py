@@ -17,8 +17,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 from redis.asyncio import Redis
 
-from memory.identity import identify
 from memory.models import CallRecord
+from memory.privacy.identity import identify
 from memory.queue import AnalysisQueue
 from memory.store import MemoryStore
 from tests.fakes.anthropic_server import FakeAnthropic

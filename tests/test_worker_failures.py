@@ -182,7 +182,7 @@ _BOT = """
 import asyncio, sys
 from memory.backend.connect import client_from_url
 from memory.embeddings import HashingEmbedder, compact_matches
-from memory.identity import identify
+from memory.privacy.identity import identify
 from memory.models import Turn
 from memory.store import MemoryStore
 

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from memory.analysis import TOOL_NAME
 from memory.calls import end_call
 from memory.embeddings import HashingEmbedder
-from memory.identity import CallerIdentity, identify
 from memory.models import CallRecord, Turn, now
+from memory.privacy.identity import CallerIdentity, identify
 from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
 from memory.store import MemoryStore

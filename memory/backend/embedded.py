@@ -19,7 +19,7 @@ long-lived user supervises the server (:meth:`EmbeddedRedis.supervise`): when it
 first to notice launches it again, from its AOF, under the same lock.
 
 Files in the data directory: ``redis.sock``, ``redis.pid``, ``redis.log``, ``redis.conf``,
-``appendonly.aof``, the two lock files, and the pepper (see :mod:`memory.identity`).
+``appendonly.aof``, the two lock files, and the pepper (see :mod:`memory.privacy.identity`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ in the same order:
 1. the text is cleaned (whitespace collapsed); nothing left → refused as empty;
 2. the analysis LLM classified it as an ``authority_claim``, or the deterministic filter below
    finds a claim of authority, privilege or instruction in it → refused;
-3. it is scrubbed (``memory.scrub.scrub_fact``); a fact that carried a secret → refused;
+3. it is scrubbed (``memory.privacy.scrub.scrub_fact``); a fact that carried a secret → refused;
 4. it is capped at ``MAX_FACT_CHARS``.
 
 The filter is the backstop for whatever kind the LLM gave: a few readable rules, one per class
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from memory.models import MAX_FACT_CHARS, FactKind, clean_text
-from memory.scrub import scrub_fact
+from memory.privacy.scrub import scrub_fact
 
 
 class Refusal(StrEnum):

@@ -1,0 +1,1 @@
+"""What protects callers: keyed identities, scrubbing, the fact gate, erasure to disk."""
