@@ -24,12 +24,12 @@ from redis.asyncio import Redis
 
 from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report
-from memory.audit import AuditLog
-from memory.keys import KeyLayout, agent_call_member
 from memory.models import CallAnalysis, CallRecord, CallStatus
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.audit import AuditLog
+from memory.store.callers import MemoryStore
+from memory.store.keys import KeyLayout, agent_call_member
+from memory.store.queue import AnalysisQueue
 from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app
 
 AGENT = "bench"

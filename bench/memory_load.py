@@ -33,7 +33,7 @@ from memory.privacy.identity import CallerIdentity, identify
 from memory.render import render_memory
 from memory.runtime import freeze_startup_objects
 from memory.session import call_start_facts
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
 AGENT = "bench"

@@ -90,13 +90,13 @@ from memory.backend.connect import open_redis
 from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.models import CallerMemory, CallRecord, Fact, Turn
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
 from memory.recall import MemoryStats
 from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime, freeze_startup_objects
 from memory.settings import MemorySettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
 AGENT = "bench"

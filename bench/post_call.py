@@ -36,9 +36,9 @@ from memory.calls import end_call
 from memory.embeddings import default_embedder
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import analysis_worker, single_threaded_embeddings
 from tests.fakes.anthropic_server import FakeAnthropic, RecordedRequest, Reply
 

@@ -37,10 +37,10 @@ from bot.pipeline import MemoryAccess
 from bot.settings import BotSettings
 from bot.wording import CALL_CONNECTED, prompt_template
 from memory.models import CallTrust, Fact, Turn
-from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, freeze_startup_objects
 from memory.settings import MemorySettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.platforms import VAPI_SECRET, platform_app, serving
 from web.calls import PlatformCalls

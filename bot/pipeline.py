@@ -56,11 +56,11 @@ from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
-from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime
 from memory.session import remembered_caller
+from memory.store.queue import AnalysisQueue
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
@@ -256,7 +256,7 @@ def build_call(
     if memory is not None and prepared.caller is not None:
         recorder = CallRecorder(
             store=memory.runtime.store,
-            queue=memory.queue,
+            queue=memory.store.queue,
             caller=prepared.caller,
             call_id=prepared.origin.call_id,
             trust=prepared.origin.trust,

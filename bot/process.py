@@ -38,13 +38,13 @@ from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
 from memory.health import ServiceHealth, check_health
 from memory.models import CallerMemory
-from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template
 from memory.report import load_prices
 from memory.retrieval import select_for_call_start
 from memory.runtime import MemoryRuntime, freeze_startup_objects, memory_runtime, open_memory
 from memory.settings import AnalysisSettings
+from memory.store.queue import AnalysisQueue
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
 DRAIN_TIMEOUT_S = 10.0

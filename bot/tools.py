@@ -22,7 +22,7 @@ from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.models import Fact, clean_text, now
 from memory.privacy.admission import Refusal, admit_fact
 from memory.privacy.identity import CallerIdentity
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 #: Confidence of a fact the caller explicitly asked to be remembered.
 REMEMBERED_CONFIDENCE = 0.95

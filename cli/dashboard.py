@@ -15,8 +15,8 @@ import sys
 
 from memory.errors import RapportMemoryError
 from memory.privacy.identity import validate_agent_id
-from memory.queue import AnalysisQueue
 from memory.runtime import memory_runtime
+from memory.store.queue import AnalysisQueue
 
 DEFAULT_PORT = 7870
 

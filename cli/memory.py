@@ -16,8 +16,8 @@ from rich.text import Text
 from cli.format import console, print_error, when
 from memory.errors import RapportMemoryError
 from memory.privacy.identity import CallerIdentity
-from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, memory_runtime
+from memory.store.queue import AnalysisQueue
 
 
 def add_memory_commands(subparsers: argparse._SubParsersAction) -> None:

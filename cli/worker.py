@@ -17,10 +17,10 @@ import sys
 from cli.format import console
 from memory.errors import RapportMemoryError
 from memory.health import ServiceHealth, check_health
-from memory.queue import AnalysisQueue
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime, memory_runtime
 from memory.settings import AnalysisSettings, MemorySettings
+from memory.store.queue import AnalysisQueue
 
 
 def add_worker_command(subparsers: argparse._SubParsersAction) -> None:

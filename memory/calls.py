@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from memory.fields import matches
-from memory.followups import FollowUpDone
-from memory.keys import agent_call_member
 from memory.models import CallRecord
 from memory.privacy.identity import CallerIdentity
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.followup_index import FollowUpDone
+from memory.store.keys import agent_call_member
+from memory.store.queue import AnalysisQueue
 
 
 async def end_call(
@@ -64,7 +64,7 @@ async def follow_up_page(
 ) -> list[FollowUp]:
     """One page of an agent's follow-ups since ``since`` (epoch): most urgent, then newest first.
 
-    Read from the follow-up index (see :mod:`memory.followups`), so a page costs the same
+    Read from the follow-up index (see :mod:`memory.store.followup_index`), so a page costs the same
     however many calls the agent has. Calls done, or whose analysis chose ``none``, are not
     listed; calls not analysed yet (or whose analysis failed) come last.
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from memory.errors import MemoryUnavailableError
 from memory.metrics import DEAD_LETTERS, QUEUE_DEPTH, REDIS_UP
 from memory.models import now
-from memory.queue import AnalysisQueue
+from memory.store.queue import AnalysisQueue
 
 #: Longest a health check waits for Redis.
 CHECK_TIMEOUT_S = 1.0

@@ -33,7 +33,7 @@ from memory.models import Turn, clean_text
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub
 from memory.runtime import MemoryRuntime
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 _SYNC = "Rapport's chat history is asynchronous: use ainvoke/astream (or the a* methods)"
 

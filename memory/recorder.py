@@ -27,9 +27,9 @@ from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.models import CallRecord, CallTransfer, CallTrust, Turn, clean_text, now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub
-from memory.queue import AnalysisQueue
 from memory.report import CallReport
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 
 #: Attempts per write before turns are held back for the next one, and the pause between them.
 WRITE_ATTEMPTS = 3

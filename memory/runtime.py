@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from memory.backend.connect import open_redis
 from memory.privacy.identity import CallerIdentity, identify, load_pepper
 from memory.settings import MemorySettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 
 @dataclass(slots=True)

@@ -32,11 +32,11 @@ from memory.errors import MemoryUnavailableError
 from memory.language import primary_language
 from memory.models import CallerMemory, CallTrust, Fact
 from memory.privacy.identity import CallerIdentity
-from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template, render_memory
 from memory.retrieval import select_for_call_start
 from memory.runtime import MemoryRuntime
+from memory.store.queue import AnalysisQueue
 
 #: How long closing a call may take before the platform gets its answer (the recorder goes on).
 END_TIMEOUT_S = 5.0

@@ -17,7 +17,11 @@ from memory.errors import ConfigurationError
 from memory.fields import AnalysisFields, load_fields
 from memory.models import MAX_TEXT_CHARS
 from memory.privacy.erasure import DEFAULT_ERASURE_REWRITE_S
-from memory.store import DEFAULT_MAX_FACTS, DEFAULT_MAX_VALUE_BYTES, DEFAULT_TOMBSTONE_SECONDS
+from memory.store.callers import (
+    DEFAULT_MAX_FACTS,
+    DEFAULT_MAX_VALUE_BYTES,
+    DEFAULT_TOMBSTONE_SECONDS,
+)
 
 #: The worker blocks on the stream for a second at a time; the call path's tight Redis
 #: timeouts would cut every such read short.

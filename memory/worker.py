@@ -60,10 +60,10 @@ from memory.metrics import ANALYSIS_DURATION
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
-from memory.queue import AnalysisJob, AnalysisQueue
 from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore, StaleMemoryError
+from memory.store.callers import MemoryStore, StaleMemoryError
+from memory.store.queue import AnalysisJob, AnalysisQueue
 from memory.webhook import AnalysisWebhook
 
 #: Why a call closed by the sweeper ended: its bot stopped sending turns.

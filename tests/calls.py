@@ -29,9 +29,9 @@ from bot.wording import opening_line, prompt_template
 from memory.analysis import TOOL_NAME
 from memory.models import CallTrust
 from memory.privacy.identity import CallerIdentity
-from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime, open_memory
 from memory.settings import AnalysisSettings, MemorySettings
+from memory.store.queue import AnalysisQueue
 from memory.worker import JobOutcome, analysis_worker
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT

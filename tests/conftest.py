@@ -29,9 +29,9 @@ from anthropic import AsyncAnthropic
 from memory.backend.connect import client_from_url
 from memory.backend.embedded import EmbeddedRedis
 from memory.privacy.identity import normalize_number
-from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import AnalysisWorker, analysis_worker
 from tests.calls import Line, open_line
 from tests.fakes.anthropic_server import FakeAnthropic

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from memory.embeddings import HashingEmbedder
 from memory.models import Fact, now
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 from processors.memory_context import MemoryContextProcessor
 from tests.test_memory_context import TEMPLATE, VOICES, opening
 from tests.worker_support import caller

@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from cli.calls import parse_since
 from memory.calls import follow_ups
 from memory.models import now
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import AnalysisWorker, JobOutcome
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.worker_support import (

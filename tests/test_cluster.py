@@ -21,8 +21,8 @@ from memory.backend.embedded import redis_server_binary
 from memory.calls import end_call
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.privacy.identity import identify
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from tests.shared import PEPPER_BYTES as PEPPER
 
 #: Runs subprocesses (see pyproject.toml).

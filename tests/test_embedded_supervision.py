@@ -14,7 +14,7 @@ from loguru import logger
 from memory.backend.connect import open_redis
 from memory.errors import MemoryUnavailableError
 from memory.privacy.identity import identify
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 from tests.shared import PEPPER_BYTES
 
 #: Runs the embedded redis-server (see pyproject.toml).

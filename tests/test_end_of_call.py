@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 from memory.backend.connect import client_from_url
 from memory.models import CallStatus
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from processors.end_of_call import EndOfCallProcessor
 from tests.shared import PEPPER_BYTES as PEPPER
 

@@ -25,7 +25,7 @@ from memory.privacy.erasure import ErasureScheduler, erasure_key, schedule_erasu
 from memory.privacy.identity import CallerIdentity, identify
 from memory.runtime import memory_runtime
 from memory.settings import MemorySettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 from tests.shared import PEPPER, PEPPER_BYTES
 
 #: Runs the embedded redis-server (see pyproject.toml).

@@ -28,9 +28,9 @@ from memory.errors import ConfigurationError
 from memory.fields import FieldType, load_fields
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.webhook import signature_valid
 from memory.worker import JobOutcome, analysis_worker
 from tests.analysis_answers import answer

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from memory.audit import AuditAction, AuditEntry, AuditLog
 from memory.calls import follow_ups, mark_follow_up_done
 from memory.models import CallAnalysis, CallRecord, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.store import MemoryStore
+from memory.store.audit import AuditAction, AuditEntry, AuditLog
+from memory.store.callers import MemoryStore
 from tests.shared import PEPPER_BYTES as PEPPER
 
 AGENT = "acme"

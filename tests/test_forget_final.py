@@ -11,11 +11,11 @@ from memory.embeddings import HashingEmbedder
 from memory.errors import ForgottenCallerError, MemoryRefusedError
 from memory.models import CallRecord, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
-from memory.queue import AnalysisQueue
 from memory.recorder import CallRecorder
 from memory.render import fill_template, render_memory
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import JobOutcome, analysis_worker
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.polling import eventually

@@ -25,9 +25,9 @@ from memory.backend.embedded import EmbeddedRedis
 from memory.health import ServiceHealth, check_health
 from memory.models import CallRecord
 from memory.privacy.identity import identify
-from memory.queue import AnalysisQueue
 from memory.report import CallCost, CallReport, Latency, MemoryTimings, TurnTiming
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from tests.shared import PEPPER, PEPPER_BYTES
 from web.health import health_router
 

@@ -11,7 +11,7 @@ from memory.backend.connect import client_from_url
 from memory.errors import MemoryUnavailableError
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 from tests.shared import PEPPER_BYTES as PEPPER
 
 ALICE = "+1 415 555 0123"

@@ -15,7 +15,7 @@ from pipecat.services.llm_service import FunctionCallParams
 from bot.tools import REMEMBERED_CONFIDENCE, CallerTools
 from memory.models import now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 PEPPER = b"tools-test-pepper-0123456789abcdef"
 

@@ -31,8 +31,8 @@ from bot.call_control import AGENT_ENDED
 from bot.trust import ATTESTED, StreamTokens, stream_token_secret
 from memory.models import CallRecord, CallTrust, Fact
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import KEYPAD, SPOKEN_LOG, serving
 from tests.fakes.twilio_api import FakeTwilioAPI

@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 
 from memory.models import CallRecord
 from memory.privacy.identity import identify
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import bot_env, serving
 from tests.polling import eventually

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from memory.calls import end_call
 from memory.embeddings import compact_matches
 from memory.models import CallRecord, CallStatus, Fact, now
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import AnalysisWorker, JobOutcome
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic

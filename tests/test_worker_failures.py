@@ -15,8 +15,8 @@ import pytest
 
 from memory.analysis import TOOL_NAME
 from memory.models import CallRecord, CallStatus, Turn, now
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import ABANDONED, AnalysisWorker, JobOutcome
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
@@ -184,7 +184,7 @@ from memory.backend.connect import client_from_url
 from memory.embeddings import HashingEmbedder, compact_matches
 from memory.privacy.identity import identify
 from memory.models import Turn
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 async def main(url, prefix, pepper):
     store = MemoryStore(client_from_url(url, connect_timeout=2, command_timeout=5), prefix=prefix)

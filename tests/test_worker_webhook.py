@@ -7,8 +7,8 @@ import json
 from aiohttp import web
 from pydantic import SecretStr
 
-from memory.queue import AnalysisQueue
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.webhook import SIGNATURE_HEADER, signature_valid
 from memory.worker import JobOutcome
 from tests.analysis_answers import answer

@@ -19,9 +19,9 @@ from memory.calls import end_call
 from memory.embeddings import HashingEmbedder
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.queue import AnalysisQueue
 from memory.settings import AnalysisSettings
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 from memory.worker import AnalysisWorker, JobOutcome
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic, Reply

@@ -23,17 +23,17 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
 
-from memory.audit import AuditAction, AuditEntry, AuditLog
 from memory.calls import follow_up_page, mark_follow_up_done
-from memory.corrections import FactRefusedError, UnknownFactError, delete_fact, edit_fact
 from memory.errors import InvalidIdentityError
-from memory.keys import CallRef
 from memory.models import MAX_TEXT_CHARS, CallRecord, clean_text, now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
-from memory.queue import AnalysisQueue
 from memory.runtime import MemoryRuntime
-from memory.store import MemoryStore
+from memory.store.audit import AuditAction, AuditEntry, AuditLog
+from memory.store.callers import MemoryStore
+from memory.store.corrections import FactRefusedError, UnknownFactError, delete_fact, edit_fact
+from memory.store.keys import CallRef
+from memory.store.queue import AnalysisQueue
 from web.dashboard.access import LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, DashboardAccess
 from web.dashboard.access import Session as DashboardSession
 

@@ -33,19 +33,14 @@ import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from loguru import logger
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
 from memory.backend.coalesce import ReadCoalescer
 from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
 from memory.errors import ForgottenCallerError, RapportMemoryError
-from memory.followups import FollowUpIndex
-from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
 from memory.models import (
-    CONFIDENCE_FLOOR,
     MAX_TEXT_CHARS,
     CallerMemory,
     CallerProfile,
@@ -58,6 +53,29 @@ from memory.models import (
 )
 from memory.privacy.erasure import DEFAULT_ERASURE_REWRITE_S, ErasureScheduler, schedule_erasure
 from memory.privacy.identity import CallerIdentity
+from memory.store.codec import (
+    PARSE_INLINE_FACTS,
+    json_value,
+    parse_facts,
+    parse_one,
+    parse_profile,
+    parse_turns,
+    profile_update,
+    turn_json,
+)
+from memory.store.followup_index import FollowUpIndex
+from memory.store.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
+from memory.store.scripts import (
+    APPEND_TURNS,
+    HSET_ALL,
+    MARK_FAILED,
+    RECORD_CALL,
+    REFUSED,
+    REPLACE_TURNS,
+    SET_EMBEDDINGS,
+    STALE,
+    UPSERT_FACTS,
+)
 
 #: Turns kept per call transcript; a runaway call cannot grow a record without bound.
 MAX_TRANSCRIPT_TURNS = 2000
@@ -68,218 +86,10 @@ DEFAULT_MAX_VALUE_BYTES = 4096
 #: How long a tombstone outlives a forget by default (``RAPPORT_FORGET_TOMBSTONE_HOURS``).
 DEFAULT_TOMBSTONE_SECONDS = 48 * 3600
 _DAY = 86_400
-#: Facts parsed on the event loop at most; a caller with more is parsed in a thread.
-_PARSE_INLINE_FACTS = 1000
-#: What a write script returns when the tombstone refused it, and when its merge is stale.
-_REFUSED = -1
-_STALE = -2
 
 
 class StaleMemoryError(RapportMemoryError):
     """The caller's facts changed since they were read: merge again and retry the write."""
-
-
-_M = TypeVar("_M", bound=BaseModel)
-# One validation call per list instead of one per item: most of a load's CPU is parsing.
-_LIST_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {
-    Fact: TypeAdapter(list[Fact]),
-    Turn: TypeAdapter(list[Turn]),
-}
-
-# Lua: refresh the TTL of every key of the script that exists (``ttl`` set by the script),
-# the tombstone (always the last key) excepted.
-_REFRESH_TTLS = """if ttl > 0 then
-  for k = 1, #KEYS - 1 do
-    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ttl) end
-  end
-end
-"""
-
-# Lua: refuse the write when the caller was forgotten after its call began. The tombstone is
-# the last key, the call's start time the last argument.
-_TOMBSTONE = (
-    """local forgot_at = tonumber(redis.call('GET', KEYS[#KEYS]) or '')
-if forgot_at and tonumber(ARGV[#ARGV]) < forgot_at then return """
-    + str(_REFUSED)
-    + """ end
-"""
-)
-
-# Lua: bump the facts version, then evict the lowest-value facts over the cap: superseded
-# first, then under the confidence floor, then the least recently confirmed.
-_CAP_FACTS = (
-    """local function cap_facts(profile, facts, emb, cap)
-  redis.call('HINCRBY', profile, 'facts_version', 1)
-  if cap <= 0 or redis.call('HLEN', facts) <= cap then return end
-  local all = redis.call('HGETALL', facts)
-  local rows = {}
-  for i = 1, #all, 2 do
-    local ok, fact = pcall(cjson.decode, all[i + 1])
-    local live, confident, confirmed = 0, 0, 0
-    if ok and type(fact) == 'table' then
-      if fact['sup'] == nil then live = 1 end
-      if (tonumber(fact['c']) or 0) >= """
-    + str(CONFIDENCE_FLOOR)
-    + """ then confident = 1 end
-      confirmed = tonumber(fact['lc']) or 0
-    end
-    rows[#rows + 1] = {all[i], live, confident, confirmed}
-  end
-  table.sort(rows, function(a, b)
-    if a[2] ~= b[2] then return a[2] < b[2] end
-    if a[3] ~= b[3] then return a[3] < b[3] end
-    if a[4] ~= b[4] then return a[4] < b[4] end
-    return a[1] < b[1]
-  end)
-  for j = 1, #rows - cap do
-    redis.call('HDEL', facts, rows[j][1])
-    redis.call('HDEL', emb, rows[j][1])
-  end
-end
-"""
-)
-
-# Writes a call record and the profile/fact changes it implies, once per call id and mode.
-# KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv, tombstone
-# ARGV: call_id, mode, record json, at, ttl, masked, facts version expected ('' = any), fact
-#       cap, n_profile, (field, value)*n, n_facts, (id, json, embedding)*n_facts, call start
-_RECORD_CALL = (
-    _CAP_FACTS
-    + _TOMBSTONE
-    + """
-local call_id, mode, at = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local state = redis.call('HGET', KEYS[6], call_id)
-if state == 'analysed' or (state == 'closed' and mode == 'close') then return 0 end
-local version = redis.call('HGET', KEYS[1], 'facts_version') or '0'
-if ARGV[7] ~= '' and ARGV[7] ~= version then return """
-    + str(_STALE)
-    + """ end
-if not state then
-  redis.call('HINCRBY', KEYS[1], 'call_count', 1)
-  local first = tonumber(redis.call('HGET', KEYS[1], 'first_seen') or '')
-  if not first or at < first then redis.call('HSET', KEYS[1], 'first_seen', ARGV[4]) end
-  local last = tonumber(redis.call('HGET', KEYS[1], 'last_seen') or '0')
-  if at > last then redis.call('HSET', KEYS[1], 'last_seen', ARGV[4]) end
-end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'masked_number', ARGV[6]) end
-redis.call('SET', KEYS[5], ARGV[3])
-redis.call('ZADD', KEYS[4], at, call_id)
-local i = 10
-local n_profile = tonumber(ARGV[9])
-redis.call('HSET', KEYS[6], call_id, mode == 'analyse' and 'analysed' or 'closed')
-if mode == 'analyse' then
-  local analysed_at = tonumber(redis.call('HGET', KEYS[1], 'last_analysed_at') or '0')
-  if at >= analysed_at and n_profile > 0 then
-    redis.call('HSET', KEYS[1], 'last_analysed_at', ARGV[4], unpack(ARGV, i, i + 2 * n_profile - 1))
-  end
-end
-i = i + 2 * n_profile
-local n_facts = tonumber(ARGV[i])
-for j = 1, n_facts do
-  local base = i + (j - 1) * 3
-  redis.call('HSET', KEYS[2], ARGV[base + 1], ARGV[base + 2])
-  if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
-end
-if n_facts > 0 then cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[8])) end
-local ttl = tonumber(ARGV[5])
-"""
-    + _REFRESH_TTLS
-    + """return 1
-"""
-)
-
-# Rewrites changed turns of one call's transcript, and the same turns among the recent turns
-# (stored with the same JSON), so a scrubbed transcript leaves no copy of what it replaced.
-# KEYS: call turns, recent turns. ARGV: (index, turn json)*
-_REPLACE_TURNS = """
-for i = 1, #ARGV, 2 do
-  local index = tonumber(ARGV[i])
-  local before = redis.call('LINDEX', KEYS[1], index)
-  if before and before ~= ARGV[i + 1] then
-    redis.call('LSET', KEYS[1], index, ARGV[i + 1])
-    local recent = redis.call('LPOS', KEYS[2], before)
-    if recent then redis.call('LSET', KEYS[2], recent, ARGV[i + 1]) end
-  end
-end
-return 1
-"""
-
-# Marks a stored call record failed unless the call was analysed meanwhile. A missing record
-# (forgotten or expired caller) is not recreated.
-# KEYS: call states, record. ARGV: call_id, record json
-_MARK_FAILED = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == 'analysed' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL')
-return 1
-"""
-
-# Stores embeddings of facts that still exist (a fact forgotten meanwhile gets none back).
-# KEYS: facts, embeddings. ARGV: ttl, (fact id, embedding)*
-_SET_EMBEDDINGS = """
-local stored = 0
-for i = 2, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-    stored = stored + 1
-  end
-end
-local ttl = tonumber(ARGV[1])
-if stored > 0 and ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-return stored
-"""
-
-
-# Appends turns to their call's transcript and to the recent turns, atomically.
-# KEYS: call turns, recent turns, profile, tombstone.
-# ARGV: transcript cap, recent cap, masked, ttl, turns..., call start
-_APPEND_TURNS = (
-    _TOMBSTONE
-    + """
-local turns = {unpack(ARGV, 5, #ARGV - 1)}
-redis.call('RPUSH', KEYS[1], unpack(turns))
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-local recent = tonumber(ARGV[2])
-if recent > 0 then
-  redis.call('RPUSH', KEYS[2], unpack(turns))
-  redis.call('LTRIM', KEYS[2], -recent, -1)
-end
-redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
-local ttl = tonumber(ARGV[4])
-"""
-    + _REFRESH_TTLS
-    + "return 1\n"
-)
-
-# Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
-# (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
-# KEYS: the hashes, tombstone. ARGV: ttl, then (key index, field, value) triples, call start.
-_HSET_ALL = (
-    _TOMBSTONE
-    + """
-for i = 2, #ARGV - 1, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
-local ttl = tonumber(ARGV[1])
-"""
-    + _REFRESH_TTLS
-    + "return 1\n"
-)
-
-# Upserts facts outside a call record (the remember tool), then applies the fact cap.
-# KEYS: profile, facts, embeddings, tombstone. ARGV: ttl, cap, (id, json, embedding)*, call start
-_UPSERT_FACTS = (
-    _CAP_FACTS
-    + _TOMBSTONE
-    + """
-for i = 3, #ARGV - 1, 3 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
-end
-cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]))
-local ttl = tonumber(ARGV[1])
-"""
-    + _REFRESH_TTLS
-    + "return 1\n"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,14 +138,14 @@ class MemoryStore:
         self._max_value_bytes = max_value_bytes
         self._tombstone_seconds = tombstone_seconds
         self._erasure_rewrite_s = erasure_rewrite_s
-        self._record_call = redis.register_script(_RECORD_CALL)
-        self._upsert_facts = redis.register_script(_UPSERT_FACTS)
-        self._append_turns = redis.register_script(_APPEND_TURNS)
+        self._record_call = redis.register_script(RECORD_CALL)
+        self._upsert_facts = redis.register_script(UPSERT_FACTS)
+        self._append_turns = redis.register_script(APPEND_TURNS)
         self._reads = ReadCoalescer(redis)
-        self._hset_all = redis.register_script(_HSET_ALL)
-        self._replace_turns = redis.register_script(_REPLACE_TURNS)
-        self._mark_failed = redis.register_script(_MARK_FAILED)
-        self._set_embeddings = redis.register_script(_SET_EMBEDDINGS)
+        self._hset_all = redis.register_script(HSET_ALL)
+        self._replace_turns = redis.register_script(REPLACE_TURNS)
+        self._mark_failed = redis.register_script(MARK_FAILED)
+        self._set_embeddings = redis.register_script(SET_EMBEDDINGS)
         self.followups = FollowUpIndex(redis, self._keys, retention_seconds=self.ttl_seconds)
 
     def erasure_scheduler(self) -> ErasureScheduler:
@@ -366,73 +176,6 @@ class MemoryStore:
     def _cutoff(self) -> float:
         return now() - self.ttl_seconds if self.ttl_seconds else float("-inf")
 
-    @staticmethod
-    def _parse(model: type[_M], raw: bytes | str, *, what: str) -> _M | None:
-        try:
-            return model.model_validate_json(raw)
-        except (ValidationError, ValueError):
-            logger.warning("Skipping a stored {} that cannot be parsed", what)
-            return None
-
-    @classmethod
-    def _parse_all(cls, model: type[_M], raws: Sequence[bytes], *, what: str) -> list[_M | None]:
-        """Validate many stored values in one call (one per value only if some are bad).
-
-        Returns:
-            One entry per raw value, None where it failed validation.
-        """
-        try:
-            return _LIST_ADAPTERS[model].validate_json(b"[" + b",".join(raws) + b"]")
-        except (ValidationError, ValueError):
-            return [cls._parse(model, raw, what=what) for raw in raws]
-
-    @staticmethod
-    def _profile(raw: dict[bytes, bytes]) -> CallerProfile:
-        fields: dict[str, str] = {}
-        for name, value in raw.items():
-            try:
-                fields[name.decode()] = value.decode()
-            except UnicodeDecodeError:
-                logger.warning("Skipping a stored caller profile field that is not valid UTF-8")
-        try:
-            return CallerProfile.model_validate(fields)
-        except ValidationError as e:
-            # Keep the fields that are valid: one bad field must not cost the name or summary.
-            bad = {str(error["loc"][0]) for error in e.errors() if error["loc"]}
-            logger.warning(
-                "Skipping {} stored caller profile fields that failed validation", len(bad)
-            )
-            try:
-                return CallerProfile.model_validate(
-                    {k: v for k, v in fields.items() if k not in bad}
-                )
-            except ValidationError:
-                return CallerProfile()
-
-    def _facts(self, raw: dict[bytes, bytes], embeddings: dict[bytes, bytes]) -> list[Fact]:
-        ids = list(raw)
-        # The id is the hash field, not in the stored JSON: splice it in (cheaper than hashing
-        # the text again). A malformed value fails the batch and is skipped one by one.
-        payloads = [b'{"id":"' + _json_safe(fact_id) + b'",' + raw[fact_id][1:] for fact_id in ids]
-        # Validated a slice at a time: pydantic holds the GIL through one call, and a caller with
-        # thousands of facts must not stall the event loop past the call-start budget.
-        parsed = [
-            fact
-            for start in range(0, len(payloads), _PARSE_INLINE_FACTS)
-            for fact in self._parse_all(
-                Fact, payloads[start : start + _PARSE_INLINE_FACTS], what="fact"
-            )
-        ]
-        facts = []
-        for fact_id, fact in zip(ids, parsed, strict=True):
-            if fact is not None:
-                fact.embedding = embeddings.get(fact_id)
-                facts.append(fact)
-        return facts
-
-    def _turns(self, raws: Sequence[bytes]) -> list[Turn]:
-        return [turn for turn in self._parse_all(Turn, raws, what="turn") if turn is not None]
-
     # -- the call path ----------------------------------------------------------------------
 
     async def load(self, caller: CallerIdentity) -> CallerMemory:
@@ -453,17 +196,17 @@ class MemoryStore:
         replies = await redis_reply(self._reads(commands, 4))
         profile_raw, facts_raw, emb_raw, turns_raw = replies
         cutoff = self._cutoff()
-        if len(facts_raw) > _PARSE_INLINE_FACTS:
+        if len(facts_raw) > PARSE_INLINE_FACTS:
             # More than a capped caller keeps (written before the cap): parse off the event
             # loop, so the call start's budget can still give up on it.
-            parsed = await asyncio.to_thread(self._facts, facts_raw, emb_raw)
+            parsed = await asyncio.to_thread(parse_facts, facts_raw, emb_raw)
         else:
-            parsed = self._facts(facts_raw, emb_raw)
+            parsed = parse_facts(facts_raw, emb_raw)
         facts = [fact for fact in parsed if fact.injectable and fact.last_confirmed_at >= cutoff]
         facts.sort(key=lambda fact: fact.last_confirmed_at, reverse=True)
-        turns = self._turns(turns_raw)
+        turns = parse_turns(turns_raw)
         return CallerMemory(
-            profile=self._profile(profile_raw),
+            profile=parse_profile(profile_raw),
             facts=facts,
             recent_turns=[turn for turn in turns if turn.at >= cutoff],
         )
@@ -520,7 +263,7 @@ class MemoryStore:
         keys = self._keys.caller_keys(caller)
         _, transcript_key = self._keys.call(caller, call_id)
         # The transcript key already names the call; recent turns are told apart by time.
-        payloads = [_turn_json(t) for t in turns]
+        payloads = [turn_json(t) for t in turns]
         started = turns[0].at if call_started_at is None else call_started_at
         open_calls = self._keys.agent(caller.agent_id, "open")
         member = agent_call_member(caller.key, call_id)
@@ -537,7 +280,7 @@ class MemoryStore:
                 ],
             )
         )
-        if appended == _REFUSED:
+        if appended == REFUSED:
             raise ForgottenCallerError("the caller was forgotten during this call")
         # After the turns, never before: a refused write must not list the call as open.
         await redis_reply(self._redis.zadd(open_calls, {member: turns[-1].at}))
@@ -598,7 +341,7 @@ class MemoryStore:
         keys = self._keys.caller_keys(caller)
         record_key, transcript_key = self._keys.call(caller, record.call_id)
         at = record.ended_at or record.started_at
-        profile = _profile_update(record)
+        profile = profile_update(record)
         fact_args: list[str | bytes] = []
         for fact in facts:
             fact_args += [fact.id, fact.stored_json(), fact.embedding or b""]
@@ -630,9 +373,9 @@ class MemoryStore:
             self._tombstone(caller),
         ]
         written = await redis_reply(self._record_call(keys=call_keys, args=args))
-        if written == _REFUSED:
+        if written == REFUSED:
             raise ForgottenCallerError("the caller was forgotten after this call began")
-        if written == _STALE:
+        if written == STALE:
             raise StaleMemoryError("the caller's facts changed since they were merged")
         member = agent_call_member(caller.key, record.call_id)
         pipe = self._redis.pipeline(transaction=False)
@@ -672,7 +415,7 @@ class MemoryStore:
         args.append(repr(now() if call_started_at is None else call_started_at))
         keys = [self.key_for(caller, part) for part in ("profile", "facts", "emb")]
         keys.append(self._tombstone(caller))
-        if await redis_reply(self._upsert_facts(keys=keys, args=args)) == _REFUSED:
+        if await redis_reply(self._upsert_facts(keys=keys, args=args)) == REFUSED:
             raise ForgottenCallerError("the caller was forgotten during this call")
         if any(fact.embedding is None for fact in facts):
             await self.request_embeddings(caller)
@@ -693,7 +436,7 @@ class MemoryStore:
             args += [index, field, value]
         args.append(repr(now() if call_started_at is None else call_started_at))
         keys = [self.key_for(caller, part) for part in parts] + [self._tombstone(caller)]
-        if await redis_reply(self._hset_all(keys=keys, args=args)) == _REFUSED:
+        if await redis_reply(self._hset_all(keys=keys, args=args)) == REFUSED:
             raise ForgottenCallerError("the caller was forgotten during this call")
 
     async def facts_with_version(self, caller: CallerIdentity) -> tuple[list[Fact], int]:
@@ -704,7 +447,7 @@ class MemoryStore:
         pipe.hgetall(keys["emb"])
         pipe.hget(keys["profile"], "facts_version")
         facts_raw, emb_raw, version = await redis_reply(pipe.execute())
-        return self._facts(facts_raw, emb_raw), int(version or 0)
+        return parse_facts(facts_raw, emb_raw), int(version or 0)
 
     async def delete_facts(self, caller: CallerIdentity, fact_ids: Sequence[str]) -> None:
         """Delete facts and their embeddings (ids not stored are ignored)."""
@@ -753,7 +496,7 @@ class MemoryStore:
         raw, turns_raw = await redis_reply(pipe.execute())
         if raw is None and not turns_raw:
             return None
-        turns = [t.model_copy(update={"call_id": call_id}) for t in self._turns(turns_raw)]
+        turns = [t.model_copy(update={"call_id": call_id}) for t in parse_turns(turns_raw)]
         if raw is None:
             # Turns without a record: the call never ended (its bot died mid-call).
             return CallRecord(
@@ -764,7 +507,7 @@ class MemoryStore:
                 transcript=turns,
                 masked_number=caller.masked,
             )
-        record = self._parse(CallRecord, raw, what="call record")
+        record = parse_one(CallRecord, raw, what="call record")
         return record.model_copy(update={"transcript": turns}) if record else None
 
     async def call_records(self, refs: Sequence[CallRef]) -> list[CallRecord | None]:
@@ -778,7 +521,7 @@ class MemoryStore:
             pipe.get(self._keys.call(ref.caller, ref.call_id)[0])
         raws = await redis_reply(pipe.execute()) if refs else []
         return [
-            self._parse(CallRecord, raw, what="call record") if raw is not None else None
+            parse_one(CallRecord, raw, what="call record") if raw is not None else None
             for raw in raws
         ]
 
@@ -789,7 +532,7 @@ class MemoryStore:
         pipe.hgetall(keys["facts"])
         pipe.hgetall(keys["emb"])
         facts_raw, emb_raw = await redis_reply(pipe.execute())
-        return self._facts(facts_raw, emb_raw)
+        return parse_facts(facts_raw, emb_raw)
 
     async def open_calls(self, agent_id: str, *, idle_for: float) -> list[CallRef]:
         """Calls with turns but no end, idle for at least ``idle_for`` seconds."""
@@ -837,7 +580,7 @@ class MemoryStore:
         _, transcript_key = self._keys.call(caller, call_id)
         args: list[str | int] = []
         for index, turn in enumerate(turns):
-            args += [index, _turn_json(turn)]
+            args += [index, turn_json(turn)]
         if args:
             keys = [transcript_key, self.key_for(caller, "turns")]
             await redis_reply(self._replace_turns(keys=keys, args=args))
@@ -850,7 +593,7 @@ class MemoryStore:
         """
         record_key, _ = self._keys.call(caller, call_id)
         raw = await redis_reply(self._redis.get(record_key))
-        record = self._parse(CallRecord, raw, what="call record") if raw is not None else None
+        record = parse_one(CallRecord, raw, what="call record") if raw is not None else None
         if record is None:
             return False
         failed = record.model_copy(update={"status": CallStatus.FAILED, "error": reason})
@@ -963,11 +706,11 @@ class MemoryStore:
         return {
             "agent_id": caller.agent_id,
             "caller": caller.masked,
-            "profile": self._profile(profile_raw).model_dump(mode="json"),
+            "profile": parse_profile(profile_raw).model_dump(mode="json"),
             "facts": [f.model_dump(mode="json") for f in await self.all_facts(caller)],
-            "recent_turns": [t.model_dump(mode="json") for t in self._turns(turns_raw)],
+            "recent_turns": [t.model_dump(mode="json") for t in parse_turns(turns_raw)],
             "calls": calls,
-            "values": {k.decode(errors="replace"): _json_value(v) for k, v in kv_raw.items()},
+            "values": {k.decode(errors="replace"): json_value(v) for k, v in kv_raw.items()},
         }
 
     async def list_callers(
@@ -982,7 +725,7 @@ class MemoryStore:
             pipe.hgetall(self.key_for(caller, "profile"))
         profiles = await redis_reply(pipe.execute()) if members else []
         return [
-            CallerSummary(key=member.decode(), profile=self._profile(raw))
+            CallerSummary(key=member.decode(), profile=parse_profile(raw))
             for member, raw in zip(members, profiles, strict=True)
             if raw
         ]
@@ -992,7 +735,7 @@ class MemoryStore:
     async def get_value(self, caller: CallerIdentity, name: str) -> Any:
         """One stored value (JSON-decoded), or None."""
         raw = await redis_reply(self._redis.hget(self.key_for(caller, "kv"), name))
-        return None if raw is None else _json_value(raw)
+        return None if raw is None else json_value(raw)
 
     async def set_value(
         self,
@@ -1029,42 +772,4 @@ class MemoryStore:
     async def items(self, caller: CallerIdentity) -> dict[str, Any]:
         """Every stored value of a caller."""
         raw = await redis_reply(self._redis.hgetall(self.key_for(caller, "kv")))
-        return {k.decode(errors="replace"): _json_value(v) for k, v in raw.items()}
-
-
-def _profile_update(record: CallRecord) -> dict[str, str]:
-    analysis = record.analysis
-    if analysis is None:
-        return {}
-    fields = {
-        "language": analysis.language,
-        "last_sentiment": analysis.sentiment.value,
-        "last_summary": analysis.summary,
-        "last_action": analysis.action,
-        "urgency": str(analysis.urgency),
-        # Replaced by every analysis, so a stale line is never spoken: empty means the template.
-        "opening_line": analysis.opening_line or "",
-    }
-    if analysis.caller_name:
-        fields["name"] = analysis.caller_name
-    return fields
-
-
-def _turn_json(turn: Turn) -> str:
-    """A turn's stored JSON (the transcript key names the call), its text valid UTF-8."""
-    text = valid_text(turn.text)
-    stored = turn if text == turn.text else turn.model_copy(update={"text": text})
-    return stored.model_dump_json(exclude={"call_id"}, exclude_none=True)
-
-
-def _json_safe(field: bytes) -> bytes:
-    """A hash field spliced into JSON: quotes and backslashes escaped (a foreign field is data)."""
-    return field.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-
-
-def _json_value(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        logger.warning("Skipping a stored value that cannot be parsed")
-        return None
+        return {k.decode(errors="replace"): json_value(v) for k, v in raw.items()}

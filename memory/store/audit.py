@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
 from memory.backend.reply import redis_reply
-from memory.keys import KeyLayout
 from memory.models import now, to_ms
+from memory.store.keys import KeyLayout
 
 #: Entries kept per agent (oldest dropped first).
 MAX_ENTRIES = 10_000

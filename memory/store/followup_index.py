@@ -12,7 +12,7 @@ under the agent's hash tag:
   ``{prefix}:{agent:A}:followups:actions`` names the actions that have such a set (a sorted set
   by when each was last chosen).
 
-The index is written by :class:`memory.store.MemoryStore` right after the atomic step that
+The index is written by :class:`memory.store.callers.MemoryStore` right after the atomic step that
 writes the call record (the agent's keys live in another hash slot than the caller's), and only
 when that step changed something, so a replayed analysis cannot bring back a follow-up already
 done. Members older than the retention are dropped whenever a set is written or read; members
@@ -30,9 +30,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from memory.backend.reply import redis_reply
-from memory.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref
 from memory.models import CallRecord, CallStatus, now, to_ms
 from memory.privacy.identity import CallerIdentity
+from memory.store.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref
 
 #: Width of one urgency band of the score: epoch seconds stay below it until the year 2286.
 BAND = 10_000_000_000

@@ -35,9 +35,9 @@ from redis.exceptions import ResponseError
 from memory.backend.outage import REDIS_OUTAGE
 from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
 from memory.errors import MemoryUnavailableError
-from memory.keys import CallRef, KeyLayout, glob_escaped, queue_member, queue_ref
 from memory.models import now
 from memory.privacy.identity import CallerIdentity
+from memory.store.keys import CallRef, KeyLayout, glob_escaped, queue_member, queue_ref
 
 GROUP = "analysis-workers"
 #: How long a worker's heartbeat is kept once it stops beating.

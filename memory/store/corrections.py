@@ -12,7 +12,7 @@ from memory.errors import RapportMemoryError
 from memory.models import Fact, now
 from memory.privacy.admission import Refusal, admit_fact
 from memory.privacy.identity import CallerIdentity
-from memory.store import MemoryStore
+from memory.store.callers import MemoryStore
 
 
 class FactRefusedError(RapportMemoryError):
