@@ -14,7 +14,7 @@ k = 5, 10, 50. Two levels:
   with its speaker; an image's caption is part of the turn.
 - ``fact``: the ``observation`` facts; a retrieved fact counts through its source dia_ids.
 
-Methods, all through ``memory.retrieval.RecallIndex`` with different weights:
+Methods, all through ``memory.recall.ranking.RecallIndex`` with different weights:
 ``rapport`` (the default ranking), ``rapport_lexical`` (the same without the query embedding,
 as when per-turn recall has no time to embed), ``bm25`` (lexical only), ``dense`` (cosine only)
 and ``recency`` (newest first). Latency per query is measured around query embedding + search
@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import progress
-from memory.embeddings import E5Embedder, Embedder, HashingEmbedder
-from memory.retrieval import (
+from memory.recall.embeddings import E5Embedder, Embedder, HashingEmbedder
+from memory.recall.ranking import (
     DEFAULT_RANKING,
     MemoryItem,
     RankingConfig,

@@ -30,9 +30,9 @@ from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report, progress
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.render import render_memory
+from memory.recall.ranking import call_start_facts
+from memory.recall.render import render_memory
 from memory.runtime import freeze_startup_objects
-from memory.session import call_start_facts
 from memory.store.callers import MemoryStore
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
@@ -96,7 +96,7 @@ def caller_for(i: int) -> CallerIdentity:
 
 
 def compact_embedding(rng: np.random.Generator) -> bytes:
-    from memory.embeddings import encode_compact
+    from memory.recall.embeddings import encode_compact
 
     vector = rng.standard_normal(DIM).astype(np.float32)
     return encode_compact(vector / np.linalg.norm(vector))

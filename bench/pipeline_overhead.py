@@ -87,10 +87,10 @@ from bot.pipeline import Call, MemoryAccess, PreparedCall, build_call
 from bot.services import CallServices
 from bot.settings import BotSettings
 from memory.backend.connect import open_redis
-from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.models import CallerMemory, CallRecord, Fact, Turn
 from memory.privacy.identity import CallerIdentity, identify
-from memory.recall import MemoryStats
+from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
+from memory.recall.turns import MemoryStats
 from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime, freeze_startup_objects

@@ -33,9 +33,9 @@ from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report
 from memory.analysis import TOOL_NAME
 from memory.calls import end_call
-from memory.embeddings import default_embedder
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
+from memory.recall.embeddings import default_embedder
 from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue

@@ -49,7 +49,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from memory.metrics import CALLS, MEMORY_LOAD, RECALL, SERVICE_ERRORS, VOICE_TO_VOICE
-from memory.recall import MemoryStats
+from memory.recall.turns import MemoryStats
 from memory.report import (
     CallCost,
     CallReport,

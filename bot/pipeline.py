@@ -51,11 +51,11 @@ from bot.wording import (
     opening_line,
     with_hours,
 )
-from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
+from memory.recall.embeddings import Embedder
 from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime

@@ -34,14 +34,14 @@ from bot.transfer import DailyHandoff, Handoff
 from bot.wording import prompt_template
 from memory.backend.connect import display_url
 from memory.backoff import backoff_delay
-from memory.embeddings import Embedder, default_embedder
 from memory.errors import MemoryUnavailableError
 from memory.health import ServiceHealth, check_health
 from memory.models import CallerMemory
+from memory.recall.embeddings import Embedder, default_embedder
+from memory.recall.ranking import select_for_call_start
+from memory.recall.render import fill_template
 from memory.recorder import CallRecorder
-from memory.render import fill_template
 from memory.report import load_prices
-from memory.retrieval import select_for_call_start
 from memory.runtime import MemoryRuntime, freeze_startup_objects, memory_runtime, open_memory
 from memory.settings import AnalysisSettings
 from memory.store.queue import AnalysisQueue

@@ -17,11 +17,11 @@ from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 
-from memory.embeddings import Embedder, with_embeddings
 from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.models import Fact, clean_text, now
 from memory.privacy.admission import Refusal, admit_fact
 from memory.privacy.identity import CallerIdentity
+from memory.recall.embeddings import Embedder, with_embeddings
 from memory.store.callers import MemoryStore
 
 #: Confidence of a fact the caller explicitly asked to be remembered.

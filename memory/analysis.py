@@ -51,7 +51,7 @@ from memory.models import (
 )
 from memory.privacy.admission import admit_fact
 from memory.privacy.scrub import scrub, scrub_turns
-from memory.render import quoted
+from memory.recall.render import quoted
 from memory.report import AnalysisUsage
 
 TOOL_NAME = "record_call_analysis"

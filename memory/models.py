@@ -132,7 +132,7 @@ class Fact(StoredModel):
     superseded_by: str | None = Field(default=None, alias="sup")
     #: Where the fact came from when it is not a call (e.g. a LoCoMo dialogue id in benchmarks).
     source_ref: str | None = Field(default=None, alias="ref")
-    #: Compact embedding (see ``memory.embeddings``); stored beside the JSON, not inside it.
+    #: Compact embedding (see ``memory.recall.embeddings``); stored beside the JSON, not inside it.
     embedding: bytes | None = Field(default=None, exclude=True, repr=False)
 
     @field_serializer("created_at", "last_confirmed_at")

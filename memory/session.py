@@ -7,8 +7,8 @@ Pipecat bot take a call through here, so it is remembered exactly as a bot call 
   is never recorded, and an unverified one gets memory only when the agent's policy allows it
   (``RAPPORT_UNVERIFIED_CALLERS``, the bot's rule in ``bot.pipeline.prepare_call``);
 - memory is loaded once, within a budget (a slow or dead Redis means "no memory", not an error);
-- the facts for the call start are chosen by :func:`call_start_facts` and rendered by
-  :func:`memory.render.render_memory`, the same functions the bot's ``MemoryContextProcessor``
+- the facts for the call start are chosen by :func:`memory.recall.ranking.call_start_facts` and rendered by
+  :func:`memory.recall.render.render_memory`, the same functions the bot's ``MemoryContextProcessor``
   uses, so a platform's prompt holds the same block the bot's would;
 - turns are recorded and the call is closed and queued for analysis by a
   :class:`memory.recorder.CallRecorder` (which calls :func:`memory.calls.end_call`).
@@ -27,14 +27,14 @@ from typing import Generic, Literal, TypeVar
 
 from loguru import logger
 
-from memory.embeddings import Embedder
 from memory.errors import MemoryUnavailableError
 from memory.language import primary_language
 from memory.models import CallerMemory, CallTrust, Fact
 from memory.privacy.identity import CallerIdentity
+from memory.recall.embeddings import Embedder
+from memory.recall.ranking import call_start_facts
+from memory.recall.render import fill_template, render_memory
 from memory.recorder import CallRecorder
-from memory.render import fill_template, render_memory
-from memory.retrieval import select_for_call_start
 from memory.runtime import MemoryRuntime
 from memory.store.queue import AnalysisQueue
 
@@ -42,28 +42,6 @@ from memory.store.queue import AnalysisQueue
 END_TIMEOUT_S = 5.0
 
 _V = TypeVar("_V")
-
-
-def call_start_facts(
-    memory: CallerMemory,
-    *,
-    purpose: str,
-    token_budget: int,
-    max_facts: int,
-    embedder: Embedder | None = None,
-) -> list[Fact]:
-    """The facts a call starts with: two thirds of the block's budget, steered by the purpose.
-
-    Args:
-        memory: The caller's loaded memory.
-        purpose: What the agent is for (``RAPPORT_AGENT_PURPOSE``).
-        token_budget: Estimated tokens the whole memory block may take.
-        max_facts: Most facts chosen.
-        embedder: Adds dense relevance to the choice (None: lexical only).
-    """
-    return select_for_call_start(
-        memory, purpose=purpose, token_budget=token_budget * 2 // 3, k=max_facts, embedder=embedder
-    )
 
 
 def remembered_caller(

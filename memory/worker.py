@@ -47,7 +47,6 @@ from loguru import logger
 from memory.analysis import CallAnalyzer, analysis_client
 from memory.backoff import backoff_delay
 from memory.calls import end_call
-from memory.embeddings import Embedder, default_embedder, with_embeddings
 from memory.errors import (
     AnalysisError,
     ForgottenCallerError,
@@ -60,6 +59,7 @@ from memory.metrics import ANALYSIS_DURATION
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
+from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
 from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
 from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore, StaleMemoryError

@@ -3,10 +3,10 @@
 Memory is loaded once per call, started when the caller is identified (while the line rings).
 On ``StartFrame`` this processor waits for it within one budget (load, selection and rendering
 together), renders it into the system prompt in place of ``{{memory}}`` (as quoted
-caller-reported data, see :mod:`memory.render`) and switches the voice to the caller's language.
+caller-reported data, see :mod:`memory.recall.render`) and switches the voice to the caller's language.
 Once the caller is connected the call opens with a spoken line and no LLM request: the opening
 line the last analysis prepared, or a greeting. Before each LLM run it lets
-:class:`memory.recall.TurnRecall` bring up what is relevant to what was just said: the processor
+:class:`memory.recall.turns.TurnRecall` bring up what is relevant to what was just said: the processor
 holds only the frame handling.
 """
 
@@ -31,14 +31,13 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import LLMSettings, TTSSettings
 from pydantic import BaseModel, Field
 
-from memory.embeddings import Embedder
 from memory.errors import RapportMemoryError
 from memory.language import primary_language, voice_locale
 from memory.models import CallerMemory, Fact
-from memory.recall import MemoryStats, TurnRecall
-from memory.render import fill_template, render_memory
-from memory.retrieval import turn_id
-from memory.session import call_start_facts
+from memory.recall.embeddings import Embedder
+from memory.recall.ranking import call_start_facts, turn_id
+from memory.recall.render import fill_template, render_memory
+from memory.recall.turns import MemoryStats, TurnRecall
 from processors.call_language import CallLanguageFrame, reply_language_rule
 
 #: Share of the call-start budget kept for choosing and rendering facts after the load.

@@ -10,8 +10,8 @@ from pipecat.frames.frames import LLMUpdateSettingsFrame
 from pipecat.tests.utils import run_test
 from redis.asyncio import Redis
 
-from memory.embeddings import HashingEmbedder
 from memory.models import Fact, now
+from memory.recall.embeddings import HashingEmbedder
 from memory.store.callers import MemoryStore
 from processors.memory_context import MemoryContextProcessor
 from tests.test_memory_context import TEMPLATE, VOICES, opening

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from cli.main import main as cli_main
 from memory.models import CallAnalysis, CallRecord, CallTrust, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
-from memory.render import render_memory
+from memory.recall.render import render_memory
 from memory.runtime import MemoryRuntime
 from tests.calls import open_line
 from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app, dashboard_memory

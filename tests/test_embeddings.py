@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.embeddings import (
+from memory.models import Fact
+from memory.recall.embeddings import (
     E5Embedder,
     Embedder,
     HashingEmbedder,
@@ -21,7 +22,6 @@ from memory.embeddings import (
     encode_compact,
     with_embeddings,
 )
-from memory.models import Fact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_the_model_loads_with_no_network() -> None:
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
         "socket.getaddrinfo = refuse\n"
-        "from memory.embeddings import E5Embedder\n"
+        "from memory.recall.embeddings import E5Embedder\n"
         "print(E5Embedder().embed_query(['bon dia'])[0].shape)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -7,12 +7,12 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from memory.embeddings import HashingEmbedder
 from memory.errors import ForgottenCallerError, MemoryRefusedError
 from memory.models import CallRecord, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
+from memory.recall.embeddings import HashingEmbedder
+from memory.recall.render import fill_template, render_memory
 from memory.recorder import CallRecorder
-from memory.render import fill_template, render_memory
 from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from memory.models import CallerMemory, CallerProfile, Fact
-from memory.recall import MAX_RECALLED, MemoryStats, TurnRecall
+from memory.recall.turns import MAX_RECALLED, MemoryStats, TurnRecall
 
 REX = Fact(text="Caller's dog Rex is afraid of the vacuum", confidence=0.8)
 DIET = Fact(text="Caller is vegetarian", confidence=0.9)

@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from memory.embeddings import E5Embedder, HashingEmbedder, encode_compact, with_embeddings
 from memory.models import CONFIDENCE_FLOOR, CallerMemory, CallerProfile, Fact, Turn
-from memory.retrieval import (
+from memory.recall.embeddings import E5Embedder, HashingEmbedder, encode_compact, with_embeddings
+from memory.recall.ranking import (
     MemoryItem,
     RankingConfig,
     RecallIndex,

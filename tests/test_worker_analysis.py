@@ -11,8 +11,8 @@ import json
 from redis.asyncio import Redis
 
 from memory.calls import end_call
-from memory.embeddings import compact_matches
 from memory.models import CallRecord, CallStatus, Fact, now
+from memory.recall.embeddings import compact_matches
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from memory.worker import AnalysisWorker, JobOutcome

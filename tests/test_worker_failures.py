@@ -181,7 +181,7 @@ async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed
 _BOT = """
 import asyncio, sys
 from memory.backend.connect import client_from_url
-from memory.embeddings import HashingEmbedder, compact_matches
+from memory.recall.embeddings import HashingEmbedder, compact_matches
 from memory.privacy.identity import identify
 from memory.models import Turn
 from memory.store.callers import MemoryStore

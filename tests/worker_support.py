@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from memory.analysis import TOOL_NAME
 from memory.calls import end_call
-from memory.embeddings import HashingEmbedder
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
+from memory.recall.embeddings import HashingEmbedder
 from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue

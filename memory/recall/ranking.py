@@ -38,8 +38,8 @@ from typing import Literal
 import numpy as np
 import snowballstemmer
 
-from memory.embeddings import Embedder, decode_compact
 from memory.models import CONFIDENCE_FLOOR, CallerMemory, Fact, Turn
+from memory.recall.embeddings import Embedder, decode_compact
 
 MemoryKind = Literal["fact", "turn"]
 
@@ -599,3 +599,25 @@ def warm_purpose(embedder: Embedder, purpose: str) -> None:
     """Embed an agent's purpose once per process (at start-up, never in a call start)."""
     if purpose.strip():
         _purpose_vector(embedder, purpose)
+
+
+def call_start_facts(
+    memory: CallerMemory,
+    *,
+    purpose: str,
+    token_budget: int,
+    max_facts: int,
+    embedder: Embedder | None = None,
+) -> list[Fact]:
+    """The facts a call starts with: two thirds of the block's budget, steered by the purpose.
+
+    Args:
+        memory: The caller's loaded memory.
+        purpose: What the agent is for (``RAPPORT_AGENT_PURPOSE``).
+        token_budget: Estimated tokens the whole memory block may take.
+        max_facts: Most facts chosen.
+        embedder: Adds dense relevance to the choice (None: lexical only).
+    """
+    return select_for_call_start(
+        memory, purpose=purpose, token_budget=token_budget * 2 // 3, k=max_facts, embedder=embedder
+    )

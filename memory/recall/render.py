@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from memory.models import CallerMemory, Fact, Sentiment, Turn
-from memory.retrieval import estimate_tokens
+from memory.recall.ranking import estimate_tokens
 
 _PLACEHOLDER = re.compile(r"\{\{\s*memory\s*\}\}")
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from loguru import logger
 
-from memory.embeddings import Embedder
 from memory.models import CallerMemory
-from memory.retrieval import Recalled, RecallIndex
+from memory.recall.embeddings import Embedder
+from memory.recall.ranking import Recalled, RecallIndex
 
 #: Facts a call's recall index holds at most (the most confident and recent).
 MAX_RECALL_FACTS = 1000

@@ -1,0 +1,1 @@
+"""At the next call: choosing, ranking and rendering what Rapport remembers."""
