@@ -87,11 +87,11 @@ from bot.pipeline import Call, MemoryAccess, PreparedCall, build_call
 from bot.services import CallServices
 from bot.settings import BotSettings
 from memory.backend.connect import open_redis
+from memory.calls.recorder import CallRecorder
 from memory.models import CallerMemory, CallRecord, Fact, Turn
 from memory.privacy.identity import CallerIdentity, identify
 from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
 from memory.recall.turns import MemoryStats
-from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime, freeze_startup_objects
 from memory.settings import MemorySettings

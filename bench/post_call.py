@@ -31,15 +31,15 @@ from redis.asyncio import Redis
 
 from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report
-from memory.analysis import TOOL_NAME
-from memory.calls import end_call
+from memory.analysis.analyzer import TOOL_NAME
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.worker import analysis_worker, single_threaded_embeddings
+from memory.calls.closing import end_call
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.recall.embeddings import default_embedder
-from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.worker import analysis_worker, single_threaded_embeddings
 from tests.fakes.anthropic_server import FakeAnthropic, RecordedRequest, Reply
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"

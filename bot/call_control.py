@@ -31,9 +31,9 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from bot.hours import BusinessHours
 from bot.targets import shown_target
 from bot.transfer import Handoff
+from memory.calls.recorder import CallRecorder
 from memory.models import CallTransfer, clean_text
 from memory.privacy.identity import CallerIdentity
-from memory.recorder import CallRecorder
 from processors.call_handoff import CallHandoffProcessor, HandoffFrame
 
 #: Ended reasons (recorded as ``ended: <reason>``).

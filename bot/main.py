@@ -27,9 +27,9 @@ from pydantic_settings import SettingsError
 
 from bot.logs import configure_logging, install_redaction
 from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings, public_host
+from memory.analysis.settings import AnalysisSettings
 from memory.errors import ConfigurationError
 from memory.privacy.identity import load_pepper
-from memory.settings import AnalysisSettings
 
 if TYPE_CHECKING:
     from bot.process import RapportBot

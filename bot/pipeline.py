@@ -51,15 +51,15 @@ from bot.wording import (
     opening_line,
     with_hours,
 )
+from memory.calls.policy import remembered_caller
+from memory.calls.recorder import CallRecorder
 from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import Embedder
-from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime
-from memory.session import remembered_caller
 from memory.store.queue import AnalysisQueue
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor

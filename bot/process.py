@@ -32,18 +32,18 @@ from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.transfer import DailyHandoff, Handoff
 from bot.wording import prompt_template
+from memory.analysis.settings import AnalysisSettings
 from memory.backend.connect import display_url
 from memory.backoff import backoff_delay
+from memory.calls.recorder import CallRecorder
 from memory.errors import MemoryUnavailableError
 from memory.health import ServiceHealth, check_health
 from memory.models import CallerMemory
 from memory.recall.embeddings import Embedder, default_embedder
 from memory.recall.ranking import select_for_call_start
 from memory.recall.render import fill_template
-from memory.recorder import CallRecorder
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime, freeze_startup_objects, memory_runtime, open_memory
-from memory.settings import AnalysisSettings
 from memory.store.queue import AnalysisQueue
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
@@ -175,7 +175,7 @@ class RapportBot:
 
     async def _run_worker(self, embedder: Embedder) -> None:
         # Imported here: the analysis pulls in its own client and prompts.
-        from memory.worker import analysis_worker
+        from memory.analysis.worker import analysis_worker
 
         settings = self._settings.memory.for_worker()
         try:

@@ -18,15 +18,15 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.format import add_row, console, print_error, when
-from memory.call_stats import summarise
-from memory.calls import follow_ups
+from memory.analysis.fields import shown
+from memory.analysis.followups import follow_ups
+from memory.analysis.settings import AnalysisSettings
+from memory.calls.stats import summarise
 from memory.errors import RapportMemoryError
-from memory.fields import shown
 from memory.models import CallRecord, CallStatus, Fact, now
 from memory.privacy.scrub import scrub_turns
 from memory.report import CallReport, Latency
 from memory.runtime import MemoryRuntime, memory_runtime
-from memory.settings import AnalysisSettings
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "": 86_400}

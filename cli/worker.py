@@ -15,11 +15,12 @@ import signal
 import sys
 
 from cli.format import console
+from memory.analysis.settings import AnalysisSettings
 from memory.errors import RapportMemoryError
 from memory.health import ServiceHealth, check_health
 from memory.report import load_prices
 from memory.runtime import MemoryRuntime, memory_runtime
-from memory.settings import AnalysisSettings, MemorySettings
+from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
 
 
@@ -79,7 +80,7 @@ async def _work(
     memory: MemorySettings,
 ) -> None:
     # Imported here: it pulls in the Anthropic SDK, slow to import for the other commands.
-    from memory.worker import analysis_worker, single_threaded_embeddings
+    from memory.analysis.worker import analysis_worker, single_threaded_embeddings
     from web.health import metrics_bearer_token, serve_health
 
     single_threaded_embeddings()

@@ -45,7 +45,7 @@ _SPACES = re.compile(r"\s+")
 _Words = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 _Text = Annotated[str, StringConstraints(strip_whitespace=True)]
 
-#: A value of one of the business's own analysis fields (see ``memory.fields``), as stored:
+#: A value of one of the business's own analysis fields (see ``memory.analysis.fields``), as stored:
 #: text, a number, true/false, a list of text; dates and times as ISO text.
 FieldValue = StrictBool | StrictInt | StrictFloat | StrictStr | list[StrictStr]
 
@@ -208,7 +208,7 @@ class CallAnalysis(StoredModel):
     #: The first words of the caller's next call, in their language (spoken with no LLM run).
     #: Not length-checked here: an overlong line is dropped, not a reason to fail the analysis.
     opening_line: str | None = None
-    #: The business's own fields (``memory.fields``) the call gave a valid value, by name.
+    #: The business's own fields (``memory.analysis.fields``) the call gave a valid value, by name.
     fields: dict[str, FieldValue] = Field(default_factory=dict)
     #: Why each invalid value the analysis gave was dropped, by field name.
     dropped_fields: dict[str, str] = Field(default_factory=dict)

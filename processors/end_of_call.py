@@ -19,7 +19,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from memory.recorder import CallRecorder
+from memory.calls.recorder import CallRecorder
 from processors.call_language import CallLanguageFrame
 
 

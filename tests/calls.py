@@ -26,13 +26,14 @@ from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
 from bot.transfer import Handoff
 from bot.wording import opening_line, prompt_template
-from memory.analysis import TOOL_NAME
+from memory.analysis.analyzer import TOOL_NAME
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.worker import JobOutcome, analysis_worker
 from memory.models import CallTrust
 from memory.privacy.identity import CallerIdentity
 from memory.runtime import MemoryRuntime, open_memory
-from memory.settings import AnalysisSettings, MemorySettings
+from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
-from memory.worker import JobOutcome, analysis_worker
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually

@@ -26,13 +26,13 @@ import redis
 import redis.asyncio
 from anthropic import AsyncAnthropic
 
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.worker import AnalysisWorker, analysis_worker
 from memory.backend.connect import client_from_url
 from memory.backend.embedded import EmbeddedRedis
 from memory.privacy.identity import normalize_number
-from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.worker import AnalysisWorker, analysis_worker
 from tests.calls import Line, open_line
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.shared import API_KEY

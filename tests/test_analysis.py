@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import anthropic
 import pytest
 
-from memory.analysis import TOOL_NAME, CallAnalyzer, analysis_client
+from memory.analysis.analyzer import TOOL_NAME, CallAnalyzer, analysis_client
 from memory.errors import (
     AnalysisError,
     InvalidAnalysisError,

@@ -16,7 +16,7 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from bot.wording import CALL_CONNECTED, prompt_template
-from memory.analysis import TOOL_NAME
+from memory.analysis.analyzer import TOOL_NAME
 from memory.backend.embedded import EmbeddedRedis
 from memory.models import CallTrust
 from tests.analysis_answers import answer

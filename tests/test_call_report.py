@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from pipecat.frames.frames import VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
 
-from memory.analysis import TOOL_NAME
+from memory.analysis.analyzer import TOOL_NAME
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.worker import JobOutcome, analysis_worker
 from memory.metrics import REGISTRY
 from memory.models import CallRecord
 from memory.report import load_prices
-from memory.settings import AnalysisSettings
-from memory.worker import JobOutcome, analysis_worker
 from tests.analysis_answers import answer
 from tests.calls import ANA, Line, RunningCall, caller_of, runtime_of
 from tests.fakes.anthropic_server import Reply

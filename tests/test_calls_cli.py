@@ -9,11 +9,11 @@ import pytest
 from redis.asyncio import Redis
 
 from cli.calls import parse_since
-from memory.calls import follow_ups
+from memory.analysis.followups import follow_ups
+from memory.analysis.worker import AnalysisWorker, JobOutcome
 from memory.models import now
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.worker import AnalysisWorker, JobOutcome
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.worker_support import (
     AGENT,

@@ -16,9 +16,9 @@ from pipecat.tests.utils import SleepFrame, run_test
 from redis.asyncio import Redis
 
 from memory.backend.connect import client_from_url
+from memory.calls.recorder import CallRecorder
 from memory.models import CallStatus
 from memory.privacy.identity import CallerIdentity, identify
-from memory.recorder import CallRecorder
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from processors.end_of_call import EndOfCallProcessor

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memory.facts import lexical_similarity, merge_facts
+from memory.analysis.merge import lexical_similarity, merge_facts
 from memory.models import ExtractedFact, Fact, fact_id_for
 
 T0 = 1_000_000.0

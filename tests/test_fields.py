@@ -22,17 +22,18 @@ from redis.asyncio import Redis
 
 from cli.format import console
 from cli.main import main as cli_main
-from memory.analysis import TOOL_NAME, CallAnalyzer, analysis_client
-from memory.calls import end_call, follow_ups
+from memory.analysis.analyzer import TOOL_NAME, CallAnalyzer, analysis_client
+from memory.analysis.fields import FieldType, load_fields
+from memory.analysis.followups import follow_ups
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.webhook import signature_valid
+from memory.analysis.worker import JobOutcome, analysis_worker
+from memory.calls.closing import end_call
 from memory.errors import ConfigurationError
-from memory.fields import FieldType, load_fields
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
-from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.webhook import signature_valid
-from memory.worker import JobOutcome, analysis_worker
 from tests.analysis_answers import answer
 from tests.calls import ANA, Line, caller_of, runtime_of
 from tests.fakes.anthropic_server import FakeAnthropic, Reply

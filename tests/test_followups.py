@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from memory.calls import follow_ups, mark_follow_up_done
+from memory.analysis.followups import follow_ups, mark_follow_up_done
 from memory.models import CallAnalysis, CallRecord, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.store.audit import AuditAction, AuditEntry, AuditLog

@@ -7,16 +7,16 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.worker import JobOutcome, analysis_worker
+from memory.calls.recorder import CallRecorder
 from memory.errors import ForgottenCallerError, MemoryRefusedError
 from memory.models import CallRecord, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import HashingEmbedder
 from memory.recall.render import fill_template, render_memory
-from memory.recorder import CallRecorder
-from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.worker import JobOutcome, analysis_worker
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.polling import eventually
 from tests.worker_support import (
@@ -186,9 +186,10 @@ async def test_a_profile_with_bad_utf8_still_gives_a_prompt_and_a_greeting(
 
     memory = await store.load(who)
     assert memory.profile.name == "Marta" and memory.profile.last_summary is None
-    assert [fact.text for fact in memory.facts] == ["Caller orders cakes"]
+    assert [fact.text for fact in memory.analysis.merge] == ["Caller orders cakes"]
     prompt = fill_template(
-        "You are Rapport.\n{{memory}}", render_memory(memory, memory.facts, token_budget=400)
+        "You are Rapport.\n{{memory}}",
+        render_memory(memory, memory.analysis.merge, token_budget=400),
     )
     assert "Marta" in prompt and "{{" not in prompt
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from memory.calls.policy import CallPolicy
+from memory.calls.session import SessionCache, open_call
 from memory.models import CallTrust
-from memory.session import CallPolicy, SessionCache, open_call
 from tests.calls import ANA, Line, runtime_of
 
 

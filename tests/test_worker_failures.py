@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from memory.analysis import TOOL_NAME
+from memory.analysis.analyzer import TOOL_NAME
+from memory.analysis.worker import ABANDONED, AnalysisWorker, JobOutcome
 from memory.models import CallRecord, CallStatus, Turn, now
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.worker import ABANDONED, AnalysisWorker, JobOutcome
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
 from tests.polling import eventually
@@ -171,7 +171,7 @@ async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed
     assert len(fake.requests) == 2
     memory = await store.load(who)
     assert memory.profile.call_count == 1
-    assert [fact.text for fact in memory.facts] == ["Caller orders cakes for Fridays"]
+    assert [fact.text for fact in memory.analysis.merge] == ["Caller orders cakes for Fridays"]
     record = await store.get_call(who, "call-1")
     assert record is not None and record.status == CallStatus.ANALYSED
     counts = await queue.counts()

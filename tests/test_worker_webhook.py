@@ -7,10 +7,10 @@ import json
 from aiohttp import web
 from pydantic import SecretStr
 
+from memory.analysis.webhook import SIGNATURE_HEADER, signature_valid
+from memory.analysis.worker import JobOutcome
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.webhook import SIGNATURE_HEADER, signature_valid
-from memory.worker import JobOutcome
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.polling import eventually

@@ -14,15 +14,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from memory.analysis import TOOL_NAME
-from memory.calls import end_call
+from memory.analysis.analyzer import TOOL_NAME
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.worker import AnalysisWorker, JobOutcome
+from memory.calls.closing import end_call
 from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.recall.embeddings import HashingEmbedder
-from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from memory.worker import AnalysisWorker, JobOutcome
 from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.shared import API_KEY, PEPPER

@@ -17,8 +17,9 @@ from bot.settings import BotSettings
 from bot.tools import CallerTools
 from bot.trust import UnverifiedCallers
 from bot.wording import with_hours
+from memory.calls.policy import CallPolicy
+from memory.calls.session import CallSession, open_call
 from memory.models import CallTrust
-from memory.session import CallPolicy, CallSession, open_call
 
 
 @dataclass(slots=True)

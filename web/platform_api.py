@@ -26,10 +26,10 @@ from pydantic import BaseModel, Field
 
 from bot.trust import attestation_trust
 from bot.wording import opening_line
+from memory.calls.session import CallSession, SessionCache
 from memory.errors import InvalidIdentityError
 from memory.models import CallTrust
 from memory.privacy.identity import validate_agent_id
-from memory.session import CallSession, SessionCache
 from web.auth import require_secret
 from web.calls import PlatformCalls
 

@@ -11,7 +11,7 @@ import asyncio
 from fastapi import FastAPI
 from loguru import logger
 
-from memory.session import CallSession, SessionCache
+from memory.calls.session import CallSession, SessionCache
 from web.calls import PlatformCalls
 from web.platform_api import platform_router
 from web.vapi import vapi_router

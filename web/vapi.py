@@ -4,7 +4,7 @@ Vapi calls a custom LLM over the OpenAI Chat Completions API, sending the call o
 request (``call.id``, ``call.customer.number``). Here:
 
 - The first request of a Vapi call (or its ``assistant-request``, while the line rings)
-  identifies the caller and loads their memory once (:mod:`memory.session`); later requests
+  identifies the caller and loads their memory once (:mod:`memory.calls.session`); later requests
   of the call reuse it from a bounded cache.
 - The conversation goes to Claude through the ``anthropic`` SDK, translated faithfully: system
   messages become ``system`` (after Rapport's prompt with the memory block, rendered as the
@@ -47,8 +47,8 @@ from pydantic import BaseModel, ConfigDict
 from bot.services import ONE_TOOL_CALL_AT_A_TIME
 from bot.tools import REMEMBER, SAVE_CALLER_NAME
 from bot.wording import CALL_CONNECTED, opening_line
+from memory.calls.session import CallSession, SessionCache
 from memory.models import CallTrust, clean_text
-from memory.session import CallSession, SessionCache
 from processors.tool_silence import DEFAULT_PHRASES
 from web.auth import require_secret
 from web.calls import PlatformCalls

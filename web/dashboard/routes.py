@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel
 
-from memory.calls import follow_up_page, mark_follow_up_done
+from memory.analysis.followups import follow_up_page, mark_follow_up_done
 from memory.errors import InvalidIdentityError
 from memory.models import MAX_TEXT_CHARS, CallRecord, clean_text, now
 from memory.privacy.identity import CallerIdentity

@@ -1,47 +1,16 @@
-"""The life of a call record after the call: closing and queueing it, and the follow-up list."""
+"""The follow-up list: analysed calls the business acts on, filtered by its own fields."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from memory.fields import matches
+from memory.analysis.fields import matches
 from memory.models import CallRecord
 from memory.privacy.identity import CallerIdentity
 from memory.store.callers import MemoryStore
 from memory.store.followup_index import FollowUpDone
 from memory.store.keys import agent_call_member
-from memory.store.queue import AnalysisQueue
-
-
-async def end_call(
-    store: MemoryStore, queue: AnalysisQueue, caller: CallerIdentity, record: CallRecord
-) -> bool:
-    """Close a call that just ended and queue it for analysis: every end path calls this.
-
-    The call is noted as closing first, so a process that dies between closing the record and
-    queueing the job leaves a note the worker's sweeper finishes; only the first closer of a
-    call queues it (closing is idempotent by call id).
-
-    Args:
-        store: Where the call's turns are.
-        queue: The analysis queue.
-        caller: The caller (never anonymous: anonymous calls are not stored).
-        record: The ended call (ids, timings, ended reason); its transcript is stored already.
-
-    Returns:
-        True when this call closed the record and queued it; False when it was closed already.
-
-    Raises:
-        MemoryUnavailableError: Redis did not answer.
-    """
-    await queue.note_closing(caller, record.call_id)
-    if record.masked_number is None:
-        record = record.model_copy(update={"masked_number": caller.masked})
-    if not await store.close_call(caller, record):
-        return False
-    await queue.enqueue(caller, record.call_id)
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +43,7 @@ async def follow_up_page(
         since: Oldest end time included.
         action: Only calls whose analysis chose this action (unanalysed calls are left out).
         fields: Only calls whose business fields match each of these values as typed (see
-            ``memory.fields.matches``), e.g. ``{"appointment_type": "cleaning"}``: filtered on
+            ``memory.analysis.fields.matches``), e.g. ``{"appointment_type": "cleaning"}``: filtered on
             the page read, so a filtered page may hold fewer than ``limit``.
         offset: Follow-ups skipped (earlier pages).
         limit: Follow-ups read at most.

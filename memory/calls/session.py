@@ -11,7 +11,7 @@ Pipecat bot take a call through here, so it is remembered exactly as a bot call 
   :func:`memory.recall.render.render_memory`, the same functions the bot's ``MemoryContextProcessor``
   uses, so a platform's prompt holds the same block the bot's would;
 - turns are recorded and the call is closed and queued for analysis by a
-  :class:`memory.recorder.CallRecorder` (which calls :func:`memory.calls.end_call`).
+  :class:`memory.calls.recorder.CallRecorder` (which calls :func:`memory.calls.closing.end_call`).
 
 :class:`SessionCache` keeps the open calls of one process between a platform's requests.
 """
@@ -21,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from loguru import logger
 
+from memory.calls.policy import CallPolicy, remembered_caller
+from memory.calls.recorder import CallRecorder
 from memory.errors import MemoryUnavailableError
 from memory.language import primary_language
 from memory.models import CallerMemory, CallTrust, Fact
@@ -34,7 +36,6 @@ from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import Embedder
 from memory.recall.ranking import call_start_facts
 from memory.recall.render import fill_template, render_memory
-from memory.recorder import CallRecorder
 from memory.runtime import MemoryRuntime
 from memory.store.queue import AnalysisQueue
 
@@ -42,71 +43,6 @@ from memory.store.queue import AnalysisQueue
 END_TIMEOUT_S = 5.0
 
 _V = TypeVar("_V")
-
-
-def remembered_caller(
-    runtime: MemoryRuntime,
-    number: str | None,
-    *,
-    agent_id: str,
-    trust: CallTrust,
-    serve_unverified: bool,
-    door: str,
-) -> CallerIdentity | None:
-    """The caller whose memory a call may read and write, or None: the one rule for every door.
-
-    A withheld or unparsable number is anonymous; a number only claimed (``unverified``) is
-    served like an anonymous caller unless the business chose otherwise
-    (``RAPPORT_UNVERIFIED_CALLERS=full``). Logs the decision with the masked number only.
-
-    Args:
-        runtime: The process's memory.
-        number: The raw caller id, as the door received it.
-        agent_id: The business line called.
-        trust: How far the door could believe the number.
-        serve_unverified: Whether an unverified caller gets their memory.
-        door: Which door the call came through (``twilio``, ``vapi``...), for the log.
-    """
-    caller = runtime.identify(number, agent_id=agent_id)
-    if caller is None:
-        logger.info("Anonymous {} call: nothing is remembered or recorded", door)
-        return None
-    if trust == CallTrust.UNVERIFIED and not serve_unverified:
-        logger.info(
-            "Unverified {} call from {}: served without memory (RAPPORT_UNVERIFIED_CALLERS=none)",
-            door,
-            caller.masked,
-        )
-        return None
-    logger.info("Call from {} ({}, {})", caller.masked, door, trust.value)
-    return caller
-
-
-@dataclass(frozen=True, slots=True)
-class CallPolicy:
-    """How one agent takes calls from a platform: the bot's settings that matter here.
-
-    Attributes:
-        agent_id: The business line called.
-        serve_unverified: Whether a caller whose number is only claimed gets their memory
-            (``RAPPORT_UNVERIFIED_CALLERS=full``); otherwise they are treated as anonymous.
-        purpose: What the agent is for; it steers the facts chosen at call start.
-        token_budget: Estimated tokens the memory block may take.
-        max_facts: Facts put in the prompt at call start.
-        load_budget_s: How long the call start waits for memory before going on without it.
-        default_language: The call's language until the caller's is known.
-        languages: Languages the agent speaks (a caller's stored language outside them is not
-            used).
-    """
-
-    agent_id: str
-    serve_unverified: bool = False
-    purpose: str = ""
-    token_budget: int = 400
-    max_facts: int = 10
-    load_budget_s: float = 0.15
-    default_language: str = "en"
-    languages: Collection[str] = ("en",)
 
 
 @dataclass(slots=True)
@@ -169,7 +105,7 @@ class CallSession:
         """Close the call and queue it for analysis, once; waits up to ``timeout_s`` for it.
 
         Leaving early only stops the wait: the recorder finishes (and the process drains it at
-        shutdown, see :meth:`memory.recorder.CallRecorder.drain_all`).
+        shutdown, see :meth:`memory.calls.recorder.CallRecorder.drain_all`).
         """
         if self._ended:
             return

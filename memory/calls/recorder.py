@@ -22,7 +22,7 @@ from typing import ClassVar, Literal, TypeVar
 
 from loguru import logger
 
-from memory.calls import end_call
+from memory.calls.closing import end_call
 from memory.errors import ForgottenCallerError, MemoryUnavailableError
 from memory.models import CallRecord, CallTransfer, CallTrust, Turn, clean_text, now
 from memory.privacy.identity import CallerIdentity

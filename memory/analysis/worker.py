@@ -44,9 +44,12 @@ from typing import Any
 
 from loguru import logger
 
-from memory.analysis import CallAnalyzer, analysis_client
+from memory.analysis.analyzer import CallAnalyzer, analysis_client
+from memory.analysis.merge import FactMerge, merge_facts
+from memory.analysis.settings import AnalysisSettings
+from memory.analysis.webhook import AnalysisWebhook
 from memory.backoff import backoff_delay
-from memory.calls import end_call
+from memory.calls.closing import end_call
 from memory.errors import (
     AnalysisError,
     ForgottenCallerError,
@@ -54,17 +57,14 @@ from memory.errors import (
     MemoryUnavailableError,
     RetryableAnalysisError,
 )
-from memory.facts import FactMerge, merge_facts
 from memory.metrics import ANALYSIS_DURATION
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
 from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
 from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
-from memory.settings import AnalysisSettings
 from memory.store.callers import MemoryStore, StaleMemoryError
 from memory.store.queue import AnalysisJob, AnalysisQueue
-from memory.webhook import AnalysisWebhook
 
 #: Why a call closed by the sweeper ended: its bot stopped sending turns.
 ABANDONED = "abandoned"
