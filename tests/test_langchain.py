@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from memory.langchain import CallerHistories
+from memory.integrations.langchain import CallerHistories
 from memory.runtime import MemoryRuntime, open_memory
 from memory.settings import MemorySettings
 from tests.shared import PEPPER

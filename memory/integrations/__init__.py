@@ -1,0 +1,1 @@
+"""Rapport's memory for other frameworks (optional extras)."""
