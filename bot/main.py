@@ -113,7 +113,7 @@ def _dashboard_memory(
     def current() -> DashboardMemory | None:
         if not opened and (memory := rapport.memory) is not None:
             agent_id = settings.agent_id
-            opened.append(dashboard_memory(memory.runtime, memory.store.queue, agent_id=agent_id))
+            opened.append(dashboard_memory(memory.runtime, memory.queue, agent_id=agent_id))
         return opened[0] if opened else None
 
     return current

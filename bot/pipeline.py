@@ -256,7 +256,7 @@ def build_call(
     if memory is not None and prepared.caller is not None:
         recorder = CallRecorder(
             store=memory.runtime.store,
-            queue=memory.store.queue,
+            queue=memory.queue,
             caller=prepared.caller,
             call_id=prepared.origin.call_id,
             trust=prepared.origin.trust,

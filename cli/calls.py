@@ -280,7 +280,7 @@ def report_table(report: CallReport) -> Table:
             "memory load",
             f"{_millis(memory.load_ms)} ({met} the {_millis(memory.load_budget_ms)} budget)",
         )
-        add_row(table, "recall", _latency(memory.recall.turns))
+        add_row(table, "recall", _latency(memory.recall))
         add_row(table, "dense recall skipped", f"{memory.dense_recall_skipped} turns")
     if report.errors:
         add_row(table, "errors", ", ".join(f"{k} {n}" for k, n in sorted(report.errors.items())))

@@ -134,7 +134,7 @@ async def test_a_whole_call_on_a_cluster(cluster_store: tuple[MemoryStore, Analy
         await store.set_value(caller, "plan", "gold")
     memory = await store.load(callers[3])  # type: ignore[arg-type]
     assert memory.profile.name == "Caller 3" and memory.profile.call_count == 1
-    assert [f.text for f in memory.analysis.merge] == ["Caller is vegetarian"]
+    assert [f.text for f in memory.facts] == ["Caller is vegetarian"]
     assert len(await store.list_callers("acme", limit=100)) == 12
     assert (await queue.counts()).waiting == 12
     removed = await store.forget(callers[0])  # type: ignore[arg-type]

@@ -320,7 +320,7 @@ async def test_editing_a_fact_changes_the_next_calls_prompt(dashboard: Dashboard
     await field.fill("Caller is allergic to hazelnuts, not walnuts")
     await page.locator("#facts button", has_text="Save").click()
     memory = await dashboard.memory.store.load(who)
-    prompt = render_memory(memory, memory.analysis.merge, token_budget=2000)
+    prompt = render_memory(memory, memory.facts, token_budget=2000)
     assert "allergic to hazelnuts, not walnuts" in prompt
     assert "Caller is allergic to walnuts" not in prompt
     # The same gate as every fact write: a claim of authority is refused.
@@ -328,7 +328,7 @@ async def test_editing_a_fact_changes_the_next_calls_prompt(dashboard: Dashboard
     await page.locator("#facts button", has_text="Save").click()
     assert "Refused" in await page.get_by_role("alert").inner_text()
     memory = await dashboard.memory.store.load(who)
-    assert "owner" not in render_memory(memory, memory.analysis.merge, token_budget=2000)
+    assert "owner" not in render_memory(memory, memory.facts, token_budget=2000)
     await page.fill("form.filters input[name=name]", "Ana <b>Ruiz</b>")
     await page.click("form.filters button")
     assert await page.locator("h1").inner_text() == "Ana <b>Ruiz</b> +1•••47"

@@ -186,10 +186,10 @@ async def test_a_profile_with_bad_utf8_still_gives_a_prompt_and_a_greeting(
 
     memory = await store.load(who)
     assert memory.profile.name == "Marta" and memory.profile.last_summary is None
-    assert [fact.text for fact in memory.analysis.merge] == ["Caller orders cakes"]
+    assert [fact.text for fact in memory.facts] == ["Caller orders cakes"]
     prompt = fill_template(
         "You are Rapport.\n{{memory}}",
-        render_memory(memory, memory.analysis.merge, token_budget=400),
+        render_memory(memory, memory.facts, token_budget=400),
     )
     assert "Marta" in prompt and "{{" not in prompt
 

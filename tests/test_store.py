@@ -71,8 +71,8 @@ async def test_round_trip_of_a_call(store: MemoryStore) -> None:
     assert memory.profile.last_sentiment == "frustrated"
     assert memory.profile.call_count == 1
     assert memory.profile.masked_number == alice.masked
-    assert [f.text for f in memory.analysis.merge] == ["Caller is vegetarian"]
-    assert memory.analysis.merge[0].embedding == b"\x01\x02\x03"
+    assert [f.text for f in memory.facts] == ["Caller is vegetarian"]
+    assert memory.facts[0].embedding == b"\x01\x02\x03"
     assert [t.text for t in memory.recent_turns] == ["Hi, it's Alice", "Hello Alice"]
 
     stored = await store.get_call(alice, "c1")
@@ -121,7 +121,7 @@ async def test_racing_record_calls_lose_no_update(store: MemoryStore) -> None:
     await asyncio.gather(*(store.record_call(alice, r, facts=f) for r, f in records))
     memory = await store.load(alice)
     assert memory.profile.call_count == 20
-    assert len(memory.analysis.merge) == 20
+    assert len(memory.facts) == 20
 
 
 async def test_older_analysis_does_not_overwrite_newer_profile(store: MemoryStore) -> None:

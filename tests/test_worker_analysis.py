@@ -48,17 +48,15 @@ async def test_analysis_lands_in_profile_facts_and_record_and_the_next_load_sees
     assert profile.last_sentiment == "satisfied"
     assert (profile.language, profile.urgency, profile.last_action) == ("en-GB", 3, "send_quote")
     assert profile.call_count == 1
-    assert [fact.text for fact in memory.analysis.merge] == ["Caller orders cakes for Fridays"]
-    assert memory.analysis.merge[0].source_call_id == "call-1"
-    assert compact_matches(
-        memory.analysis.merge[0].embedding, model=EMBEDDER.name, dim=EMBEDDER.dim
-    )
+    assert [fact.text for fact in memory.facts] == ["Caller orders cakes for Fridays"]
+    assert memory.facts[0].source_call_id == "call-1"
+    assert compact_matches(memory.facts[0].embedding, model=EMBEDDER.name, dim=EMBEDDER.dim)
     # The stored transcript and the recent turns are scrubbed.
     assert all("4321" not in turn.text for turn in memory.recent_turns)
     record = await store.get_call(who, "call-1")
     assert record is not None and record.status == CallStatus.ANALYSED
     assert record.analysis is not None and record.analysis.caller_name == "Marta"
-    assert record.facts_written == [memory.analysis.merge[0].id]
+    assert record.facts_written == [memory.facts[0].id]
     assert record.masked_number == who.masked
     assert len(record.transcript) == 3
     assert "My PIN is [pin]." in record.transcript[1].text
@@ -119,7 +117,7 @@ async def test_two_workers_on_one_job_write_it_once(
     assert sorted(outcomes) == [JobOutcome.ANALYSED, JobOutcome.REPLAYED]
     memory = await store.load(who)
     assert memory.profile.call_count == 1
-    assert len(memory.analysis.merge) == 1
+    assert len(memory.facts) == 1
     assert len(fake.requests) == 2
 
 

@@ -171,7 +171,7 @@ async def test_a_worker_process_killed_mid_job_is_replaced_and_the_call_analysed
     assert len(fake.requests) == 2
     memory = await store.load(who)
     assert memory.profile.call_count == 1
-    assert [fact.text for fact in memory.analysis.merge] == ["Caller orders cakes for Fridays"]
+    assert [fact.text for fact in memory.facts] == ["Caller orders cakes for Fridays"]
     record = await store.get_call(who, "call-1")
     assert record is not None and record.status == CallStatus.ANALYSED
     counts = await queue.counts()

@@ -71,7 +71,7 @@ class PlatformCalls:
         memory = self.memory() if self.settings.memory_enabled else None
         return await open_call(
             runtime=memory.runtime if memory is not None else None,
-            queue=memory.store.queue if memory is not None else None,
+            queue=memory.queue if memory is not None else None,
             number=number,
             call_id=call_id,
             trust=trust,

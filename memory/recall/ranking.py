@@ -319,7 +319,7 @@ class RecallIndex:
         ``max_facts`` keeps only that many facts, the most confident and recently confirmed
         (a linear pass), so building the index is bounded whatever the caller's memory holds.
         """
-        facts: Sequence[Fact] = memory.analysis.merge
+        facts: Sequence[Fact] = memory.facts
         if max_facts is not None and len(facts) > max_facts:
             facts = heapq.nlargest(
                 max_facts, facts, key=lambda fact: (fact.confidence, fact.last_confirmed_at)
@@ -564,7 +564,7 @@ def select_for_call_start(
         now: the time recency is measured from (default: the current time).
         config: ranking weights.
     """
-    if embedder is not None and not memory.analysis.merge:
+    if embedder is not None and not memory.facts:
         # Nothing to rank: the start-up warm-up (an empty memory) embeds the purpose here.
         warm_purpose(embedder, purpose)
     if k <= 0 or token_budget <= 0:
@@ -582,7 +582,7 @@ def select_for_call_start(
         if embedder is not None and purpose.strip()
         else None
     )
-    by_id = {fact.id: fact for fact in memory.analysis.merge}
+    by_id = {fact.id: fact for fact in memory.facts}
     chosen: list[Fact] = []
     remaining = token_budget
     for result in index.search(purpose, k=4 * k, now=now, query_vector=purpose_vector):
