@@ -83,7 +83,7 @@ from rich.table import Table
 
 from bot.call_report import CallReportObserver
 from bot.identify import CallOrigin
-from bot.pipeline import Call, MemoryAccess, PreparedCall, build_call
+from bot.pipeline import Call, PreparedCall, build_call
 from bot.services import CallServices
 from bot.settings import BotSettings
 from memory.backend.connect import open_redis
@@ -93,7 +93,7 @@ from memory.privacy.identity import CallerIdentity, identify
 from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
 from memory.recall.turns import MemoryStats
 from memory.report import load_prices
-from memory.runtime import MemoryRuntime, freeze_startup_objects
+from memory.runtime import MemoryAccess, MemoryRuntime, freeze_startup_objects
 from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue

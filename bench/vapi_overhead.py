@@ -33,17 +33,16 @@ from loguru import logger
 
 from bench.redis_target import benchmark_redis
 from bench.report import percentile, print_report
-from bot.pipeline import MemoryAccess
 from bot.settings import BotSettings
 from bot.wording import CALL_CONNECTED, prompt_template
 from memory.models import CallTrust, Fact, Turn
-from memory.runtime import MemoryRuntime, freeze_startup_objects
+from memory.runtime import MemoryAccess, MemoryRuntime, freeze_startup_objects
 from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.platforms import VAPI_SECRET, platform_app, serving
-from web.calls import PlatformCalls
+from web.platform_calls import PlatformCalls
 from web.vapi import anthropic_tools
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"

@@ -30,11 +30,10 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 
 from bot.hours import BusinessHours
 from bot.targets import shown_target
-from bot.transfer import Handoff
 from memory.calls.recorder import CallRecorder
 from memory.models import CallTransfer, clean_text
 from memory.privacy.identity import CallerIdentity
-from processors.call_handoff import CallHandoffProcessor, HandoffFrame
+from processors.call_handoff import CallHandoffProcessor, Handoff, HandoffFrame
 
 #: Ended reasons (recorded as ``ended: <reason>``).
 AGENT_ENDED = "agent ended the call"

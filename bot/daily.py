@@ -9,23 +9,15 @@ reaches the runner.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from bot.asgi import ASGIApp, Message, Receive, Scope, Send
 from bot.trust import daily_signature_valid
 
 DIALIN_PATH = "/daily-dialin-webhook"
 #: Largest dial-in webhook body read; Daily's are a few hundred bytes.
 MAX_BODY_BYTES = 64 * 1024
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class DialinSignatureCheck:

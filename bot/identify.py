@@ -16,7 +16,6 @@ it (or finds it anonymous). It must never be logged; log ``CallerIdentity.masked
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pipecat.runner.types import (
     WebSocketRunnerArguments,
 )
 
-from bot.trust import attestation_trust, sip_attestation
+from bot.trust import attestation_trust, is_loopback, sip_attestation
 from memory.models import CallTrust
 
 
@@ -86,12 +85,7 @@ def serves_on_loopback(runner_args: RunnerArguments) -> bool:
     host = getattr(runner_args.cli_args, "host", None)
     if not isinstance(host, str):
         return False
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host.strip().lower())
 
 
 def identify_call(

@@ -40,7 +40,6 @@ from bot.services import CallServices, voice_locale
 from bot.settings import BotSettings
 from bot.silence import SilenceCheck
 from bot.tools import CallerTools
-from bot.transfer import Handoff
 from bot.trust import UnverifiedCallers
 from bot.wording import (
     CALL_CONNECTED,
@@ -57,10 +56,9 @@ from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
-from memory.recall.embeddings import Embedder
 from memory.report import load_prices
-from memory.runtime import MemoryRuntime
-from memory.store.queue import AnalysisQueue
+from memory.runtime import MemoryAccess, MemoryRuntime
+from processors.call_handoff import Handoff
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
@@ -68,15 +66,6 @@ from processors.tool_silence import ToolSilenceGuard
 
 #: Longest wait, once the caller is connected, for the pipeline to start before the opening.
 OPENING_TIMEOUT_S = 10.0
-
-
-@dataclass(slots=True)
-class MemoryAccess:
-    """The process's memory: the store (via the runtime), the analysis queue, the embedder."""
-
-    runtime: MemoryRuntime
-    queue: AnalysisQueue
-    embedder: Embedder | None = None
 
 
 @dataclass(slots=True)

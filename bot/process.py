@@ -27,10 +27,10 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from bot import twilio
 from bot.identify import identify_call, serves_on_loopback
-from bot.pipeline import MemoryAccess, build_call, prepare_call
+from bot.pipeline import build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
-from bot.transfer import DailyHandoff, Handoff
+from bot.transfer import DailyHandoff
 from bot.wording import prompt_template
 from memory.analysis.settings import AnalysisSettings
 from memory.backend.connect import display_url
@@ -43,8 +43,15 @@ from memory.recall.embeddings import Embedder, default_embedder
 from memory.recall.ranking import select_for_call_start
 from memory.recall.render import fill_template
 from memory.report import load_prices
-from memory.runtime import MemoryRuntime, freeze_startup_objects, memory_runtime, open_memory
+from memory.runtime import (
+    MemoryAccess,
+    MemoryRuntime,
+    freeze_startup_objects,
+    memory_runtime,
+    open_memory,
+)
 from memory.store.queue import AnalysisQueue
+from processors.call_handoff import Handoff
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
 DRAIN_TIMEOUT_S = 10.0

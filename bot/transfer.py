@@ -18,7 +18,7 @@ Each transport hands the call over its own way, after the caller heard the agent
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -39,14 +39,6 @@ def dial_twiml(target: str) -> str:
     """TwiML that dials ``target``: ``<Number>`` for a phone number, ``<Sip>`` for an address."""
     noun = "Sip" if target.lower().startswith(("sip:", "sips:")) else "Number"
     return f"<Response><Dial><{noun}>{escape(target)}</{noun}></Dial></Response>"
-
-
-class Handoff(Protocol):
-    """How a transport hands its caller to ``target``; True once the transport accepted it."""
-
-    async def __call__(self, target: str) -> bool:
-        """Hand the caller over."""
-        ...
 
 
 class TwilioCallSerializer(TwilioFrameSerializer):

@@ -24,6 +24,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Mapping
@@ -155,3 +156,13 @@ def daily_signature_valid(
         return False
     digest = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).digest()
     return hmac.compare_digest(base64.b64encode(digest).decode(), signature.strip())
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (an address or ``localhost``) only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

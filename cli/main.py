@@ -67,6 +67,6 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if {"-h", "--help"} & set(argv):
         _print_commands(parser)
-    from bot.main import run_bot
+    from cli.serve import run_bot
 
     return run_bot(argv)

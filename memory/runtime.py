@@ -15,8 +15,10 @@ from redis.asyncio import Redis
 
 from memory.backend.connect import open_redis
 from memory.privacy.identity import CallerIdentity, identify, load_pepper
+from memory.recall.embeddings import Embedder
 from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
+from memory.store.queue import AnalysisQueue
 
 
 @dataclass(slots=True)
@@ -92,3 +94,12 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+@dataclass(slots=True)
+class MemoryAccess:
+    """The process's memory: the store (via the runtime), the analysis queue, the embedder."""
+
+    runtime: MemoryRuntime
+    queue: AnalysisQueue
+    embedder: Embedder | None = None

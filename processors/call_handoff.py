@@ -14,12 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pipecat.frames.frames import DataFrame, EndWorkerFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.transfer import Handoff
+
+class Handoff(Protocol):
+    """How a transport hands its caller to ``target``; True once the transport accepted it."""
+
+    async def __call__(self, target: str) -> bool:
+        """Hand the caller over."""
+        ...
 
 
 @dataclass

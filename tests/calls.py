@@ -21,19 +21,19 @@ from pipecat.transcriptions.language import Language
 from pipecat.transports.base_transport import BaseTransport
 
 from bot.identify import CallOrigin
-from bot.pipeline import Call, MemoryAccess, build_call, prepare_call
+from bot.pipeline import Call, build_call, prepare_call
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
-from bot.transfer import Handoff
 from bot.wording import opening_line, prompt_template
 from memory.analysis.analyzer import TOOL_NAME
 from memory.analysis.settings import AnalysisSettings
 from memory.analysis.worker import JobOutcome, analysis_worker
 from memory.models import CallTrust
 from memory.privacy.identity import CallerIdentity
-from memory.runtime import MemoryRuntime, open_memory
+from memory.runtime import MemoryAccess, MemoryRuntime, open_memory
 from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
+from processors.call_handoff import Handoff
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually

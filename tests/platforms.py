@@ -14,10 +14,10 @@ import uvicorn
 from anthropic import AsyncAnthropic
 from fastapi import FastAPI
 
-from bot.pipeline import MemoryAccess
 from bot.settings import BotSettings
 from bot.wording import prompt_template
-from web.calls import PlatformCalls
+from memory.runtime import MemoryAccess
+from web.platform_calls import PlatformCalls
 from web.platforms import add_platform_routes
 
 VAPI_SECRET = "vapi-secret-for-tests-0123456789"

@@ -18,11 +18,11 @@ from pipecat.runner.types import (
 )
 
 from bot.identify import identify_call, serves_on_loopback
-from bot.logs import install_redaction, mask_numbers
 from bot.services import build_services
 from bot.settings import BotSettings, public_host
 from bot.twilio import twiml
 from bot.wording import opening_line, prompt_template, with_hours
+from cli.logs import install_redaction, mask_numbers
 from memory.errors import ConfigurationError
 from memory.models import CallerMemory, CallerProfile, CallTrust
 from tests.shared import service_settings

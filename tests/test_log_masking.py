@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from loguru import logger
 
-from bot.logs import install_redaction
+from cli.logs import install_redaction
 from memory.privacy.identity import normalize_number
 
 #: Every form a transport may hand over, as ``normalize_number`` accepts them.

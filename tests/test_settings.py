@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.main import check_settings
+from cli.serve import check_settings
 from memory.errors import ConfigurationError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from memory.errors import InvalidIdentityError
 from memory.models import CallTrust
 from memory.privacy.identity import validate_agent_id
 from web.auth import require_secret
-from web.calls import PlatformCalls
+from web.platform_calls import PlatformCalls
 
 #: Longest text of one turn accepted (stored turns are capped shorter still).
 MAX_TURN_CHARS = 8000

@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from loguru import logger
 
 from memory.calls.session import CallSession, SessionCache
-from web.calls import PlatformCalls
 from web.platform_api import platform_router
+from web.platform_calls import PlatformCalls
 from web.vapi import vapi_router
 
 

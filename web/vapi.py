@@ -51,7 +51,7 @@ from memory.calls.session import CallSession, SessionCache
 from memory.models import CallTrust, clean_text
 from processors.tool_silence import DEFAULT_PHRASES
 from web.auth import require_secret
-from web.calls import PlatformCalls
+from web.platform_calls import PlatformCalls
 
 #: Tool rounds Rapport runs within one response before it stops asking Claude again.
 MAX_TOOL_ROUNDS = 3

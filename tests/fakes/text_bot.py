@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 from anthropic import AsyncAnthropic
 
-from bot.main import run_bot
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from cli.serve import run_bot
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.polling import eventually

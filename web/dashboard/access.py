@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
 import time
@@ -26,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bot.trust import is_loopback
 from memory.errors import ConfigurationError
 
 SESSION_COOKIE = "rapport_session"
@@ -56,16 +56,6 @@ class DashboardSettings(BaseSettings):
         password = self.password.get_secret_value() if self.password else None
         require_password_beyond_loopback(host, password)
         return DashboardAccess(password=password or None)
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` (an address or ``localhost``) only listens on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def require_password_beyond_loopback(host: str, password: str | None) -> None:

@@ -3,14 +3,14 @@
 Pipecat's development runner mounts the prebuilt client (``/client``, ``GET /``) and the WebRTC
 offer routes whatever ``-t`` says. A server started for a phone line (``-t twilio`` or
 ``-t daily``, as the Docker image is) has no business offering a browser room to whoever finds
-it: :class:`TestRoomGate` answers those routes with 404 there.
+it: :class:`RoomGate` answers those routes with 404 there.
 """
 
 from __future__ import annotations
 
 from fastapi.responses import PlainTextResponse
 
-from bot.daily import ASGIApp, Receive, Scope, Send
+from bot.asgi import ASGIApp, Receive, Scope, Send
 
 #: Transports whose server also serves the local room.
 ROOM_TRANSPORTS = (None, "webrtc")
@@ -26,14 +26,12 @@ def is_room_route(method: str, path: str) -> bool:
     )
 
 
-class TestRoomGate:
+class RoomGate:
     """ASGI middleware answering the local room's routes with 404.
 
     Args:
         app: The application behind it.
     """
-
-    __test__ = False  # not a test class, whatever pytest thinks of its name
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app

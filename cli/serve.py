@@ -25,8 +25,8 @@ from loguru import logger
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bot.logs import configure_logging, install_redaction
 from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings, public_host
+from cli.logs import configure_logging, install_redaction
 from memory.analysis.settings import AnalysisSettings
 from memory.errors import ConfigurationError
 from memory.privacy.identity import load_pepper
@@ -164,11 +164,11 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
 
     from bot import process
     from bot.daily import DialinSignatureCheck
-    from bot.test_room import ROOM_TRANSPORTS, TestRoomGate
+    from bot.room_gate import ROOM_TRANSPORTS, RoomGate
     from bot.twilio import add_twilio_routes
-    from web.calls import PlatformCalls
     from web.dashboard import add_dashboard_routes
     from web.health import health_router, metrics_bearer_token
+    from web.platform_calls import PlatformCalls
     from web.platforms import add_platform_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
@@ -189,7 +189,7 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     if settings.daily_dialin_hmac:
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     if options.transport not in ROOM_TRANSPORTS:
-        app.add_middleware(TestRoomGate)
+        app.add_middleware(RoomGate)
     app.router.lifespan_context = lambda app: _lifespan(rapport, log_level, app)
     main(_runner_parser())
     return 0

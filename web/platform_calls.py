@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from anthropic import AsyncAnthropic
 
-from bot.pipeline import MemoryAccess
 from bot.settings import BotSettings
 from bot.tools import CallerTools
 from bot.trust import UnverifiedCallers
@@ -20,6 +19,7 @@ from bot.wording import with_hours
 from memory.calls.policy import CallPolicy
 from memory.calls.session import CallSession, open_call
 from memory.models import CallTrust
+from memory.runtime import MemoryAccess
 
 
 @dataclass(slots=True)
