@@ -41,7 +41,7 @@ from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
-from tests.platforms import VAPI_SECRET, platform_app, serving
+from tests.support.platform_server import VAPI_SECRET, platform_app, serving
 from web.platform_calls import PlatformCalls
 from web.vapi import anthropic_tools
 

@@ -3,11 +3,11 @@
 Memory is loaded once per call, started when the caller is identified (while the line rings).
 On ``StartFrame`` this processor waits for it within one budget (load, selection and rendering
 together), renders it into the system prompt in place of ``{{memory}}`` (as quoted
-caller-reported data, see :mod:`memory.recall.render`) and switches the voice to the caller's language.
-Once the caller is connected the call opens with a spoken line and no LLM request: the opening
-line the last analysis prepared, or a greeting. Before each LLM run it lets
-:class:`memory.recall.turns.TurnRecall` bring up what is relevant to what was just said: the processor
-holds only the frame handling.
+caller-reported data, see :mod:`memory.recall.render`) and switches the voice to the caller's
+language. Once the caller is connected the call opens with a spoken line and no LLM request: the
+opening line the last analysis prepared, or a greeting. Before each LLM run it lets
+:class:`memory.recall.turns.TurnRecall` bring up what is relevant to what was just said: the
+processor holds only the frame handling.
 """
 
 from __future__ import annotations

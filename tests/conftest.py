@@ -33,10 +33,10 @@ from memory.backend.embedded import EmbeddedRedis
 from memory.privacy.identity import normalize_number
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.calls import Line, open_line
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.shared import API_KEY
-from tests.worker_support import EMBEDDER, WorkerFactory, analysis_settings
+from tests.support.call_harness import Line, open_line
+from tests.support.values import API_KEY
+from tests.support.worker import EMBEDDER, WorkerFactory, analysis_settings
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +170,8 @@ async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
 async def line(
     fake: FakeAnthropic, client: AsyncAnthropic, redis_url: str, key_prefix: str
 ) -> AsyncIterator[Line]:
-    """A business line taking calls through the bot's own call assembly (``tests/calls.py``)."""
+    """A business line taking calls through the bot's own call assembly
+    (``tests/support/call_harness.py``)."""
     memory = await open_line(redis_url, key_prefix)
     try:
         yield Line(fake, client, memory)

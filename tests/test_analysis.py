@@ -17,8 +17,8 @@ from memory.errors import (
     RetryableAnalysisError,
 )
 from memory.models import CallAnalysis, Fact, FactKind, Sentiment, Turn
-from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, RecordedRequest, Reply
+from tests.support.analysis_answers import answer
 
 MODEL = "claude-haiku-4-5"
 

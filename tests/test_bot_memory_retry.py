@@ -7,7 +7,7 @@ from pathlib import Path
 from bot.process import RapportBot
 from bot.settings import BotSettings
 from memory.settings import MemorySettings
-from tests.polling import eventually
+from tests.support.polling import eventually
 
 
 async def test_memory_unavailable_at_boot_is_retried_in_the_background(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from bot.wording import opening_line, prompt_template, with_hours
 from cli.logs import install_redaction, mask_numbers
 from memory.errors import ConfigurationError
 from memory.models import CallerMemory, CallerProfile, CallTrust
-from tests.shared import service_settings
+from tests.support.values import service_settings
 
 NUMBER = "+14155550123"
 

@@ -1,9 +1,9 @@
 """The agent ends calls and puts callers through: ``end_call`` and ``transfer_call``, end to end.
 
-Calls run through the bot's own call assembly (``tests/calls.py``) on a stand-in phone line
-whose output is Pipecat's own output transport (audio is paced and played in order). Twilio
-transfers go to the local Twilio REST fake through the bot's own :class:`TwilioHandoff`; Daily
-transfers go through the real ``DailyTransport`` (constructed, never joined), whose Daily
+Calls run through the bot's own call assembly (``tests/support/call_harness.py``) on a stand-in
+phone line whose output is Pipecat's own output transport (audio is paced and played in order).
+Twilio transfers go to the local Twilio REST fake through the bot's own :class:`TwilioHandoff`;
+Daily transfers go through the real ``DailyTransport`` (constructed, never joined), whose Daily
 client object alone has its ``sip_call_transfer`` replaced by a recorder: that method needs a
 joined room, and is the unit boundary of these tests.
 """
@@ -21,10 +21,10 @@ from bot.transfer import DailyHandoff, TwilioCallSerializer, TwilioHandoff
 from bot.wording import PUTTING_THROUGH
 from memory.models import CallRecord
 from processors.tool_silence import DEFAULT_PHRASES
-from tests.calls import ANA, Line, RunningCall, caller_of, queued_calls, runtime_of
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.phone_line import DailyLine, PhoneLine
 from tests.fakes.twilio_api import FakeTwilioAPI
+from tests.support.call_harness import ANA, Line, RunningCall, caller_of, queued_calls, runtime_of
 
 ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token"
 CALL_SID = "CA0123456789abcdef0123456789abcdef"

@@ -19,8 +19,9 @@ from bot.wording import CALL_CONNECTED, prompt_template
 from memory.analysis.analyzer import TOOL_NAME
 from memory.backend.embedded import EmbeddedRedis
 from memory.models import CallTrust
-from tests.analysis_answers import answer
-from tests.calls import (
+from tests.fakes.anthropic_server import FakeAnthropic, Reply
+from tests.support.analysis_answers import answer
+from tests.support.call_harness import (
     ANA,
     GREETING,
     OTHER,
@@ -31,7 +32,6 @@ from tests.calls import (
     queued_calls,
     runtime_of,
 )
-from tests.fakes.anthropic_server import FakeAnthropic, Reply
 
 
 async def test_a_caller_is_remembered_on_the_next_call(line: Line) -> None:

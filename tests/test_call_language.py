@@ -30,7 +30,7 @@ from memory.models import CallerMemory, CallerProfile
 from processors.call_language import CallLanguageFrame, CallLanguageProcessor, reply_language_rule
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
-from tests.shared import service_settings
+from tests.support.values import service_settings
 
 VOICES = BotSettings(_env_file=None).voices
 TEMPLATE = "You answer the phone for Acme.\n\n{{memory}}"

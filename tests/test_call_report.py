@@ -20,9 +20,9 @@ from memory.analysis.worker import JobOutcome, analysis_worker
 from memory.metrics import REGISTRY
 from memory.models import CallRecord
 from memory.report import load_prices
-from tests.analysis_answers import answer
-from tests.calls import ANA, Line, RunningCall, caller_of, runtime_of
 from tests.fakes.anthropic_server import Reply
+from tests.support.analysis_answers import answer
+from tests.support.call_harness import ANA, Line, RunningCall, caller_of, runtime_of
 
 #: Round numbers, so the expected cost is plain arithmetic.
 TEST_PRICES = {

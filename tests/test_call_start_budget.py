@@ -14,8 +14,8 @@ from memory.models import Fact, now
 from memory.recall.embeddings import HashingEmbedder
 from memory.store.callers import MemoryStore
 from processors.memory_context import MemoryContextProcessor
+from tests.support.worker import caller
 from tests.test_memory_context import TEMPLATE, VOICES, opening
-from tests.worker_support import caller
 
 BUDGET_S = 0.15
 

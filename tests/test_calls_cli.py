@@ -15,7 +15,7 @@ from memory.models import now
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
-from tests.worker_support import (
+from tests.support.worker import (
     AGENT,
     BOB,
     ROOT,

@@ -23,7 +23,7 @@ from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.privacy.identity import identify
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.shared import PEPPER_BYTES as PEPPER
+from tests.support.values import PEPPER_BYTES as PEPPER
 
 #: Runs subprocesses (see pyproject.toml).
 pytestmark = pytest.mark.slow

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.calls import (
+from tests.fakes.anthropic_server import Reply
+from tests.fakes.phone_line import DailyLine
+from tests.support.call_harness import (
     ANA,
     Line,
     caller_of,
     queued_calls,
     runtime_of,
 )
-from tests.fakes.anthropic_server import Reply
-from tests.fakes.phone_line import DailyLine
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from memory.models import CallAnalysis, CallRecord, CallTrust, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.render import render_memory
 from memory.runtime import MemoryRuntime
-from tests.calls import open_line
+from tests.support.call_harness import open_line
 from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app, dashboard_memory
 
 pytestmark = pytest.mark.slow

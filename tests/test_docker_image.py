@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.polling import eventually
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.slow
 

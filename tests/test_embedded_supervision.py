@@ -15,7 +15,7 @@ from memory.backend.connect import open_redis
 from memory.errors import MemoryUnavailableError
 from memory.privacy.identity import identify
 from memory.store.callers import MemoryStore
-from tests.shared import PEPPER_BYTES
+from tests.support.values import PEPPER_BYTES
 
 #: Runs the embedded redis-server (see pyproject.toml).
 pytestmark = pytest.mark.slow

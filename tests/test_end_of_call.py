@@ -22,7 +22,7 @@ from memory.privacy.identity import CallerIdentity, identify
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from processors.end_of_call import EndOfCallProcessor
-from tests.shared import PEPPER_BYTES as PEPPER
+from tests.support.values import PEPPER_BYTES as PEPPER
 
 
 @pytest.fixture

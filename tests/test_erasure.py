@@ -26,7 +26,7 @@ from memory.privacy.identity import CallerIdentity, identify
 from memory.runtime import memory_runtime
 from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
-from tests.shared import PEPPER, PEPPER_BYTES
+from tests.support.values import PEPPER, PEPPER_BYTES
 
 #: Runs the embedded redis-server (see pyproject.toml).
 pytestmark = pytest.mark.slow

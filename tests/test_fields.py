@@ -34,11 +34,11 @@ from memory.models import CallRecord, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.analysis_answers import answer
-from tests.calls import ANA, Line, caller_of, runtime_of
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
-from tests.shared import API_KEY, PEPPER
-from tests.worker_support import analysis_settings
+from tests.support.analysis_answers import answer
+from tests.support.call_harness import ANA, Line, caller_of, runtime_of
+from tests.support.values import API_KEY, PEPPER
+from tests.support.worker import analysis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CLINIC = ROOT / "examples" / "clinic_fields.yaml"

@@ -9,7 +9,7 @@ from memory.models import CallAnalysis, CallRecord, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.store.audit import AuditAction, AuditEntry, AuditLog
 from memory.store.callers import MemoryStore
-from tests.shared import PEPPER_BYTES as PEPPER
+from tests.support.values import PEPPER_BYTES as PEPPER
 
 AGENT = "acme"
 DAY = 86_400

@@ -18,8 +18,8 @@ from memory.recall.render import fill_template, render_memory
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.polling import eventually
-from tests.worker_support import (
+from tests.support.polling import eventually
+from tests.support.worker import (
     WAIT_S,
     analysed_reply,
     analysis_settings,

@@ -28,7 +28,7 @@ from memory.privacy.identity import identify
 from memory.report import CallCost, CallReport, Latency, MemoryTimings, TurnTiming
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.shared import PEPPER, PEPPER_BYTES
+from tests.support.values import PEPPER, PEPPER_BYTES
 from web.health import health_router
 
 
@@ -216,7 +216,7 @@ async def test_the_bots_server_answers_health_and_metrics(
     tmp_path: Path, redis_url: str, key_prefix: str, fake: Any
 ) -> None:
     from tests.fakes.text_bot import serving
-    from tests.polling import eventually
+    from tests.support.polling import eventually
 
     env = {
         "REDIS_URL": redis_url,
@@ -255,7 +255,7 @@ async def test_the_standalone_worker_serves_health_and_metrics_on_its_port(
     import sys
 
     from tests.fakes.text_bot import REPO, _free_port
-    from tests.polling import eventually
+    from tests.support.polling import eventually
 
     port = _free_port()
     env = {

@@ -24,7 +24,7 @@ from memory.privacy.identity import (
     mask_number,
     normalize_number,
 )
-from tests.shared import PEPPER_BYTES as PEPPER
+from tests.support.values import PEPPER_BYTES as PEPPER
 
 SF = "+14155550123"
 MADRID_MOBILE = "+34600123456"

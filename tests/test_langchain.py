@@ -18,7 +18,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 from memory.integrations.langchain import CallerHistories
 from memory.runtime import MemoryRuntime, open_memory
 from memory.settings import MemorySettings
-from tests.shared import PEPPER
+from tests.support.values import PEPPER
 
 ANA = "+34 612 345 678"
 OTHER = "+34 612 345 699"

@@ -13,12 +13,20 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from bot.wording import GREETINGS
-from tests.analysis_answers import answer
-from tests.calls import ANA, OTHER, Line, analyse_queued, caller_of, queued_calls, runtime_of
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import bot_env
 from tests.fakes.text_bot import serving as serving_bot
-from tests.platforms import API_KEY, platform_app, serving
+from tests.support.analysis_answers import answer
+from tests.support.call_harness import (
+    ANA,
+    OTHER,
+    Line,
+    analyse_queued,
+    caller_of,
+    queued_calls,
+    runtime_of,
+)
+from tests.support.platform_server import API_KEY, platform_app, serving
 
 ATTESTED = "TN-Validation-Passed-A"
 GREETING = GREETINGS["en"].format(business="Bella's Bakery")

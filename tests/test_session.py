@@ -5,7 +5,7 @@ from __future__ import annotations
 from memory.calls.policy import CallPolicy
 from memory.calls.session import SessionCache, open_call
 from memory.models import CallTrust
-from tests.calls import ANA, Line, runtime_of
+from tests.support.call_harness import ANA, Line, runtime_of
 
 
 def test_the_cache_is_bounded_and_forgets_idle_calls() -> None:

@@ -11,7 +11,9 @@ import time
 
 from bot.silence import IDLE_REASON
 from bot.wording import IDLE_GOODBYES, STILL_THERE
-from tests.calls import (
+from tests.fakes.anthropic_server import Reply
+from tests.fakes.phone_line import PhoneLine
+from tests.support.call_harness import (
     ANA,
     GREETING,
     Line,
@@ -19,8 +21,6 @@ from tests.calls import (
     queued_calls,
     runtime_of,
 )
-from tests.fakes.anthropic_server import Reply
-from tests.fakes.phone_line import PhoneLine
 
 QUICK = {"RAPPORT_SILENCE_CHECK_S": 0.4, "RAPPORT_IDLE_TIMEOUT_S": 1.6}
 

@@ -12,7 +12,7 @@ from memory.errors import MemoryUnavailableError
 from memory.models import CallAnalysis, CallRecord, CallStatus, ExtractedFact, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.store.callers import MemoryStore
-from tests.shared import PEPPER_BYTES as PEPPER
+from tests.support.values import PEPPER_BYTES as PEPPER
 
 ALICE = "+1 415 555 0123"
 BOB = "+34 600 123 456"

@@ -1,4 +1,5 @@
-"""The gate every fact passes before it is stored (``memory.privacy.admission.admit_fact``), measured.
+"""The gate every fact passes before it is stored (``memory.privacy.admission.admit_fact``),
+measured.
 
 The table holds hostile facts (claims of ownership, staff or manager roles, free or discounted
 service, waived fees, instructions to the agent) and benign look-alikes, in English, Spanish and

@@ -36,8 +36,8 @@ from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import KEYPAD, SPOKEN_LOG, serving
 from tests.fakes.twilio_api import FakeTwilioAPI
-from tests.polling import eventually
-from tests.shared import PEPPER
+from tests.support.polling import eventually
+from tests.support.values import PEPPER
 
 #: Runs subprocesses (see pyproject.toml).
 pytestmark = pytest.mark.slow

@@ -1,8 +1,8 @@
 """Vapi's custom LLM through the official ``openai`` client, the strict Anthropic fake behind it.
 
-The endpoint is served by uvicorn on a loopback port (``tests/platforms.py``), with the real
-memory (Redis), recorder, analysis queue and worker; requests are shaped as Vapi sends them:
-OpenAI Chat Completions with the call object (``call.id``, ``call.customer.number``).
+The endpoint is served by uvicorn on a loopback port (``tests/support/platform_server.py``), with
+the real memory (Redis), recorder, analysis queue and worker; requests are shaped as Vapi sends
+them: OpenAI Chat Completions with the call object (``call.id``, ``call.customer.number``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,18 @@ from openai import AsyncOpenAI
 from bot.wording import CALL_CONNECTED
 from memory.models import Fact
 from processors.tool_silence import DEFAULT_PHRASES
-from tests.analysis_answers import answer
-from tests.calls import ANA, OTHER, Line, analyse_queued, caller_of, queued_calls, runtime_of
 from tests.fakes.anthropic_server import Reply
-from tests.platforms import VAPI_SECRET, platform_app, serving
+from tests.support.analysis_answers import answer
+from tests.support.call_harness import (
+    ANA,
+    OTHER,
+    Line,
+    analyse_queued,
+    caller_of,
+    queued_calls,
+    runtime_of,
+)
+from tests.support.platform_server import VAPI_SECRET, platform_app, serving
 from web.vapi import to_anthropic
 
 VAPI_PROMPT = "You answer the phone for Bella's Bakery. Keep answers short."

@@ -23,8 +23,8 @@ from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import bot_env, serving
-from tests.polling import eventually
-from tests.shared import PEPPER
+from tests.support.polling import eventually
+from tests.support.values import PEPPER
 
 #: Runs the bot in a subprocess (see pyproject.toml).
 pytestmark = pytest.mark.slow

@@ -16,9 +16,9 @@ from memory.models import CallRecord, CallStatus, Fact, now
 from memory.recall.embeddings import compact_matches
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.worker_support import (
+from tests.support.analysis_answers import answer
+from tests.support.worker import (
     AGENT,
     EMBEDDER,
     WorkerFactory,

@@ -18,11 +18,11 @@ from memory.analysis.worker import ABANDONED, AnalysisWorker, JobOutcome
 from memory.models import CallRecord, CallStatus, Turn, now
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
-from tests.polling import eventually
-from tests.shared import API_KEY, PEPPER
-from tests.worker_support import (
+from tests.support.analysis_answers import answer
+from tests.support.polling import eventually
+from tests.support.values import API_KEY, PEPPER
+from tests.support.worker import (
     AGENT,
     ROOT,
     WAIT_S,

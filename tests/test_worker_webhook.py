@@ -11,10 +11,10 @@ from memory.analysis.webhook import SIGNATURE_HEADER, signature_valid
 from memory.analysis.worker import JobOutcome
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.polling import eventually
-from tests.worker_support import (
+from tests.support.analysis_answers import answer
+from tests.support.polling import eventually
+from tests.support.worker import (
     AGENT,
     WAIT_S,
     WorkerFactory,

@@ -7,13 +7,13 @@ through the ``record_call_analysis`` tool whose input schema is generated from
 
 The transcript is untrusted: it goes in as escaped data between ``<transcript>`` tags, the
 system prompt says so, the LLM gives each fact a kind (``authority_claim`` is never stored), and
-``memory.privacy.admission.admit_fact``, the gate the ``remember`` tool passes too, drops any fact that
-claims authority, privileges or instructions whatever kind the LLM gave it. Summary and facts
+``memory.privacy.admission.admit_fact``, the gate the ``remember`` tool passes too, drops any fact
+that claims authority, privileges or instructions whatever kind the LLM gave it. Summary and facts
 are scrubbed again on the way out, since the LLM may paraphrase a secret the transcript scrub
 did not see.
 
-The business's own fields (``memory.analysis.fields``) go into the tool schema as one ``fields`` object
-and are validated apart from Rapport's: an invalid value is dropped with its reason
+The business's own fields (``memory.analysis.fields``) go into the tool schema as one ``fields``
+object and are validated apart from Rapport's: an invalid value is dropped with its reason
 (``CallAnalysis.dropped_fields``), never failing the analysis.
 
 Errors are classified, not retried: retries with backoff are the worker's job. See

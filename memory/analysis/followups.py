@@ -43,8 +43,8 @@ async def follow_up_page(
         since: Oldest end time included.
         action: Only calls whose analysis chose this action (unanalysed calls are left out).
         fields: Only calls whose business fields match each of these values as typed (see
-            ``memory.analysis.fields.matches``), e.g. ``{"appointment_type": "cleaning"}``: filtered on
-            the page read, so a filtered page may hold fewer than ``limit``.
+            ``memory.analysis.fields.matches``), e.g. ``{"appointment_type": "cleaning"}``:
+            filtered on the page read, so a filtered page may hold fewer than ``limit``.
         offset: Follow-ups skipped (earlier pages).
         limit: Follow-ups read at most.
     """

@@ -6,8 +6,8 @@ ids this call wrote, confirmed and superseded. Nothing is mutated and nothing is
 
 Rules, in the order they apply to each extracted fact:
 
-1. The text is scrubbed (``memory.privacy.scrub.scrub_fact``); a fact that carried a secret or has no
-   words left is dropped.
+1. The text is scrubbed (``memory.privacy.scrub.scrub_fact``); a fact that carried a secret or
+   has no words left is dropped.
 2. Same statement (same ``fact_id_for``) as a known fact → that fact is *confirmed*:
    ``last_confirmed_at`` refreshed, the higher confidence kept. A superseded fact stated again
    comes back to life (the caller changed their mind back) if this call is newer than its

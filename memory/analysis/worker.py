@@ -24,8 +24,9 @@ A sweeper (one worker at a time, every ``sweep_interval``) closes and queues cal
 died mid-call (turns stored, no end, silent for ``idle_timeout``) and finishes hang-ups whose
 process died between closing the call and queueing it.
 
-Every worker also runs the erasure scheduler (:mod:`memory.privacy.erasure`): once a forget's deadline
-has passed, one of them has Redis rewrite its append-only file, so erased data leaves the disk.
+Every worker also runs the erasure scheduler (:mod:`memory.privacy.erasure`): once a forget's
+deadline has passed, one of them has Redis rewrite its append-only file, so erased data leaves
+the disk.
 
 Several workers, in one process (``concurrency``) or many, share the queue safely.
 """

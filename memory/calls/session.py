@@ -7,9 +7,9 @@ Pipecat bot take a call through here, so it is remembered exactly as a bot call 
   is never recorded, and an unverified one gets memory only when the agent's policy allows it
   (``RAPPORT_UNVERIFIED_CALLERS``, the bot's rule in ``bot.pipeline.prepare_call``);
 - memory is loaded once, within a budget (a slow or dead Redis means "no memory", not an error);
-- the facts for the call start are chosen by :func:`memory.recall.ranking.call_start_facts` and rendered by
-  :func:`memory.recall.render.render_memory`, the same functions the bot's ``MemoryContextProcessor``
-  uses, so a platform's prompt holds the same block the bot's would;
+- the facts for the call start are chosen by :func:`memory.recall.ranking.call_start_facts`
+  and rendered by :func:`memory.recall.render.render_memory`, the same functions the bot's
+  ``MemoryContextProcessor`` uses, so a platform's prompt holds the same block the bot's would;
 - turns are recorded and the call is closed and queued for analysis by a
   :class:`memory.calls.recorder.CallRecorder` (which calls :func:`memory.calls.closing.end_call`).
 

@@ -1,9 +1,9 @@
 """Corrections a person makes to what Rapport believes about a caller: edit or delete a fact.
 
-An edited fact is a new statement: it passes :func:`memory.privacy.admission.admit_fact` like every fact
-written by the analysis or the ``remember`` tool, replaces the old one (whose words are deleted,
-not kept as history: a correction means they were wrong), and counts as confirmed now, with full
-confidence, so the caller's next call is prompted with the corrected words.
+An edited fact is a new statement: it passes :func:`memory.privacy.admission.admit_fact` like every
+fact written by the analysis or the ``remember`` tool, replaces the old one (whose words are
+deleted, not kept as history: a correction means they were wrong), and counts as confirmed now,
+with full confidence, so the caller's next call is prompted with the corrected words.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from memory.store.callers import MemoryStore
 
 
 class FactRefusedError(RapportMemoryError):
-    """The new words of a fact were refused by the fact gate (see :mod:`memory.privacy.admission`)."""
+    """The new words of a fact were refused by the fact gate (:mod:`memory.privacy.admission`)."""
 
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(f"the fact was refused ({refusal.value})")

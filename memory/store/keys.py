@@ -11,14 +11,15 @@ carries a hash tag, so each multi-key step runs atomically on Redis Cluster too:
   ``call:<id>`` (the record, JSON) and ``call:<id>:turns`` (list: the transcript).
 - ``{prefix}:{agent:<agent id>}:<part>``: agent-wide indexes, ``callers`` (caller keys by last
   call), ``calls`` and ``open`` (calls ended, and calls with turns but no end, by time),
-  ``followups`` and its companions (see :mod:`memory.store.followup_index`), ``audit`` (the dashboard's
-  changes, see :mod:`memory.store.audit`). Members of the call indexes are ``callerkey|callid``.
+  ``followups`` and its companions (see :mod:`memory.store.followup_index`), ``audit`` (the
+  dashboard's changes, see :mod:`memory.store.audit`). Members of the call indexes are
+  ``callerkey|callid``.
 - ``{prefix}:{queue}:analysis`` and its ``:dead``, ``:queued``, ``:closing`` and ``:sweep``
   companions: the analysis queue (see :mod:`memory.store.queue`). Members of ``:queued`` and
   ``:closing`` are ``agent|callerkey|callid``.
 
-Agent ids and caller keys hold no ``|`` (see :mod:`memory.privacy.identity`); a call id may, so it is
-always the last field of a member.
+Agent ids and caller keys hold no ``|`` (see :mod:`memory.privacy.identity`); a call id may, so
+it is always the last field of a member.
 """
 
 from __future__ import annotations

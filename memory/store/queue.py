@@ -11,8 +11,8 @@ or MULTI/EXEC), on Redis Cluster too:
 - ``{prefix}:{queue}:analysis:queued``: the calls that have a job in the stream, so a call is
   never queued twice.
 - ``{prefix}:{queue}:analysis:closing``: calls being closed, by time.
-  :func:`memory.calls.closing.end_call` notes the call here before it closes the record and clears the
-  note when it queues the job, so a process that dies in between leaves a note that the
+  :func:`memory.calls.closing.end_call` notes the call here before it closes the record and clears
+  the note when it queues the job, so a process that dies in between leaves a note that the
   worker's sweeper finds and finishes.
 
 Delivery is at least once. A job is acknowledged, and deleted, only after its results are

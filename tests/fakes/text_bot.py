@@ -26,8 +26,8 @@ from bot.settings import BotSettings
 from cli.serve import run_bot
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.text_speech import SilentTTS, TextSTT
-from tests.polling import eventually
-from tests.shared import PEPPER
+from tests.support.polling import eventually
+from tests.support.values import PEPPER
 
 REPO = Path(__file__).resolve().parents[2]
 #: Names the file the text bot appends each spoken sentence to.

@@ -36,8 +36,8 @@ from memory.store.queue import AnalysisQueue
 from processors.call_handoff import Handoff
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
-from tests.polling import eventually
-from tests.shared import PEPPER
+from tests.support.polling import eventually
+from tests.support.values import PEPPER
 
 ANA = "+1 (415) 555-0123"
 OTHER = "+14155550188"

@@ -23,9 +23,9 @@ from memory.privacy.identity import CallerIdentity, identify
 from memory.recall.embeddings import HashingEmbedder
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
-from tests.analysis_answers import answer
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
-from tests.shared import API_KEY, PEPPER
+from tests.support.analysis_answers import answer
+from tests.support.values import API_KEY, PEPPER
 
 ROOT = Path(__file__).resolve().parent.parent
 ALICE = "+1 415 555 0123"

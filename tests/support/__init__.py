@@ -1,0 +1,1 @@
+"""What the tests share: values, the call harness, servers, polling, worker helpers."""
