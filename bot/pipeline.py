@@ -24,7 +24,9 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
     LLMContextAggregatorPair,
+    LLMUserAggregator,
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameProcessor
@@ -56,6 +58,7 @@ from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
+from memory.recall.embeddings import Embedder
 from memory.report import load_prices
 from memory.runtime import MemoryAccess, MemoryRuntime
 from processors.call_handoff import Handoff
@@ -200,57 +203,18 @@ def build_call(
         handoff: How the transport hands the caller to a person (``transfer_call``); None: it
             cannot.
     """
-    store = memory.runtime.store if memory is not None else None
     embedder = memory.embedder if memory is not None else None
-    tools = CallerTools(
-        store=store,
+    CallerTools(
+        store=memory.runtime.store if memory is not None else None,
         caller=prepared.caller,
         call_id=prepared.origin.call_id,
         embedder=embedder,
         call_started_at=prepared.started_at,
-    )
-    tools.register(services.llm)
-    call_language = CallLanguageProcessor(
-        voices={
-            language: TTSSettings(voice=voice, language=voice_locale(voice))
-            for language, voice in settings.voices.items()
-        },
-        language=settings.default_language,
-    )
-    memory_context = MemoryContextProcessor(
-        memory=prepared.memory,
-        prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
-        opening=functools.partial(opening_line, business_name=settings.business_name),
-        voices=settings.voices,
-        embedder=embedder,
-        params=MemoryContextProcessor.Params(
-            default_language=settings.default_language,
-            load_budget_s=settings.memory_load_budget_ms / 1000,
-            max_facts=settings.max_facts,
-            token_budget=settings.memory_token_budget,
-            purpose=settings.agent_purpose,
-            recall_budget_s=settings.recall_budget_ms / 1000,
-        ),
-    )
-    observer = CallReportObserver(
-        transport=prepared.origin.transport,
-        trust=prepared.origin.trust.value,
-        prices=load_prices(settings.memory.prices_file),
-        stt_model=settings.stt_model,
-        llm_model=settings.llm_model,
-        memory=memory_context.stats if prepared.memory is not None else None,
-        load_budget_s=settings.memory_load_budget_ms / 1000,
-    )
-    recorder = None
-    if memory is not None and prepared.caller is not None:
-        recorder = CallRecorder(
-            store=memory.runtime.store,
-            queue=memory.queue,
-            caller=prepared.caller,
-            call_id=prepared.origin.call_id,
-            trust=prepared.origin.trust,
-            report=observer.report,
-        )
+    ).register(services.llm)
+    call_language = _call_language(settings)
+    memory_context = _memory_context(settings, prepared, prompt_template, embedder)
+    observer = _call_report(settings, prepared, memory_context)
+    recorder = _recorder(memory, prepared, observer)
     control = CallControlTools(
         transfer_to=settings.transfer_to,
         transfer_targets=settings.transfer_targets,
@@ -264,17 +228,8 @@ def build_call(
     )
     control.register(services.llm)
     check_in = 0 < settings.silence_check_s < settings.idle_timeout_s
-    silence_check_s = settings.silence_check_s if check_in else 0
-    user, assistant = LLMContextAggregatorPair(
-        LLMContext(
-            messages=[{"role": "user", "content": CALL_CONNECTED}],
-            tools=ToolsSchema(
-                standard_tools=[*CallerTools.schema().standard_tools, *control.schemas()]
-            ),
-        ),
-        user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=silence_check_s
-        ),
+    user, assistant = _context_aggregators(
+        control, silence_check_s=settings.silence_check_s if check_in else 0
     )
     guard = ToolSilenceGuard(
         filler_after=settings.filler_after_s,
@@ -327,6 +282,87 @@ def build_call(
         if prepared.origin.transport == "daily":
             connect_dialin_events(call.worker, transport)
     return call
+
+
+def _call_language(settings: BotSettings) -> CallLanguageProcessor:
+    return CallLanguageProcessor(
+        voices={
+            language: TTSSettings(voice=voice, language=voice_locale(voice))
+            for language, voice in settings.voices.items()
+        },
+        language=settings.default_language,
+    )
+
+
+def _memory_context(
+    settings: BotSettings,
+    prepared: PreparedCall,
+    prompt_template: str,
+    embedder: Embedder | None,
+) -> MemoryContextProcessor:
+    return MemoryContextProcessor(
+        memory=prepared.memory,
+        prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
+        opening=functools.partial(opening_line, business_name=settings.business_name),
+        voices=settings.voices,
+        embedder=embedder,
+        params=MemoryContextProcessor.Params(
+            default_language=settings.default_language,
+            load_budget_s=settings.memory_load_budget_ms / 1000,
+            max_facts=settings.max_facts,
+            token_budget=settings.memory_token_budget,
+            purpose=settings.agent_purpose,
+            recall_budget_s=settings.recall_budget_ms / 1000,
+        ),
+    )
+
+
+def _call_report(
+    settings: BotSettings, prepared: PreparedCall, memory_context: MemoryContextProcessor
+) -> CallReportObserver:
+    return CallReportObserver(
+        transport=prepared.origin.transport,
+        trust=prepared.origin.trust.value,
+        prices=load_prices(settings.memory.prices_file),
+        stt_model=settings.stt_model,
+        llm_model=settings.llm_model,
+        memory=memory_context.stats if prepared.memory is not None else None,
+        load_budget_s=settings.memory_load_budget_ms / 1000,
+    )
+
+
+def _recorder(
+    memory: MemoryAccess | None, prepared: PreparedCall, observer: CallReportObserver
+) -> CallRecorder | None:
+    """The call's recorder; None when nothing is recorded (memory off, anonymous caller)."""
+    if memory is None or prepared.caller is None:
+        return None
+    return CallRecorder(
+        store=memory.runtime.store,
+        queue=memory.queue,
+        caller=prepared.caller,
+        call_id=prepared.origin.call_id,
+        trust=prepared.origin.trust,
+        report=observer.report,
+    )
+
+
+def _context_aggregators(
+    control: CallControlTools, *, silence_check_s: float
+) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
+    """The call's context, opened by a user turn so the spoken greeting can follow it."""
+    pair = LLMContextAggregatorPair(
+        LLMContext(
+            messages=[{"role": "user", "content": CALL_CONNECTED}],
+            tools=ToolsSchema(
+                standard_tools=[*CallerTools.schema().standard_tools, *control.schemas()]
+            ),
+        ),
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=silence_check_s
+        ),
+    )
+    return pair.user(), pair.assistant()
 
 
 def _connect_events(call: Call, transport: BaseTransport) -> None:
