@@ -9,7 +9,7 @@ so politely.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -138,18 +138,11 @@ class CallerTools:
         name = clean_text(raw, MAX_NAME_CHARS) if isinstance(raw, str) else ""
         if not name:
             return {"saved": False, "reason": "No name was given; ask the caller for it."}
-        if self._store is None or self._caller is None:
-            return _ANONYMOUS if self._caller is None else _UNAVAILABLE
-        try:
-            await self._store.set_name(self._caller, name, call_started_at=self._call_started_at)
-        except ForgottenCallerError:
-            logger.info("Refused the name of {}: forgotten during the call", self._caller.masked)
-            return _FORGOTTEN
-        except MemoryUnavailableError:
-            logger.warning("Could not save the name of {}: memory unavailable", self._caller.masked)
-            return _UNAVAILABLE
-        logger.info("Saved the name of {}", self._caller.masked)
-        return {"saved": True, "name": name}
+
+        async def write(store: MemoryStore, caller: CallerIdentity) -> None:
+            await store.set_name(caller, name, call_started_at=self._call_started_at)
+
+        return await self._written(write, what="the name") or {"saved": True, "name": name}
 
     async def _remember(self, raw: Any) -> dict[str, Any]:
         admission = admit_fact(raw if isinstance(raw, str) else "")
@@ -159,21 +152,38 @@ class CallerTools:
             if self._caller is not None:
                 logger.info("Refused a fact of {}: {}", self._caller.masked, refusal.value)
             return {"saved": False, "reason": _REFUSALS[refusal]}
+
+        async def write(store: MemoryStore, caller: CallerIdentity) -> None:
+            fact = Fact(text=text, confidence=REMEMBERED_CONFIDENCE, source_call_id=self._call_id)
+            if self._embedder is not None:
+                # Model inference: in a thread, so the call's audio keeps flowing meanwhile.
+                (fact,) = await asyncio.to_thread(with_embeddings, [fact], self._embedder)
+            await store.upsert_facts(caller, [fact], call_started_at=self._call_started_at)
+
+        return await self._written(write, what="a fact") or {"saved": True, "fact": text}
+
+    async def _written(
+        self,
+        write: Callable[[MemoryStore, CallerIdentity], Awaitable[None]],
+        *,
+        what: str,
+    ) -> dict[str, Any] | None:
+        """Make one write to the caller's memory: None once written, else what the LLM is told.
+
+        Every tool refuses the same way: nothing for an anonymous caller, nothing once the caller
+        was forgotten during the call, a polite "not saved" while memory is unavailable.
+        """
         if self._store is None or self._caller is None:
             return _ANONYMOUS if self._caller is None else _UNAVAILABLE
-        fact = Fact(text=text, confidence=REMEMBERED_CONFIDENCE, source_call_id=self._call_id)
-        if self._embedder is not None:
-            # Model inference: in a thread, so the call's audio keeps flowing meanwhile.
-            (fact,) = await asyncio.to_thread(with_embeddings, [fact], self._embedder)
         try:
-            await self._store.upsert_facts(
-                self._caller, [fact], call_started_at=self._call_started_at
-            )
+            await write(self._store, self._caller)
         except ForgottenCallerError:
-            logger.info("Refused a fact of {}: forgotten during the call", self._caller.masked)
+            logger.info("Refused {} of {}: forgotten during the call", what, self._caller.masked)
             return _FORGOTTEN
         except MemoryUnavailableError:
-            logger.warning("Could not store a fact of {}: memory unavailable", self._caller.masked)
+            logger.warning(
+                "Could not store {} of {}: memory unavailable", what, self._caller.masked
+            )
             return _UNAVAILABLE
-        logger.info("Stored a fact the caller of {} asked to be remembered", self._caller.masked)
-        return {"saved": True, "fact": text}
+        logger.info("Stored {} of {}", what, self._caller.masked)
+        return None
