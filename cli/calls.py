@@ -28,8 +28,16 @@ from memory.privacy.scrub import scrub_turns
 from memory.report import CallReport, Latency
 from memory.runtime import MemoryRuntime, memory_runtime
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "": 86_400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdwy]?)")
+_UNIT_SECONDS = {
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86_400,
+    "w": 604_800,
+    "y": 365 * 86_400,
+    "": 86_400,
+}
 
 
 def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +47,7 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="calls to follow up, most urgent first")
     listing.add_argument("--agent", required=True)
     listing.add_argument("--action", dest="follow_up", help="only this action, e.g. call_back")
-    listing.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 2w")
+    _add_since(listing)
     listing.add_argument("--limit", type=int, default=500, help="follow-ups read at most")
     listing.add_argument(
         "--field",
@@ -59,13 +67,27 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--agent", required=True)
     stats = actions.add_parser("stats", help="calls, minutes, cost and latency over a period")
     stats.add_argument("--agent", required=True)
-    stats.add_argument("--since", default="7d", help="how far back: 30m, 24h, 7d, 2w")
+    _add_since(stats)
     stats.add_argument("--limit", type=int, default=10_000, help="calls looked at, newest first")
     calls.set_defaults(handler=run_calls_command)
 
 
+def _add_since(parser: argparse.ArgumentParser) -> None:
+    # A bad duration is refused by argparse itself: one line naming --since, exit 2.
+    parser.add_argument(
+        "--since", default="7d", type=_since_time, help="how far back: 30m, 24h, 7d, 2w, 1y"
+    )
+
+
+def _since_time(text: str) -> float:
+    try:
+        return now() - parse_since(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def parse_since(text: str) -> float:
-    """Seconds in a duration like ``30m``, ``24h``, ``7d``, ``2w`` (a bare number is days).
+    """Seconds in a duration like ``30m``, ``24h``, ``7d``, ``2w``, ``1y`` (a bare number is days).
 
     Raises:
         ValueError: Not such a duration.
@@ -91,11 +113,7 @@ async def run_calls_command(args: argparse.Namespace) -> int:
 
 
 async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
-    try:
-        since = now() - parse_since(args.since)
-    except ValueError as e:
-        print_error(str(e))
-        return 2
+    since: float = args.since
     try:
         wanted, columns = _field_options(args.field, args.columns)
     except ValueError as e:
@@ -220,11 +238,7 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
 
 
 async def _stats(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
-    try:
-        since = now() - parse_since(args.since)
-    except ValueError as e:
-        print_error(str(e))
-        return 2
+    since: float = args.since
     records = await follow_ups(runtime.store, args.agent, since=since, limit=args.limit)
     stats = summarise(records)
     table = Table(title=f"Calls of {args.agent} since {when(since)}", show_header=False)

@@ -27,7 +27,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.support.analysis_answers import answer
 from tests.support.values import API_KEY, PEPPER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALICE = "+1 415 555 0123"
 BOB = "+34 600 123 456"
 AGENT = "acme"
