@@ -11,7 +11,8 @@ observer sees it. It measures:
   ``BotStartedSpeakingFrame``;
 - the services' ``MetricsFrame``s: TTFB of the STT, LLM and TTS, LLM tokens, TTS characters,
   STT audio seconds;
-- errors reported by the services (``ErrorFrame``).
+- errors reported by the services (``ErrorFrame``), also counted per service and kind in
+  ``rapport_service_errors_total`` (:mod:`memory.upstream`); a service's TTFB shows it answered.
 
 :meth:`CallReportObserver.report` builds the priced :class:`~memory.report.CallReport` when the
 call closes; :meth:`CallReportObserver.finish` adds the call to the Prometheus metrics.
@@ -19,6 +20,7 @@ call closes; :meth:`CallReportObserver.finish` adds the call to the Prometheus m
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -47,8 +49,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
+from pipecat.utils.errors import ErrorCategory
 
-from memory.metrics import CALLS, MEMORY_LOAD, RECALL, SERVICE_ERRORS, VOICE_TO_VOICE
+from memory.metrics import CALLS, MEMORY_LOAD, RECALL, VOICE_TO_VOICE
 from memory.recall.turns import MemoryStats
 from memory.report import (
     CallCost,
@@ -60,6 +63,7 @@ from memory.report import (
     Usage,
     price,
 )
+from memory.upstream import UPSTREAM, FailureKind, Service, failure_kind
 
 #: The Azure neural voices' entry in the price table.
 AZURE_NEURAL = "azure-neural"
@@ -76,6 +80,28 @@ def service_kind(processor: FrameProcessor | None) -> str | None:
     if isinstance(processor, TTSService):
         return "tts"
     return None
+
+
+_KINDS = {
+    ErrorCategory.AUTHENTICATION: FailureKind.AUTH,
+    ErrorCategory.AUTHORIZATION: FailureKind.AUTH,
+    ErrorCategory.RATE_LIMIT: FailureKind.RATE_LIMITED,
+    ErrorCategory.CONNECTIVITY: FailureKind.UNREACHABLE,
+}
+#: Azure's speech SDK reports a refused key only in its cancellation text:
+#: "WebSocket upgrade failed: Authentication error (401). Please check subscription ...".
+_REFUSED_TEXT = re.compile(r"\((401|403)\)")
+
+
+def error_kind(frame: ErrorFrame) -> FailureKind:
+    """Why a service failed, from Pipecat's category, the exception, or Azure's text."""
+    if frame.category in _KINDS:
+        return _KINDS[frame.category]
+    if frame.exception is not None and (kind := failure_kind(frame.exception)) is not (
+        FailureKind.OTHER
+    ):
+        return kind
+    return FailureKind.AUTH if _REFUSED_TEXT.search(frame.error) else FailureKind.OTHER
 
 
 class CallReportObserver(BaseObserver):
@@ -189,6 +215,7 @@ class CallReportObserver(BaseObserver):
         kind = service_kind(data.source)
         for item in frame.data:
             if isinstance(item, TTFBMetricsData) and kind is not None and item.value > 0:
+                UPSTREAM.succeeded(Service(kind))  # it answered: a refused key is past
                 ms = round(item.value * 1000, 2)
                 self._ttfb[kind].append(ms)
                 if self._turn is not None and getattr(self._turn, f"{kind}_ttfb_ms") is None:
@@ -207,9 +234,9 @@ class CallReportObserver(BaseObserver):
 
     def _on_error(self, frame: ErrorFrame, data: FramePushed) -> None:
         kind = service_kind(frame.processor or data.source)
-        if kind is not None:
+        if kind is not None and frame.category is not ErrorCategory.APPLICATION:
             self._errors[kind] += 1
-            SERVICE_ERRORS.labels(service=kind).inc()
+            UPSTREAM.failed(Service(kind), error_kind(frame))
         if frame.fatal:
             self._outcome = "error"
 

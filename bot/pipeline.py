@@ -38,15 +38,20 @@ from bot.call_control import END_CALL, CallControlTools
 from bot.call_report import CallReportObserver
 from bot.dialin import connect_dialin_events
 from bot.identify import CallOrigin
+from bot.service_failure import ServiceFailureHandoff
 from bot.services import CallServices, voice_locale
 from bot.settings import BotSettings
 from bot.silence import SilenceCheck
 from bot.tools import CallerTools
+from bot.transfer import LineHandoff
 from bot.trust import UnverifiedCallers
 from bot.wording import (
     CALL_CONNECTED,
     IDLE_GOODBYES,
     PUTTING_THROUGH,
+    SERVICE_DOWN_CALL_BACK,
+    SERVICE_DOWN_PUTTING_THROUGH,
+    SERVICE_DOWN_TRY_LATER,
     STILL_THERE,
     TRANSFER_FAILED,
     opening_line,
@@ -61,7 +66,6 @@ from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import Embedder
 from memory.report import load_prices
 from memory.runtime import MemoryAccess, MemoryRuntime
-from processors.call_handoff import Handoff
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
@@ -143,6 +147,7 @@ class Call:
     recorder: CallRecorder | None
     report: CallReportObserver
     _opened: bool = field(default=False, repr=False)
+    _ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     async def open(self) -> None:
         """Queue the opening (greeting, or the LLM greeting a returning caller by name).
@@ -153,13 +158,19 @@ class Call:
         if self._opened:
             return
         self._opened = True
-        try:
-            async with asyncio.timeout(OPENING_TIMEOUT_S):
-                opening = await self.memory_context.opening_frames()
-        except TimeoutError:
-            logger.warning("The call never started; no opening queued")
+        opening = asyncio.ensure_future(self.memory_context.opening_frames())
+        ended = asyncio.ensure_future(self._ended.wait())
+        # A call can end before it starts (its STT refused at set-up): nothing to open then.
+        await asyncio.wait(
+            {opening, ended}, timeout=OPENING_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        ended.cancel()
+        if not opening.done():
+            opening.cancel()
+            if not self._ended.is_set():
+                logger.warning("The call never started; no opening queued")
             return
-        await self.worker.queue_frames(opening)
+        await self.worker.queue_frames(opening.result())
 
     async def hang_up(self) -> None:
         """End the call at once (the caller is gone): a ``CancelFrame`` through the pipeline."""
@@ -173,6 +184,7 @@ class Call:
         try:
             await runner.run()
         finally:
+            self._ended.set()
             ACTIVE_CALLS.dec()
             self.report.finish()
 
@@ -187,7 +199,7 @@ def build_call(
     transport: BaseTransport | None = None,
     params: PipelineParams | None = None,
     enable_rtvi: bool = False,
-    handoff: Handoff | None = None,
+    handoff: LineHandoff | None = None,
 ) -> Call:
     """Build the pipeline of one call around its prepared memory.
 
@@ -200,8 +212,8 @@ def build_call(
         transport: The call's transport; None puts nothing before STT or after TTS.
         params: Pipeline parameters (sample rates); metrics are enabled.
         enable_rtvi: Add Pipecat's RTVI processor (the prebuilt browser client speaks it).
-        handoff: How the transport hands the caller to a person (``transfer_call``); None: it
-            cannot.
+        handoff: How the transport hands the caller to a person (``transfer_call``), or on
+            when the call's STT or TTS fails (:mod:`bot.service_failure`); None: it cannot.
     """
     embedder = memory.embedder if memory is not None else None
     CallerTools(
@@ -215,11 +227,12 @@ def build_call(
     memory_context = _memory_context(settings, prepared, prompt_template, embedder)
     observer = _call_report(settings, prepared, memory_context)
     recorder = _recorder(memory, prepared, observer)
+    line = handoff if transport is not None else None
     control = CallControlTools(
         transfer_to=settings.transfer_to,
         transfer_targets=settings.transfer_targets,
         hours=settings.business_hours,
-        handoff=handoff if transport is not None else None,
+        handoff=line,
         language=lambda: call_language.language,
         putting_through=PUTTING_THROUGH,
         transfer_failed=TRANSFER_FAILED,
@@ -268,6 +281,7 @@ def build_call(
         recorder=recorder,
         report=observer,
     )
+    _service_failure_handoff(settings, prepared, line, call_language, recorder).attach(worker)
     if check_in:
         SilenceCheck(
             worker=worker,
@@ -282,6 +296,28 @@ def build_call(
         if prepared.origin.transport == "daily":
             connect_dialin_events(call.worker, transport)
     return call
+
+
+def _service_failure_handoff(
+    settings: BotSettings,
+    prepared: PreparedCall,
+    line: LineHandoff | None,
+    call_language: CallLanguageProcessor,
+    recorder: CallRecorder | None,
+) -> ServiceFailureHandoff:
+    return ServiceFailureHandoff(
+        handoff=line,
+        target=settings.transfer_to,
+        hours=settings.business_hours,
+        language=lambda: call_language.language,
+        voices=settings.voices,
+        putting_through=SERVICE_DOWN_PUTTING_THROUGH,
+        call_back=SERVICE_DOWN_CALL_BACK,
+        try_later=SERVICE_DOWN_TRY_LATER,
+        business_name=settings.business_name,
+        recorder=recorder,
+        masked_caller=prepared.caller.masked if prepared.caller else "an anonymous caller",
+    )
 
 
 def _call_language(settings: BotSettings) -> CallLanguageProcessor:

@@ -30,7 +30,7 @@ from bot.identify import identify_call, serves_on_loopback
 from bot.pipeline import build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
-from bot.transfer import DailyHandoff
+from bot.transfer import DailyHandoff, LineHandoff
 from bot.wording import prompt_template
 from memory.analysis.settings import AnalysisSettings
 from memory.backend.connect import display_url
@@ -51,7 +51,6 @@ from memory.runtime import (
     open_memory,
 )
 from memory.store.queue import AnalysisQueue
-from processors.call_handoff import Handoff
 
 #: How long shutdown waits for ended calls to be closed and queued for analysis.
 DRAIN_TIMEOUT_S = 10.0
@@ -283,7 +282,7 @@ class RapportBot:
 
     async def _transport(
         self, runner_args: RunnerArguments, telephony: tuple[str, Any] | None
-    ) -> tuple[BaseTransport, PipelineParams, Handoff | None]:
+    ) -> tuple[BaseTransport, PipelineParams, LineHandoff | None]:
         if isinstance(runner_args, SmallWebRTCRunnerArguments):
             from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 

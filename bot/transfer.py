@@ -13,18 +13,24 @@ Each transport hands the call over its own way, after the caller heard the agent
   pipeline ends: that would hang up the transferred caller.
 - Daily (:class:`DailyHandoff`): the dial-in's SIP call is transferred with the transport's
   ``sip_call_transfer`` (Daily dials the number or SIP address and bridges the caller).
+
+When the call's own speech service fails (``bot.service_failure``), :meth:`LineHandoff.hand_on`
+hands the call on without the agent: Twilio's TwiML ``<Say>`` speaks in Twilio's own voice, then
+``<Dial>`` or ``<Hangup/>``; Daily transfers when there is a target.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from xml.sax.saxutils import escape
 
 import aiohttp
 from loguru import logger
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.serializers.twilio import TwilioFrameSerializer
+
+from processors.call_handoff import Handoff
 
 if TYPE_CHECKING:  # Daily's SDK is optional (the phone-only image has none)
     from pipecat.transports.daily.transport import DailyTransport
@@ -35,10 +41,33 @@ TWILIO_API = "https://api.twilio.com"
 TWILIO_TIMEOUT_S = 10.0
 
 
+def _dial(target: str) -> str:
+    noun = "Sip" if target.lower().startswith(("sip:", "sips:")) else "Number"
+    return f"<Dial><{noun}>{escape(target)}</{noun}></Dial>"
+
+
 def dial_twiml(target: str) -> str:
     """TwiML that dials ``target``: ``<Number>`` for a phone number, ``<Sip>`` for an address."""
-    noun = "Sip" if target.lower().startswith(("sip:", "sips:")) else "Number"
-    return f"<Response><Dial><{noun}>{escape(target)}</{noun}></Dial></Response>"
+    return f"<Response>{_dial(target)}</Response>"
+
+
+def hand_on_twiml(*, say: str, locale: str, target: str | None) -> str:
+    """TwiML that says ``say`` in Twilio's own voice for ``locale``, then dials or hangs up."""
+    spoken = f'<Say language="{escape(locale)}">{escape(say)}</Say>'
+    then = _dial(target) if target else "<Hangup/>"
+    return f"<Response>{spoken}{then}</Response>"
+
+
+class LineHandoff(Handoff, Protocol):
+    """A transport's hand-off that can also hand on a call its agent can no longer serve."""
+
+    async def hand_on(self, *, say: str, locale: str, target: str | None) -> bool:
+        """Without the agent: ``say`` (where the carrier can), then ``target`` or hang up.
+
+        Returns:
+            True once the transport took the call over (the pipeline must not hang it up).
+        """
+        ...
 
 
 class TwilioCallSerializer(TwilioFrameSerializer):
@@ -88,20 +117,25 @@ class TwilioHandoff:
 
     async def __call__(self, target: str) -> bool:
         """Update the call with TwiML dialling ``target``."""
+        return await self._update(dial_twiml(target))
+
+    async def hand_on(self, *, say: str, locale: str, target: str | None) -> bool:
+        """Update the call with TwiML: ``say`` in Twilio's voice, then dial or hang up."""
+        return await self._update(hand_on_twiml(say=say, locale=locale, target=target))
+
+    async def _update(self, twiml: str) -> bool:
         url = f"{self._root}/2010-04-01/Accounts/{self._account_sid}/Calls/{self._call_sid}.json"
         timeout = aiohttp.ClientTimeout(total=TWILIO_TIMEOUT_S)
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(
-                    url, headers=self._headers, data={"Twiml": dial_twiml(target)}
-                ) as response,
+                session.post(url, headers=self._headers, data={"Twiml": twiml}) as response,
             ):
                 if response.status != 200:
-                    logger.warning("Twilio refused to transfer a call: HTTP {}", response.status)
+                    logger.warning("Twilio refused to update a call: HTTP {}", response.status)
                     return False
         except (aiohttp.ClientError, TimeoutError) as e:
-            logger.warning("Twilio could not be reached to transfer a call: {}", type(e).__name__)
+            logger.warning("Twilio could not be reached to update a call: {}", type(e).__name__)
             return False
         self._serializer.handed_off()
         return True
@@ -120,3 +154,7 @@ class DailyHandoff:
             logger.warning("Daily refused the transfer of a call")
             return False
         return True
+
+    async def hand_on(self, *, say: str, locale: str, target: str | None) -> bool:
+        """Transfer to ``target`` (Daily has no voice of its own to ``say`` with); else False."""
+        return target is not None and await self(target)

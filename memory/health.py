@@ -1,6 +1,7 @@
-"""Is the service healthy: Redis answering, an analysis worker alive, and the queue's size.
+"""Is the service healthy: Redis answering, an analysis worker alive, no key refused, the queue.
 
-:func:`check_health` is what ``GET /health`` answers, on the bot and on the standalone worker.
+:func:`check_health` is what ``GET /health`` answers, on the bot and on the standalone worker,
+with :func:`with_upstream` adding the cloud services whose key this process had refused.
 It costs three Redis commands in two round trips, bounded by a timeout, so it can be polled
 every few seconds; it also refreshes the queue gauges ``GET /metrics`` serves.
 """
@@ -16,6 +17,7 @@ from memory.errors import MemoryUnavailableError
 from memory.metrics import DEAD_LETTERS, QUEUE_DEPTH, REDIS_UP
 from memory.models import now
 from memory.store.queue import AnalysisQueue
+from memory.upstream import UPSTREAM
 
 #: Longest a health check waits for Redis.
 CHECK_TIMEOUT_S = 1.0
@@ -26,13 +28,16 @@ class ServiceHealth(BaseModel):
 
     Attributes:
         healthy: Nothing is failing (memory off by configuration is healthy).
-        failing: The failing parts, by name: ``redis``, ``analysis_worker``.
+        failing: The failing parts, by name: ``redis``, ``analysis_worker``, and the services
+            whose last attempt was refused (``llm``, ``stt``, ``tts``, ``analysis_llm``).
         redis: ``up``, ``down``, or ``off`` when memory is off by configuration.
         worker_heartbeat_age_s: Seconds since an analysis worker last reported in (None: none
             has within the heartbeat's lifetime).
         queue_waiting: Analysis jobs not yet taken by a worker.
         queue_pending: Jobs taken and not yet finished.
         dead_letters: Jobs that failed for good (``worker --retry-dead`` queues them again).
+        services: Each refused service, with what to check (``refused the key: check
+            ANTHROPIC_API_KEY``).
     """
 
     healthy: bool
@@ -42,6 +47,21 @@ class ServiceHealth(BaseModel):
     queue_waiting: int | None = None
     queue_pending: int | None = None
     dead_letters: int | None = None
+    services: dict[str, str] = {}
+
+
+def with_upstream(health: ServiceHealth) -> ServiceHealth:
+    """``health`` with the services whose key this process had refused.
+
+    Any of them makes it unhealthy until that service answers again (per process: see
+    :mod:`memory.upstream`).
+    """
+    refused = UPSTREAM.refused()
+    if not refused:
+        return health
+    return health.model_copy(
+        update={"healthy": False, "failing": [*health.failing, *refused], "services": refused}
+    )
 
 
 async def check_health(

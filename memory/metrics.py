@@ -57,7 +57,8 @@ REDIS_ERRORS = Counter(
 )
 SERVICE_ERRORS = Counter(
     "rapport_service_errors",
-    "Errors reported by a call's LLM, STT or TTS service.",
-    ["service"],
+    "Failed requests to a cloud service (llm, stt, tts, analysis_llm, webhook), by kind "
+    "(auth, unreachable, rate_limited, other).",
+    ["service", "kind"],
     registry=REGISTRY,
 )

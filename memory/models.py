@@ -237,6 +237,20 @@ class CallStatus(StrEnum):
     FAILED = "failed"
 
 
+#: How a call is ended when a cloud service it needs failed: ``failed: stt unavailable``.
+SERVICE_FAILED = "failed: {service} unavailable"
+
+
+def service_failed(service: str) -> str:
+    """The ended reason of a call cut short by ``service`` (``stt``, ``tts``, ``llm``) failing."""
+    return SERVICE_FAILED.format(service=service)
+
+
+def is_service_failure(reason: str | None) -> bool:
+    """True for an ended reason made by :func:`service_failed`."""
+    return reason is not None and reason.startswith(SERVICE_FAILED.partition("{")[0])
+
+
 class CallTransfer(StoredModel):
     """The caller was handed to a person: to whom (a masked number or a SIP address) and why."""
 
@@ -270,6 +284,11 @@ class CallRecord(StoredModel):
     error: str | None = None
     #: Latency, usage and cost, written when the call closed (None: recorded before reports).
     report: CallReport | None = None
+
+    @property
+    def cut_short(self) -> bool:
+        """True when a service of ours failed the caller (:func:`service_failed`)."""
+        return is_service_failure(self.ended_reason)
 
 
 @dataclass(slots=True)

@@ -1,10 +1,11 @@
 """``GET /health`` and ``GET /metrics``, on the bot's server and on the standalone worker.
 
-``/health`` answers 200 when Redis answers and an analysis worker's heartbeat is fresh, 503
-naming the failing part otherwise; both carry the queue's depth and dead letters
-(:class:`memory.health.ServiceHealth`). ``/metrics`` serves :data:`memory.metrics.REGISTRY` in
-Prometheus' text format. Neither names a caller (no numbers, no call ids), so both may stay
-open; with ``RAPPORT_METRICS_TOKEN`` set, ``/metrics`` requires ``Authorization: Bearer …``.
+``/health`` answers 200 when Redis answers, an analysis worker's heartbeat is fresh and no cloud
+service refused this process's key, 503 naming the failing part otherwise; both carry the
+queue's depth and dead letters (:class:`memory.health.ServiceHealth`). ``/metrics`` serves
+:data:`memory.metrics.REGISTRY` in Prometheus' text format. Neither names a caller (no numbers,
+no call ids), so both may stay open; with ``RAPPORT_METRICS_TOKEN`` set, ``/metrics`` requires
+``Authorization: Bearer …``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Header
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from memory.health import ServiceHealth
+from memory.health import ServiceHealth, with_upstream
 from memory.metrics import REGISTRY
 from memory.settings import MemorySettings
 
@@ -45,7 +46,7 @@ def health_router(*, check: HealthCheck, metrics_token: str | None = None) -> AP
 
     @router.get("/health")
     async def health() -> JSONResponse:
-        result = await check()
+        result = with_upstream(await check())
         status = 200 if result.healthy else 503
         return JSONResponse(result.model_dump(mode="json"), status_code=status)
 

@@ -51,7 +51,13 @@ class FollowUpDone:
 
 
 def urgency_band(record: CallRecord) -> int | None:
-    """The band a call is listed in, or None when it needs no follow-up."""
+    """The band a call is listed in, or None when it needs no follow-up.
+
+    A call cut short by a failing service of ours is the most urgent, whatever its analysis
+    says: the caller was promised a call back.
+    """
+    if record.cut_short:
+        return URGENCIES[0]
     if record.status == CallStatus.ANALYSED:
         analysis = record.analysis
         if analysis is None or analysis.action == NO_ACTION:

@@ -17,6 +17,7 @@ from typing import Any
 
 from anthropic import AsyncAnthropic
 from pipecat.frames.frames import EndFrame, TranscriptionFrame
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transcriptions.language import Language
 from pipecat.transports.base_transport import BaseTransport
 
@@ -24,6 +25,7 @@ from bot.identify import CallOrigin
 from bot.pipeline import Call, build_call, prepare_call
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from bot.transfer import LineHandoff
 from bot.wording import opening_line, prompt_template
 from memory.analysis.analyzer import TOOL_NAME
 from memory.analysis.settings import AnalysisSettings
@@ -33,7 +35,6 @@ from memory.privacy.identity import CallerIdentity
 from memory.runtime import MemoryAccess, MemoryRuntime, open_memory
 from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
-from processors.call_handoff import Handoff
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.support.polling import eventually
@@ -83,14 +84,16 @@ class Line:
         trust: CallTrust = CallTrust.VERIFIED,
         transport: BaseTransport | None = None,
         kind: str = "webrtc",
-        handoff: Handoff | None = None,
+        handoff: LineHandoff | None = None,
+        stt: FrameProcessor | None = None,
+        tts: FrameProcessor | None = None,
         **extra: Any,
     ) -> AsyncIterator[RunningCall]:
         """A connected call (its opening queued); cancelled if the test leaves it running.
 
         ``transport`` (a stand-in from ``tests/fakes/phone_line.py``) and ``kind`` (the
         ``CallOrigin.transport``) put a line around the pipeline; ``handoff`` is how that line
-        transfers a caller.
+        transfers a caller; ``stt`` and ``tts`` replace the text stand-ins (a failing service).
         """
         settings = self.settings(agent=agent, **extra)
         origin = CallOrigin(transport=kind, caller=number, call_id=call_id, trust=trust)
@@ -100,7 +103,7 @@ class Line:
         call = build_call(
             prepared,
             settings=settings,
-            services=CallServices(stt=TextSTT(), llm=llm, tts=SilentTTS()),
+            services=CallServices(stt=stt or TextSTT(), llm=llm, tts=tts or SilentTTS()),
             memory=self.memory,
             prompt_template=template,
             transport=transport,
