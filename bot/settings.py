@@ -16,6 +16,7 @@ from bot.hours import BusinessHours
 from bot.targets import transfer_target
 from bot.trust import UnverifiedCallers
 from memory.errors import ConfigurationError, InvalidIdentityError
+from memory.language import LANGUAGES
 from memory.privacy.identity import validate_agent_id
 from memory.settings import MemorySettings
 
@@ -95,11 +96,7 @@ class BotSettings(BaseSettings):
     #: ``multi`` lets Deepgram detect the caller's language turn by turn.
     stt_language: str = Field(default="multi", alias="RAPPORT_STT_LANGUAGE")
     voices: dict[str, str] = Field(
-        default={
-            "en": "en-US-AvaMultilingualNeural",
-            "es": "es-ES-ElviraNeural",
-            "ca": "ca-ES-JoanaNeural",
-        },
+        default_factory=lambda: {code: language.voice for code, language in LANGUAGES.items()},
         alias="RAPPORT_VOICES",
     )
     default_language: str = Field(default="en", alias="RAPPORT_DEFAULT_LANGUAGE")

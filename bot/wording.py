@@ -9,58 +9,24 @@ filled in at each call's start by :func:`with_hours`, and ``{{memory}}``, filled
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime
 
 from bot.hours import BusinessHours
 from bot.settings import BotSettings
+from memory.language import spoken
 from memory.models import CallerMemory
 
 #: The conversation sent to the LLM opens with this user turn: the agent speaks first on a
 #: phone call, but the Messages API (Bedrock and gateways strictly) wants a user turn first.
 CALL_CONNECTED = "[The call connected.]"
 
-#: First-time callers hear this, in the default language, before saying anything.
-GREETINGS: Mapping[str, str] = {
-    "en": "Hello, you're through to {business}. How can I help you today?",
-    "es": "Hola, ha llamado a {business}. ¿En qué puedo ayudarle?",
-    "ca": "Hola, heu trucat a {business}. En què us puc ajudar?",
-}
-
-#: A returning caller with no opening line prepared (older profile, failed analysis) hears this.
-RETURNING_GREETINGS: Mapping[str, str] = {
-    "en": "Hello again{name}, you're through to {business}. How can I help you today?",
-    "es": "Hola de nuevo{name}, ha llamado a {business}. ¿En qué puedo ayudarle?",
-    "ca": "Hola de nou{name}, heu trucat a {business}. En què us puc ajudar?",
-}
-
-#: Said once when the caller has been silent for ``RAPPORT_SILENCE_CHECK_S``.
-STILL_THERE: Mapping[str, str] = {
-    "en": "Are you still there?",
-    "es": "¿Sigue ahí?",
-    "ca": "Encara hi sou?",
-}
-
-#: Said before hanging up on a caller who stayed silent until ``RAPPORT_IDLE_TIMEOUT_S``.
-IDLE_GOODBYES: Mapping[str, str] = {
-    "en": "I can't hear you, so I'll end the call now. Please call back any time. Goodbye!",
-    "es": "No le oigo, así que voy a colgar. Llámenos cuando quiera. ¡Adiós!",
-    "ca": "No us sento, així que penjaré. Truqueu-nos quan vulgueu. Adéu!",
-}
-
-#: Said just before the caller is handed to a person (``transfer_call``).
-PUTTING_THROUGH: Mapping[str, str] = {
-    "en": "I'll put you through now. Please hold.",
-    "es": "Le paso con una persona ahora. Un momento, por favor.",
-    "ca": "Us passo amb una persona ara. Un moment, si us plau.",
-}
-
-#: Said when the transport could not hand the caller over after all; the call goes on.
-TRANSFER_FAILED: Mapping[str, str] = {
-    "en": "I'm sorry, I couldn't put you through. Can I take a message instead?",
-    "es": "Lo siento, no he podido pasarle la llamada. ¿Quiere dejar un mensaje?",
-    "ca": "Ho sento, no us he pogut passar la trucada. Voleu deixar un missatge?",
-}
+# The agent's lines in every language it speaks (one record per language: memory.language).
+GREETINGS = spoken("greeting")
+RETURNING_GREETINGS = spoken("returning_greeting")
+STILL_THERE = spoken("still_there")
+IDLE_GOODBYES = spoken("idle_goodbye")
+PUTTING_THROUGH = spoken("putting_through")
+TRANSFER_FAILED = spoken("transfer_failed")
 
 #: Spoken by the carrier's own voice (Twilio's ``<Say>``) when the call's speech-to-text or
 #: text-to-speech failed, before the caller is put through to a person.

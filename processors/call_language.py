@@ -27,11 +27,13 @@ from pipecat.frames.frames import ControlFrame, Frame, TranscriptionFrame, TTSUp
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import TTSSettings
 
+from memory.language import LANGUAGES
+
 #: Words the caller must say in a new language, over consecutive final transcripts, to switch.
 SWITCH_WORDS = 4
 
 #: How the prompt names each language it may be told to reply in.
-LANGUAGE_NAMES: Mapping[str, str] = {"en": "English", "es": "Spanish", "ca": "Catalan"}
+LANGUAGE_NAMES: Mapping[str, str] = {code: language.name for code, language in LANGUAGES.items()}
 
 
 @dataclass

@@ -40,7 +40,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from memory.language import primary_language
+from memory.language import LANGUAGES, primary_language
 
 
 @dataclass(frozen=True)
@@ -56,17 +56,12 @@ class SilencePhrases:
 
     filler: str
     closing: str
-    goodbye: str = "Thank you for calling. Goodbye!"
+    goodbye: str
 
 
 DEFAULT_PHRASES: Mapping[str, SilencePhrases] = {
-    "en": SilencePhrases("One moment…", "All right. Is there anything else I can help with?"),
-    "es": SilencePhrases(
-        "Un momento…", "De acuerdo. ¿Puedo ayudarle en algo más?", "Gracias por llamar. ¡Adiós!"
-    ),
-    "ca": SilencePhrases(
-        "Un moment…", "D'acord. Us puc ajudar en alguna cosa més?", "Gràcies per trucar. Adéu!"
-    ),
+    code: SilencePhrases(language.filler, language.closing, language.goodbye)
+    for code, language in LANGUAGES.items()
 }
 
 
