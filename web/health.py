@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import Awaitable, Callable
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Header
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from memory.health import ServiceHealth, with_upstream
 from memory.metrics import REGISTRY
 from memory.settings import MemorySettings
+from web.auth import require_secret
 
 #: What answers a health check (the bot's or the worker's view of its memory).
 HealthCheck = Callable[[], Awaitable[ServiceHealth]]
@@ -42,7 +42,8 @@ def health_router(*, check: HealthCheck, metrics_token: str | None = None) -> AP
         metrics_token: When set, ``/metrics`` requires it as a bearer token.
     """
     router = APIRouter()
-    expected = f"Bearer {metrics_token}".encode() if metrics_token else None
+    # A machine secret like the platform doors' (web.auth): one check, one 401 challenge.
+    guard = [Depends(require_secret(metrics_token, realm="metrics"))] if metrics_token else []
 
     @router.get("/health")
     async def health() -> JSONResponse:
@@ -50,10 +51,8 @@ def health_router(*, check: HealthCheck, metrics_token: str | None = None) -> AP
         status = 200 if result.healthy else 503
         return JSONResponse(result.model_dump(mode="json"), status_code=status)
 
-    @router.get("/metrics")
-    async def metrics(authorization: str = Header(default="")) -> Response:
-        if expected is not None and not hmac.compare_digest(authorization.encode(), expected):
-            return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    @router.get("/metrics", dependencies=guard)
+    async def metrics() -> Response:
         await check()  # the queue gauges are read from Redis at scrape time
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
