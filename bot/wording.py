@@ -27,34 +27,9 @@ STILL_THERE = spoken("still_there")
 IDLE_GOODBYES = spoken("idle_goodbye")
 PUTTING_THROUGH = spoken("putting_through")
 TRANSFER_FAILED = spoken("transfer_failed")
-
-#: Spoken by the carrier's own voice (Twilio's ``<Say>``) when the call's speech-to-text or
-#: text-to-speech failed, before the caller is put through to a person.
-SERVICE_DOWN_PUTTING_THROUGH: Mapping[str, str] = {
-    "en": "We're sorry, we're having a technical problem. Putting you through to someone now.",
-    "es": "Disculpe, tenemos un problema técnico. Le pasamos con una persona ahora.",
-    "ca": "Disculpeu, tenim un problema tècnic. Us passem amb una persona ara.",
-}
-
-#: ... when nobody can take the call: the business calls the (recorded) caller back.
-SERVICE_DOWN_CALL_BACK: Mapping[str, str] = {
-    "en": "We're sorry, we're having a technical problem and can't take your call right now. "
-    "{business} will call you back as soon as possible. Goodbye.",
-    "es": "Disculpe, tenemos un problema técnico y no podemos atenderle ahora. "
-    "{business} le devolverá la llamada lo antes posible. Adiós.",
-    "ca": "Disculpeu, tenim un problema tècnic i no us podem atendre ara. "
-    "{business} us tornarà la trucada tan aviat com pugui. Adéu.",
-}
-
-#: ... when nobody can take the call and the caller is not recorded (withheld number).
-SERVICE_DOWN_TRY_LATER: Mapping[str, str] = {
-    "en": "We're sorry, we're having a technical problem and can't take your call right now. "
-    "Please call {business} again a little later. Goodbye.",
-    "es": "Disculpe, tenemos un problema técnico y no podemos atenderle ahora. "
-    "Por favor, llame de nuevo a {business} un poco más tarde. Adiós.",
-    "ca": "Disculpeu, tenim un problema tècnic i no us podem atendre ara. "
-    "Si us plau, torneu a trucar a {business} una mica més tard. Adéu.",
-}
+SERVICE_DOWN_PUTTING_THROUGH = spoken("service_down_putting_through")
+SERVICE_DOWN_CALL_BACK = spoken("service_down_call_back")
+SERVICE_DOWN_TRY_LATER = spoken("service_down_try_later")
 
 _BUSINESS = re.compile(r"\{\{\s*business_name\s*\}\}")
 _PURPOSE = re.compile(r"\{\{\s*purpose\s*\}\}")

@@ -28,6 +28,12 @@ class Language:
         filler: Said while a slow tool runs.
         closing: Said when a tool round ends with nothing said.
         goodbye: Said when a tool ending the call was called with nothing said.
+        service_down_putting_through: Said in the carrier's own voice (Twilio's ``<Say>``) when
+            the call's speech-to-text or text-to-speech failed, before a transfer.
+        service_down_call_back: ... when nobody can take the call: the business calls the
+            (recorded) caller back (``{business}``).
+        service_down_try_later: ... when nobody can take the call and the caller is not
+            recorded (withheld number) (``{business}``).
     """
 
     name: str
@@ -41,6 +47,9 @@ class Language:
     filler: str
     closing: str
     goodbye: str
+    service_down_putting_through: str
+    service_down_call_back: str
+    service_down_try_later: str
 
 
 #: Every language the agent speaks, by primary subtag; English is the fallback.
@@ -61,6 +70,17 @@ LANGUAGES: Mapping[str, Language] = {
         filler="One moment…",
         closing="All right. Is there anything else I can help with?",
         goodbye="Thank you for calling. Goodbye!",
+        service_down_putting_through=(
+            "We're sorry, we're having a technical problem. Putting you through to someone now."
+        ),
+        service_down_call_back=(
+            "We're sorry, we're having a technical problem and can't take your call right now. "
+            "{business} will call you back as soon as possible. Goodbye."
+        ),
+        service_down_try_later=(
+            "We're sorry, we're having a technical problem and can't take your call right now. "
+            "Please call {business} again a little later. Goodbye."
+        ),
     ),
     "es": Language(
         name="Spanish",
@@ -74,6 +94,17 @@ LANGUAGES: Mapping[str, Language] = {
         filler="Un momento…",
         closing="De acuerdo. ¿Puedo ayudarle en algo más?",
         goodbye="Gracias por llamar. ¡Adiós!",
+        service_down_putting_through=(
+            "Disculpe, tenemos un problema técnico. Le pasamos con una persona ahora."
+        ),
+        service_down_call_back=(
+            "Disculpe, tenemos un problema técnico y no podemos atenderle ahora. "
+            "{business} le devolverá la llamada lo antes posible. Adiós."
+        ),
+        service_down_try_later=(
+            "Disculpe, tenemos un problema técnico y no podemos atenderle ahora. "
+            "Por favor, llame de nuevo a {business} un poco más tarde. Adiós."
+        ),
     ),
     "ca": Language(
         name="Catalan",
@@ -87,6 +118,17 @@ LANGUAGES: Mapping[str, Language] = {
         filler="Un moment…",
         closing="D'acord. Us puc ajudar en alguna cosa més?",
         goodbye="Gràcies per trucar. Adéu!",
+        service_down_putting_through=(
+            "Disculpeu, tenim un problema tècnic. Us passem amb una persona ara."
+        ),
+        service_down_call_back=(
+            "Disculpeu, tenim un problema tècnic i no us podem atendre ara. "
+            "{business} us tornarà la trucada tan aviat com pugui. Adéu."
+        ),
+        service_down_try_later=(
+            "Disculpeu, tenim un problema tècnic i no us podem atendre ara. "
+            "Si us plau, torneu a trucar a {business} una mica més tard. Adéu."
+        ),
     ),
 }
 
