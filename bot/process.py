@@ -24,6 +24,7 @@ from pipecat.runner.types import (
 )
 from pipecat.runner.utils import create_transport, parse_telephony_websocket
 from pipecat.transports.base_transport import BaseTransport, TransportParams
+from redis.asyncio import Redis
 
 from bot import twilio
 from bot.identify import identify_call, serves_on_loopback
@@ -31,6 +32,7 @@ from bot.pipeline import build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.transfer import DailyHandoff, LineHandoff
+from bot.trust import UsedTokens
 from bot.wording import prompt_template
 from memory.analysis.settings import AnalysisSettings
 from memory.backend.connect import display_url
@@ -84,9 +86,10 @@ class RapportBot:
         self._started = False
         self._start_lock = asyncio.Lock()
         self._client: AsyncAnthropic | None = None
-        self.stream_tokens = twilio.stream_tokens(settings)
         self._runtime: MemoryRuntime | None = None
         self._memory: MemoryAccess | None = None
+        used = UsedTokens(self._redis, prefix=settings.memory.key_prefix)
+        self.stream_tokens = twilio.stream_tokens(settings, used)
         self._stop_worker = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._memory_retry: asyncio.Task[None] | None = None
@@ -95,6 +98,9 @@ class RapportBot:
     def memory(self) -> MemoryAccess | None:
         """The process's memory once :meth:`start` opened it (None: off or unavailable)."""
         return self._memory
+
+    def _redis(self) -> Redis | None:
+        return self._memory.runtime.redis if self._memory is not None else None
 
     @property
     def _anthropic(self) -> AsyncAnthropic:
@@ -244,7 +250,7 @@ class RapportBot:
                 raise ValueError("Rapport takes calls over WebRTC, Daily or Twilio")
             telephony = await parse_telephony_websocket(runner_args.websocket)
             if telephony[0] == "twilio":
-                stream_trust = twilio.stream_trust(telephony[1], self.stream_tokens)
+                stream_trust = await twilio.stream_trust(telephony[1], self.stream_tokens)
                 if stream_trust is None:
                     logger.warning("Closed a Twilio media stream with no valid call token")
                     await runner_args.websocket.close(code=POLICY_VIOLATION)

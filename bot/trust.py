@@ -8,6 +8,8 @@ A caller id is a claim. Each door proves what it can, and a call carries the res
   we answer with hands the Media Stream a :class:`StreamTokens` token that binds the CallSid,
   both numbers and the verdict together; ``/ws`` accepts a stream only with a valid, unexpired,
   unused token, so a WebSocket client cannot claim a number, nor replay a real call's token.
+  A token is used up in Redis (:class:`UsedTokens`), so it is single-use across every process
+  that shares it.
 - **Daily dial-in.** With the pinless dial-in HMAC secret set, every dial-in webhook must carry
   Daily's signature (:func:`daily_signature_valid`); then the SIP headers Daily forwards can be
   believed for an attestation too.
@@ -27,10 +29,14 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
+from loguru import logger
+from redis.asyncio import Redis
+
+from memory.errors import MemoryUnavailableError, redis_reply
 from memory.models import CallTrust
 
 #: The STIR/SHAKEN verdict of a call whose number the originating carrier fully vouched for.
@@ -74,24 +80,67 @@ def sip_attestation(sip_headers: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+class UsedTokens:
+    """The stream tokens already redeemed: in Redis, so every process sharing it refuses a replay.
+
+    Each redeemed token is one key, set only if absent (``SET NX``) and expiring with the token,
+    so the set never grows past the tokens still valid. Until the process has Redis (memory off,
+    or not opened yet) or while Redis does not answer, tokens are used up in this process only:
+    a call is never refused because Redis is slow, and such a call has no memory to protect.
+
+    Args:
+        redis: The process's Redis client, once it has one (None: this process only).
+        prefix: The key prefix (``RAPPORT_KEY_PREFIX``).
+    """
+
+    def __init__(
+        self, redis: Callable[[], Redis | None] = lambda: None, *, prefix: str = "rapport"
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._here: dict[str, float] = {}
+
+    async def use(self, nonce: str, *, expiry: float) -> bool:
+        """Use up the token with ``nonce`` until ``expiry`` (epoch); False when it was used."""
+        now = time.time()
+        self._here = {used: until for used, until in self._here.items() if until >= now}
+        if nonce in self._here:
+            return False
+        self._here[nonce] = expiry
+        redis = self._redis()
+        if redis is None:
+            return True
+        lifetime_ms = max(1, int((expiry - now) * 1000))
+        key = f"{self._prefix}:stream-token:{nonce}"
+        try:
+            return bool(await redis_reply(redis.set(key, b"1", nx=True, px=lifetime_ms)))
+        except MemoryUnavailableError:
+            logger.warning("Redis did not answer: a stream token was used up in this process only")
+            return True
+
+
 class StreamTokens:
     """Short-lived, single-use tokens binding a Media Stream to the call Twilio announced.
 
     A token is ``expiry.nonce.signature``, the signature an HMAC over the CallSid, both numbers,
     the attestation, the expiry and the nonce. Any process that shares the secret can check it
-    (a webhook answered by one process, a stream taken by another); "single use" is per process.
+    (a webhook answered by one process, a stream taken by another); ``used`` makes it single-use
+    across the processes that share its Redis.
 
     Args:
         secret: The server secret (at least 16 bytes).
         ttl_s: How long a token stays valid.
+        used: Where redeemed tokens are kept (default: this process only).
     """
 
-    def __init__(self, secret: bytes, *, ttl_s: float = STREAM_TOKEN_TTL_S) -> None:
+    def __init__(
+        self, secret: bytes, *, ttl_s: float = STREAM_TOKEN_TTL_S, used: UsedTokens | None = None
+    ) -> None:
         if len(secret) < 16:
             raise ValueError("the stream token secret must be at least 16 bytes")
         self._secret = secret
         self._ttl_s = ttl_s
-        self._used: dict[str, float] = {}
+        self._used = used or UsedTokens()
 
     def issue(self, *, call_sid: str, from_number: str, to_number: str, attestation: str) -> str:
         """A token for the stream of this call, valid for ``ttl_s``."""
@@ -100,7 +149,7 @@ class StreamTokens:
         fields = (call_sid, from_number, to_number, attestation, expiry, nonce)
         return f"{expiry}.{nonce}.{self._sign(fields)}"
 
-    def redeem(
+    async def redeem(
         self, token: str, *, call_sid: str, from_number: str, to_number: str, attestation: str
     ) -> bool:
         """Whether ``token`` was issued for exactly this call and is fresh; it is then used up."""
@@ -111,12 +160,9 @@ class StreamTokens:
             return False
         if not hmac.compare_digest(self._sign(fields), signature):
             return False
-        now = time.time()
-        if now > int(expiry) or token in self._used:
+        if time.time() > int(expiry):
             return False
-        self._used = {t: e for t, e in self._used.items() if e >= now}
-        self._used[token] = float(expiry)
-        return True
+        return await self._used.use(nonce, expiry=float(expiry))
 
     def _sign(self, fields: tuple[str, ...]) -> str:
         message = _FIELD.join(fields).encode()

@@ -31,7 +31,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.settings import BotSettings
 from bot.transfer import TwilioCallSerializer, TwilioHandoff
-from bot.trust import StreamTokens, attestation_trust, stream_token_secret
+from bot.trust import StreamTokens, UsedTokens, attestation_trust, stream_token_secret
 from memory.models import CallTrust
 
 #: Twilio Media Streams audio: µ-law at 8 kHz.
@@ -109,7 +109,7 @@ def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamToke
         return Response(content=xml, media_type="application/xml")
 
 
-def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust | None:
+async def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust | None:
     """How far a Media Stream's caller can be believed; None when the stream must be refused.
 
     The stream must bring back, unchanged, the token our TwiML issued for its CallSid and
@@ -119,7 +119,7 @@ def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust 
     values = {name: value for name in PARAMETERS if isinstance(value := body.get(name), str)}
     if tokens is None or len(values) < len(PARAMETERS):
         return None
-    if not tokens.redeem(
+    if not await tokens.redeem(
         values["call_token"],
         call_sid=call_data.call_id or "",
         from_number=values["from_number"],
@@ -130,11 +130,16 @@ def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust 
     return attestation_trust(values["attestation"])
 
 
-def stream_tokens(settings: BotSettings) -> StreamTokens | None:
-    """The process's stream tokens, keyed by the Twilio auth token; None without one."""
+def stream_tokens(settings: BotSettings, used: UsedTokens) -> StreamTokens | None:
+    """The process's stream tokens, keyed by the Twilio auth token; None without one.
+
+    Args:
+        settings: The Twilio auth token.
+        used: Where redeemed tokens are kept (the process's Redis, shared by every process).
+    """
     if not settings.twilio_auth_token:
         return None
-    return StreamTokens(stream_token_secret(settings.twilio_auth_token))
+    return StreamTokens(stream_token_secret(settings.twilio_auth_token), used=used)
 
 
 def twilio_transport(
