@@ -12,6 +12,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     RAPPORT_DATA_DIR=/app/data \
     RAPPORT_PEPPER_FILE=/app/pepper/pepper \
+    RAPPORT_DASHBOARD_KEY_FILE=/app/pepper/dashboard-key \
     RAPPORT_TRANSPORT=twilio
 
 # tini reaps the embedded Redis when it exits and forwards signals, without `docker run --init`.
@@ -36,8 +37,9 @@ RUN pip install --no-deps . && mkdir -p data pepper && chmod 700 pepper \
     && chown -R rapport:rapport /app
 
 USER rapport
-# The embedded Redis's data, and apart from it the generated pepper that keys caller ids: each
-# on its own volume, so both survive the container; back the pepper up apart from the data.
+# The embedded Redis's data, and apart from it the generated pepper that keys caller ids (and
+# the dashboard's session key): each on its own volume, so both survive the container; back the
+# pepper up apart from the data.
 VOLUME ["/app/data"]
 VOLUME ["/app/pepper"]
 EXPOSE 7860

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import statistics
 import time
 
@@ -115,7 +116,9 @@ async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
         audit=AuditLog(redis, prefix=prefix),
         identify=lambda raw: identify(raw, agent_id=AGENT, pepper=PEPPER),
     )
-    app = dashboard_app(access=DashboardAccess(password=None), memory=lambda: memory)
+    app = dashboard_app(
+        access=DashboardAccess(password=None, key=secrets.token_bytes(32)), memory=lambda: memory
+    )
     callers = max(1, args.calls // args.calls_per_caller)
     pick = random.Random(args.seed)
     transport = httpx.ASGITransport(app=app)

@@ -36,7 +36,8 @@ from typing import Any
 from loguru import logger
 from redis.asyncio import Redis
 
-from memory.errors import MemoryUnavailableError, redis_reply
+from memory.backend.reply import redis_reply
+from memory.errors import MemoryUnavailableError
 from memory.models import CallTrust
 
 #: The STIR/SHAKEN verdict of a call whose number the originating carrier fully vouched for.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -155,7 +156,10 @@ async def dashboard(
 ) -> AsyncIterator[Dashboard]:
     line = await open_line(redis_url, key_prefix)
     memory = dashboard_memory(line.runtime, line.queue, agent_id=AGENT)
-    app = dashboard_app(access=DashboardAccess(password=PASSWORD), memory=lambda: memory)
+    app = dashboard_app(
+        access=DashboardAccess(password=PASSWORD, key=secrets.token_bytes(32)),
+        memory=lambda: memory,
+    )
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())

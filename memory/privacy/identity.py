@@ -214,9 +214,29 @@ def default_pepper_file() -> Path:
     ``$XDG_CONFIG_HOME/rapport/pepper``, or ``~/.config/rapport/pepper``. Apart from the data
     folder, so a copy of the data (a backup, a stolen disk image) cannot be keyed back to numbers.
     """
+    return config_file(PEPPER_FILENAME)
+
+
+def config_file(name: str) -> Path:
+    """A file of Rapport's in the user's config folder: ``$XDG_CONFIG_HOME/rapport/<name>``."""
     config_home = os.environ.get("XDG_CONFIG_HOME", "").strip()
     base = Path(config_home) if config_home else Path.home() / ".config"
-    return base / "rapport" / PEPPER_FILENAME
+    return base / "rapport" / name
+
+
+def generated_secret(path: Path) -> str:
+    """The secret kept in ``path``, generated there on first use (64 hex characters, mode 0600).
+
+    Every process that reads the same file gets the same secret, also when several start at
+    once (the first to create the file wins, see :func:`_write_secret_file`).
+
+    Raises:
+        OSError: The file cannot be read or written.
+        UnicodeDecodeError: The file holds something other than text.
+    """
+    if not path.exists():
+        _write_secret_file(path, secrets.token_hex(32))
+    return path.read_text(encoding="ascii").strip()
 
 
 def load_pepper(
@@ -262,9 +282,7 @@ def load_pepper(
     path = (pepper_file or default_pepper_file()).expanduser()
     try:
         _move_old_pepper(data_dir / PEPPER_FILENAME, path)
-        if not path.exists():
-            _write_new_pepper(path, secrets.token_hex(32))
-        stored = path.read_text(encoding="ascii").strip()
+        stored = generated_secret(path)
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigurationError("the generated pepper file cannot be read or written") from err
     if len(stored) < MIN_PEPPER_CHARS:
@@ -291,13 +309,13 @@ def _move_old_pepper(old: Path, path: Path) -> None:
                 "stored memory was keyed with and remove the other"
             )
     else:
-        _write_new_pepper(path, text)
+        _write_secret_file(path, text)
     old.unlink(missing_ok=True)
     logger.info("Moved the generated pepper out of the data folder (RAPPORT_PEPPER_FILE)")
 
 
-def _write_new_pepper(path: Path, text: str) -> None:
-    """Create the pepper file atomically; if another process won the race, keep theirs."""
+def _write_secret_file(path: Path, text: str) -> None:
+    """Create a secret's file atomically; if another process won the race, keep theirs."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -307,7 +325,7 @@ def _write_new_pepper(path: Path, text: str) -> None:
             file.flush()
             os.fsync(file.fileno())
         # link() fails if the target exists, unlike replace(): two processes starting at once
-        # must end up with one pepper, never overwrite each other's.
+        # must end up with one secret, never overwrite each other's.
         os.link(temporary, path)
     except FileExistsError:
         pass

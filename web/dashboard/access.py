@@ -3,8 +3,10 @@
 - A password (``RAPPORT_DASHBOARD_PASSWORD``) is required whenever the server listens beyond
   loopback; without one, only a loopback server opens the dashboard to whoever reaches it.
 - A session is a signed cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure`` when the request
-  came over HTTPS, directly or as ``X-Forwarded-Proto``), signed with a key made at start-up:
-  a restart logs everyone out, and no secret is stored anywhere.
+  came over HTTPS, directly or as ``X-Forwarded-Proto``), signed with the session key
+  (``RAPPORT_DASHBOARD_SESSION_KEY``, or the key file ``RAPPORT_DASHBOARD_KEY_FILE`` generated
+  once like the pepper): every process with the same key accepts the session, and a restart
+  logs nobody out.
 - Every POST carries a CSRF token bound to the session (the login form's to a login cookie).
 - Five failed logins in a minute from one client address answer 429 until the minute passes.
 """
@@ -19,6 +21,7 @@ import secrets
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +30,7 @@ from starlette.responses import Response
 
 from bot.trust import is_loopback
 from memory.errors import ConfigurationError
+from memory.privacy.identity import config_file, generated_secret
 
 SESSION_COOKIE = "rapport_session"
 LOGIN_COOKIE = "rapport_login"
@@ -38,24 +42,59 @@ FAILURE_WINDOW_SECONDS = 60.0
 #: The name used for changes made on an open (loopback, password-less) dashboard.
 LOCAL_USER = "local"
 PASSWORD_VARIABLE = "RAPPORT_DASHBOARD_PASSWORD"
+SESSION_KEY_VARIABLE = "RAPPORT_DASHBOARD_SESSION_KEY"
+KEY_FILE_VARIABLE = "RAPPORT_DASHBOARD_KEY_FILE"
+#: Shortest session key accepted from the setting.
+MIN_SESSION_KEY_CHARS = 32
+#: The generated key file's name in the config folder, beside the pepper.
+KEY_FILENAME = "dashboard-key"
 
 
 class DashboardSettings(BaseSettings):
-    """The dashboard's password, from the environment or ``.env``."""
+    """The dashboard's password and session key, from the environment or ``.env``."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     password: SecretStr | None = Field(default=None, alias=PASSWORD_VARIABLE, repr=False)
+    session_key: SecretStr | None = Field(default=None, alias=SESSION_KEY_VARIABLE, repr=False)
+    key_file: Path | None = Field(default=None, alias=KEY_FILE_VARIABLE)
 
     def access(self, host: str) -> DashboardAccess:
         """The access checks of a server listening on ``host``.
 
         Raises:
-            ConfigurationError: ``host`` is beyond loopback and no password is set.
+            ConfigurationError: ``host`` is beyond loopback and no password is set, or the
+                session key is too short or its file cannot be read or written.
         """
         password = self.password.get_secret_value() if self.password else None
         require_password_beyond_loopback(host, password)
-        return DashboardAccess(password=password or None)
+        return DashboardAccess(password=password or None, key=self.signing_key())
+
+    def signing_key(self) -> bytes:
+        """The key sessions and CSRF tokens are signed with, the same in every process.
+
+        ``RAPPORT_DASHBOARD_SESSION_KEY`` when set; otherwise the key file
+        (``RAPPORT_DASHBOARD_KEY_FILE``, default ``$XDG_CONFIG_HOME/rapport/dashboard-key``),
+        generated on first use.
+
+        Raises:
+            ConfigurationError: The key is too short, or its file cannot be read or written.
+        """
+        if self.session_key is not None and self.session_key.get_secret_value().strip():
+            key = self.session_key.get_secret_value()
+            if len(key) < MIN_SESSION_KEY_CHARS:
+                raise ConfigurationError(
+                    f"{SESSION_KEY_VARIABLE} must be at least {MIN_SESSION_KEY_CHARS} characters"
+                )
+            return key.encode()
+        path = (self.key_file or config_file(KEY_FILENAME)).expanduser()
+        try:
+            stored = generated_secret(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigurationError(f"{KEY_FILE_VARIABLE} cannot be read or written") from e
+        if len(stored) < MIN_SESSION_KEY_CHARS:
+            raise ConfigurationError(f"{KEY_FILE_VARIABLE} holds a key that is too short")
+        return stored.encode()
 
 
 def require_password_beyond_loopback(host: str, password: str | None) -> None:
@@ -91,10 +130,11 @@ class DashboardAccess:
 
     Args:
         password: The dashboard password; None opens the dashboard (loopback servers only).
+        key: Signs sessions and CSRF tokens (:meth:`DashboardSettings.signing_key`).
     """
 
     password: str | None
-    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    key: bytes = field(repr=False)
     _failures: defaultdict[str, deque[float]] = field(
         default_factory=lambda: defaultdict(deque), repr=False
     )
@@ -105,7 +145,7 @@ class DashboardAccess:
         return not self.password
 
     def _sign(self, text: str) -> str:
-        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
 
     # -- logins ------------------------------------------------------------------------------
 
