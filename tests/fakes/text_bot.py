@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -84,14 +85,23 @@ async def _serving(url: str, process: asyncio.subprocess.Process) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class RunningBot:
+    """A text bot serving in a subprocess: its base URL and its process (a test may kill it)."""
+
+    url: str
+    process: asyncio.subprocess.Process
+
+
 @asynccontextmanager
-async def serving(
+async def running_bot(
     *options: str,
     env: Mapping[str, str],
     folder: Path,
     secrets: tuple[str, ...] = (),
     host: str = "127.0.0.1",
-) -> AsyncIterator[str]:
+    program: Path = Path(__file__),
+) -> AsyncIterator[RunningBot]:
     """Run the text bot on a loopback port until the block ends (then SIGINT, as Ctrl-C does).
 
     Args:
@@ -101,9 +111,11 @@ async def serving(
             where ``bot.log`` is written.
         secrets: Text that must not appear in the log (phone numbers).
         host: Where the server listens (it is always reached on 127.0.0.1).
+        program: The script serving the bot (another one gives the bot other services, as
+            ``bench/concurrent_calls.py`` does).
 
     Yields:
-        The server's base URL.
+        The running bot. A bot the block killed is not checked for a clean log.
     """
     port = _free_port()
     environment = {
@@ -114,7 +126,7 @@ async def serving(
         "RAPPORT_DASHBOARD_PASSWORD": "a-long-dashboard-password",
         **env,
     }
-    command = [sys.executable, __file__, *options, "--host", host, "--port", str(port)]
+    command = [sys.executable, str(program), *options, "--host", host, "--port", str(port)]
     log_path = folder / "bot.log"
     with log_path.open("w") as log:
         process = await asyncio.create_subprocess_exec(
@@ -123,16 +135,31 @@ async def serving(
     url = f"http://127.0.0.1:{port}"
     try:
         await eventually(lambda: _serving(url, process), within=30)
-        yield url
+        yield RunningBot(url=url, process=process)
     finally:
-        process.send_signal(signal.SIGINT)
+        killed = process.returncode is not None
+        if not killed:
+            process.send_signal(signal.SIGINT)
         try:
             await asyncio.wait_for(process.wait(), 20)
         except TimeoutError:
             process.kill()
         output = log_path.read_text()
-        assert "Traceback" not in output, output
+        assert killed or "Traceback" not in output, output
         assert not [secret for secret in secrets if secret in output], "a raw number was logged"
+
+
+@asynccontextmanager
+async def serving(
+    *options: str,
+    env: Mapping[str, str],
+    folder: Path,
+    secrets: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
+) -> AsyncIterator[str]:
+    """:func:`running_bot` of the text bot, yielding only its base URL."""
+    async with running_bot(*options, env=env, folder=folder, secrets=secrets, host=host) as running:
+        yield running.url
 
 
 if __name__ == "__main__":
