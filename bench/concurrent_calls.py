@@ -50,17 +50,17 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection
 from twilio.request_validator import RequestValidator
 
-from bot.main import run_bot
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
 from bot.trust import ATTESTED
+from cli.serve import run_bot
 from memory.backend.embedded import EmbeddedRedis
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import bot_env, running_bot
 from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.fakes.twilio_api import FakeTwilioAPI
-from tests.polling import eventually
+from tests.support.polling import eventually
 
 #: Where the bot process appends each call's frame lags (one JSON object per call).
 LAG_FILE = "BENCH_LAG_FILE"
