@@ -11,8 +11,9 @@ Version 1, under ``/v1``, with ``Authorization: Bearer <RAPPORT_API_KEY>``:
 A caller id is a claim: the platform is authenticated by the key, but the number it relays is
 believed (``verified``) only with the carrier's attestation it passes on (``attestation``,
 STIR/SHAKEN ``TN-Validation-Passed-A``); otherwise it is ``unverified`` and served by
-``RAPPORT_UNVERIFIED_CALLERS``. Open calls live in this process (a bounded cache): send one
-call's requests to one process.
+``RAPPORT_UNVERIFIED_CALLERS``. Open calls are kept in Redis, so any process serves any request
+of a call (a bounded cache of this process's calls stands in front); turns are answered once
+they are stored.
 """
 
 from __future__ import annotations
@@ -111,6 +112,10 @@ class CallEnded(BaseModel):
     recorded: bool
 
 
+#: Which door the calls of this API come through (their key in Redis, their logs).
+DOOR = "api"
+
+
 def platform_router(calls: PlatformCalls, *, cache: SessionCache[CallSession]) -> APIRouter:
     """The ``/v1`` API, refusing every request without ``RAPPORT_API_KEY``.
 
@@ -126,10 +131,11 @@ def platform_router(calls: PlatformCalls, *, cache: SessionCache[CallSession]) -
     )
     business = calls.settings.business_name
 
-    def open_session(call_id: str) -> CallSession:
-        session = cache.get(call_id)
+    async def open_session(call_id: str) -> CallSession:
+        session = await calls.find(DOOR, call_id, cache.get(call_id))
         if session is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such open call")
+        cache.put(call_id, session)
         return session
 
     @router.post("/calls", response_model=CallStarted, summary="A call started")
@@ -139,15 +145,15 @@ def platform_router(calls: PlatformCalls, *, cache: SessionCache[CallSession]) -
         except InvalidIdentityError as e:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(e)) from e
         call_id = body.platform_call_id or f"api-{uuid.uuid4().hex}"
-        session = cache.get(call_id)
+        session = cache.get(call_id) or await calls.find(DOOR, call_id)  # a retried start
         if session is None:
             trust = (
                 attestation_trust(body.attestation) if body.caller_number else CallTrust.ANONYMOUS
             )
             session = await calls.open(
-                body.caller_number, call_id=call_id, trust=trust, door="api", agent_id=agent
+                body.caller_number, call_id=call_id, trust=trust, door=DOOR, agent_id=agent
             )
-            cache.put(call_id, session)
+        cache.put(call_id, session)
         return CallStarted(
             call_id=call_id,
             trust=session.trust,
@@ -161,17 +167,17 @@ def platform_router(calls: PlatformCalls, *, cache: SessionCache[CallSession]) -
 
     @router.post("/calls/{call_id}/turns", response_model=TurnsRecorded, summary="Turns were said")
     async def add_turns(call_id: str, body: Turns) -> TurnsRecorded:
-        session = open_session(call_id)
+        session = await open_session(call_id)
         if session.ended:
             raise HTTPException(status.HTTP_409_CONFLICT, detail="the call has ended")
-        for turn in body.turns:
-            session.add_turn(turn.role, turn.text)
+        await session.add_turns([(turn.role, turn.text) for turn in body.turns])
         return TurnsRecorded(recorded=len(body.turns) if session.remembered else 0)
 
     @router.post("/calls/{call_id}/end", response_model=CallEnded, summary="The call ended")
     async def end_call(call_id: str, body: EndCall | None = None) -> CallEnded:
-        session = open_session(call_id)
-        await session.end((body or EndCall()).reason)  # once: a retried end changes nothing
+        session = await open_session(call_id)
+        # Once, in whichever process: a retried end changes nothing.
+        await calls.end(session, (body or EndCall()).reason, door=DOOR)
         return CallEnded(call_id=call_id, recorded=session.remembered)
 
     return router

@@ -1,7 +1,9 @@
 """What the platform endpoints share: the agent's settings, the process's memory and LLM client.
 
 The bot process opens memory and the Anthropic client when its server starts (after the routes
-are mounted), so both are reached through callables, read on each request.
+are mounted), so both are reached through callables, read on each request. Every call opened
+here is kept in Redis too (:class:`memory.calls.session.SharedCalls`), so a request of the call
+that reaches another process finds it (:meth:`PlatformCalls.find`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from bot.tools import CallerTools
 from bot.trust import UnverifiedCallers
 from bot.wording import with_hours
 from memory.calls.policy import CallPolicy
-from memory.calls.session import CallSession, open_call
+from memory.calls.session import CallSession, SharedCalls, open_call
 from memory.models import CallTrust
 from memory.runtime import MemoryAccess
 
@@ -67,9 +69,12 @@ class PlatformCalls:
         door: str,
         agent_id: str | None = None,
     ) -> CallSession:
-        """Identify the caller and load their memory, as the bot does at ring time."""
+        """Identify the caller and load their memory, as the bot does at ring time.
+
+        The call is kept for the other processes (``door``: which platform, ``vapi``, ``api``).
+        """
         memory = self.memory() if self.settings.memory_enabled else None
-        return await open_call(
+        session = await open_call(
             runtime=memory.runtime if memory is not None else None,
             queue=memory.queue if memory is not None else None,
             number=number,
@@ -79,6 +84,41 @@ class PlatformCalls:
             door=door,
             embedder=memory.embedder if memory is not None else None,
         )
+        if (shared := self._shared()) is not None:
+            await shared.save(door, session)
+        return session
+
+    async def find(
+        self, door: str, call_id: str, cached: CallSession | None = None
+    ) -> CallSession | None:
+        """The call as every process knows it; None when none does.
+
+        Args:
+            door: Which platform the call came through.
+            call_id: The call's id.
+            cached: This process's session of the call, if it has one: returned as it is,
+                noted ended when another process ended the call.
+        """
+        shared = self._shared()
+        state = await shared.state(door, call_id) if shared is not None else None
+        if shared is None or state is None:
+            return cached
+        if cached is None:
+            policy = self.policy(state.agent_id or None)
+            return await shared.resume(door, call_id, state, policy=policy)
+        if state.ended:
+            cached.ended_elsewhere()
+        return cached
+
+    async def end(self, session: CallSession, reason: str, *, door: str) -> None:
+        """Close the call and queue it for analysis (once), and tell the other processes."""
+        await session.end(reason)
+        if (shared := self._shared()) is not None:
+            await shared.save(door, session)
+
+    def _shared(self) -> SharedCalls | None:
+        memory = self.memory() if self.settings.memory_enabled else None
+        return SharedCalls(memory.runtime, memory.queue) if memory is not None else None
 
     def tools(self, session: CallSession) -> CallerTools:
         """The memory tools of one call (they write to the caller's memory at once)."""

@@ -5,7 +5,7 @@ request (``call.id``, ``call.customer.number``). Here:
 
 - The first request of a Vapi call (or its ``assistant-request``, while the line rings)
   identifies the caller and loads their memory once (:mod:`memory.calls.session`); later requests
-  of the call reuse it from a bounded cache.
+  of the call reuse it from a bounded cache, or, in another process, from Redis.
 - The conversation goes to Claude through the ``anthropic`` SDK, translated faithfully: system
   messages become ``system`` (after Rapport's prompt with the memory block, rendered as the
   bot renders it), tool calls and results become ``tool_use`` / ``tool_result`` with the same
@@ -58,6 +58,8 @@ MAX_TOOL_ROUNDS = 3
 #: Reply length when Vapi does not say (``maxTokens`` in its console overrides it).
 DEFAULT_MAX_TOKENS = 1024
 RAPPORT_TOOLS = {schema.name: schema for schema in (SAVE_CALLER_NAME, REMEMBER)}
+#: Which door Vapi's calls come through (their key in Redis, their logs).
+DOOR = "vapi"
 
 
 class _Lenient(BaseModel):
@@ -289,16 +291,19 @@ class _VapiDoor:
         parsed = _call_of(call)
         number = _number(parsed, customer)
         if parsed is None:  # no call metadata (Vapi's metadataSendMode "off"): nothing cached
-            return await self._calls.open(
-                None, call_id=_fresh_id(), trust=_trust(None), door="vapi"
-            )
+            return await self._calls.open(None, call_id=_fresh_id(), trust=_trust(None), door=DOOR)
         task = self._cache.get(parsed.id)
         if task is None or (task.done() and task.exception() is not None):
-            task = asyncio.ensure_future(
-                self._calls.open(number, call_id=parsed.id, trust=_trust(number), door="vapi")
-            )
+            task = asyncio.ensure_future(self._open_or_resume(parsed.id, number))
             self._cache.put(parsed.id, task)
         return await asyncio.shield(task)
+
+    async def _open_or_resume(self, call_id: str, number: str | None) -> CallSession:
+        """The call another process opened, or else a call opened here."""
+        found = await self._calls.find(DOOR, call_id)
+        if found is not None:
+            return found
+        return await self._calls.open(number, call_id=call_id, trust=_trust(number), door=DOOR)
 
     async def complete(
         self, session: CallSession, request: ChatRequest
@@ -395,21 +400,21 @@ class _VapiDoor:
             logger.warning("A Vapi end-of-call report without a call id was ignored")
             return
         task = self._cache.get(parsed.id)  # kept, ended: a duplicate report finds it so
-        if task is not None:
-            session = await asyncio.shield(task)
-        else:  # started in another process, or before a restart: the report says who called
+        cached = await asyncio.shield(task) if task is not None else None
+        # Ended in another process meanwhile? Or opened in another process: resumed here.
+        session = await self._calls.find(DOOR, parsed.id, cached)
+        if session is None:  # known to no process (expired, or before Redis kept calls)
             number = _number(parsed, _customer(message.get("customer")))
             session = await self._calls.open(
-                number, call_id=parsed.id, trust=_trust(number), door="vapi"
+                number, call_id=parsed.id, trust=_trust(number), door=DOOR
             )
             if session.caller is not None and await self._closed_already(session):
                 return
         if session.ended:
             return
-        for role, text in _spoken(message):
-            session.add_turn(role, text)
+        await session.add_turns(_spoken(message))
         reason = clean_text(str(message.get("endedReason") or "ended"), 200)
-        await session.end(reason)
+        await self._calls.end(session, reason, door=DOOR)
 
     async def _closed_already(self, session: CallSession) -> bool:
         memory = self._calls.memory()

@@ -1,11 +1,14 @@
 """Recording one call as it happens: each finished turn appended in order, then the call closed.
 
 The recorder is fed synchronously from the call path (``add_turn`` and ``finish`` never wait)
-and writes from its own task. That task belongs to the recorder, not to the pipeline, on
-purpose: a call's record must outlive the pipeline that produced it, since the end of a call
-(hang-up, error, idle timeout) is exactly when the pipeline is torn down. The process drains
-unfinished recorders at shutdown with :meth:`CallRecorder.drain_all`; a process that dies
-anyway leaves its turns stored and the call open, and the analysis worker's sweeper finishes it.
+and writes from its own task, which runs while there is something to write. That task belongs
+to the recorder, not to the pipeline, on purpose: a call's record must outlive the pipeline that
+produced it, since the end of a call (hang-up, error, idle timeout) is exactly when the pipeline
+is torn down. The process drains the recorders still writing at shutdown with
+:meth:`CallRecorder.drain_all`; a process that dies anyway leaves its turns stored and the call
+open, and the analysis worker's sweeper finishes it. A platform answers a request only once
+its turns are stored (:meth:`CallRecorder.wait_closed`), so a process dying between two
+requests loses none.
 
 The writing task survives anything: an error it does not expect is logged (its type only) and
 the turns it holds are kept for the next write. A caller forgotten during the call is not
@@ -69,6 +72,8 @@ class CallRecorder:
         call_id: The call's id (the transport's call id, or a fresh one).
         trust: How far the caller id was believed; kept on the call record.
         report: Builds the call's report when the call closes (None: no report).
+        started_at: When the call began (default: now); a platform call taken up by another
+            process keeps the start its first process noted.
     """
 
     _unfinished: ClassVar[set[CallRecorder]] = set()
@@ -82,6 +87,7 @@ class CallRecorder:
         call_id: str,
         trust: CallTrust | None = None,
         report: Callable[[], CallReport] | None = None,
+        started_at: float | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -89,7 +95,7 @@ class CallRecorder:
         self._call_id = call_id
         self._trust = trust
         self._report = report
-        self._started_at = now()
+        self._started_at = now() if started_at is None else started_at
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
         self._finished = False
@@ -124,7 +130,11 @@ class CallRecorder:
         self._put(_Finish(reason=reason, at=now(), language=language))
 
     async def wait_closed(self) -> None:
-        """Wait until the call is closed (bound it with ``asyncio.timeout``)."""
+        """Wait until what was queued is stored: the turns so far, and the close once finished.
+
+        Bound it with ``asyncio.timeout``. Turns whose writes failed are held back for the next
+        write; this returns all the same.
+        """
         if self._task is not None:
             await asyncio.shield(self._task)
 
@@ -140,7 +150,7 @@ class CallRecorder:
 
     def _put(self, item: _Said | _Finish) -> None:
         self._pending.put_nowait(item)
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._unfinished.add(self)
             self._task = asyncio.get_running_loop().create_task(self._write_all())
 
@@ -159,6 +169,10 @@ class CallRecorder:
                 finish = next((item for item in items if isinstance(item, _Finish)), None)
                 if finish is not None:
                     await self._close(finish)
+                    return
+                if self._pending.empty():
+                    # Idle until the next turn: a recorder of a call that another process will
+                    # close (a platform call) holds nothing open, not even the shutdown drain.
                     return
         finally:
             self._unfinished.discard(self)

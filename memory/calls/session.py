@@ -13,7 +13,11 @@ Pipecat bot take a call through here, so it is remembered exactly as a bot call 
 - turns are recorded and the call is closed and queued for analysis by a
   :class:`memory.calls.recorder.CallRecorder` (which calls :func:`memory.calls.closing.end_call`).
 
-:class:`SessionCache` keeps the open calls of one process between a platform's requests.
+A platform's requests for one call may reach any process. :class:`SharedCalls` keeps in Redis
+what a request needs (the call's identity and trust, its language and start, whether it ended,
+and the memory block it started with), so another process resumes the call as it was: the same
+prompt, turns recorded into the same transcript, the call closed and analysed once.
+:class:`SessionCache` keeps the open calls of one process between requests, in front of it.
 """
 
 from __future__ import annotations
@@ -21,26 +25,31 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from loguru import logger
+from pydantic import BaseModel, ValidationError
 
+from memory.backend.reply import redis_reply
 from memory.calls.policy import CallPolicy, remembered_caller
 from memory.calls.recorder import CallRecorder
 from memory.errors import MemoryUnavailableError
 from memory.language import primary_language
-from memory.models import CallerMemory, CallTrust, Fact
+from memory.models import CallerMemory, CallTrust, Fact, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import Embedder
 from memory.recall.ranking import call_start_facts
 from memory.recall.render import fill_template, render_memory
 from memory.runtime import MemoryRuntime
+from memory.store.keys import KeyLayout
 from memory.store.queue import AnalysisQueue
 
 #: How long closing a call may take before the platform gets its answer (the recorder goes on).
 END_TIMEOUT_S = 5.0
+#: How long an open platform call is kept in Redis after its last request.
+SHARED_CALL_TTL_S = 2 * 3600
 
 _V = TypeVar("_V")
 
@@ -59,6 +68,7 @@ class CallSession:
         language: The call's language (the caller's stored one, when the agent speaks it).
         recorder: Records the call; None when nothing is recorded.
         token_budget: Estimated tokens the memory block may take.
+        started_at: When the call began (epoch), kept by every process that serves it.
     """
 
     call_id: str
@@ -69,6 +79,7 @@ class CallSession:
     language: str = "en"
     recorder: CallRecorder | None = None
     token_budget: int = 400
+    started_at: float = field(default_factory=now)
     _ended: bool = False
     _block: str | None = None
 
@@ -91,15 +102,35 @@ class CallSession:
         """``template`` with the memory block in place of ``{{memory}}``."""
         return fill_template(template, self.memory_block)
 
-    def add_turn(self, role: Literal["user", "assistant"], text: str) -> None:
-        """Record one finished turn (scrubbed off the request path); no-op when not recorded."""
-        if self.recorder is not None and not self._ended:
+    async def add_turns(
+        self,
+        turns: Sequence[tuple[Literal["user", "assistant"], str]],
+        *,
+        timeout_s: float = END_TIMEOUT_S,
+    ) -> None:
+        """Record finished turns and wait (up to ``timeout_s``) until they are stored.
+
+        The platform is answered only then, so a process that dies after answering has lost no
+        turn. No-op when the call is not recorded or has ended.
+        """
+        if self.recorder is None or self._ended:
+            return
+        for role, text in turns:
             self.recorder.add_turn(role, text)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.recorder.wait_closed()
+        except TimeoutError:
+            logger.warning("Turns of call {} are still being stored", self.call_id)
 
     @property
     def ended(self) -> bool:
-        """Whether :meth:`end` has run."""
+        """Whether the call has ended (here, or in another process)."""
         return self._ended
+
+    def ended_elsewhere(self) -> None:
+        """Note that another process ended the call: nothing more is recorded here."""
+        self._ended = True
 
     async def end(self, reason: str, *, timeout_s: float = END_TIMEOUT_S) -> None:
         """Close the call and queue it for analysis, once; waits up to ``timeout_s`` for it.
@@ -168,7 +199,12 @@ async def open_call(
     session.caller = caller
     if queue is not None:
         session.recorder = CallRecorder(
-            store=runtime.store, queue=queue, caller=caller, call_id=call_id, trust=trust
+            store=runtime.store,
+            queue=queue,
+            caller=caller,
+            call_id=call_id,
+            trust=trust,
+            started_at=session.started_at,
         )
     session.memory = await _load(runtime, caller, policy.load_budget_s)
     if session.memory is not None and not session.memory.is_empty:
@@ -197,6 +233,141 @@ async def _load(
     except MemoryUnavailableError:
         logger.warning("Memory unavailable for the call of {}; going on without", caller.masked)
     return None
+
+
+class SharedCallState(BaseModel):
+    """An open platform call as Redis keeps it: no memory content, no number.
+
+    Attributes:
+        agent_id: The business line called ("" when the call is not remembered).
+        caller_key: The caller's keyed hash; None when the call is not remembered.
+        masked: The caller's masked number (for logs); None when not remembered.
+        trust: How far the caller id is believed.
+        language: The call's language.
+        started_at: When the call began (epoch).
+        ended: Whether the call has ended.
+    """
+
+    agent_id: str = ""
+    caller_key: str | None = None
+    masked: str | None = None
+    trust: CallTrust
+    language: str
+    started_at: float
+    ended: bool = False
+
+
+class SharedCalls:
+    """The open platform calls of every process, in Redis: any process serves any request.
+
+    The call is kept under its door and id (``{prefix}:platform-call:<door>:<id>``) and the
+    memory block it started with in the caller's ``platform`` hash, so a forget removes the
+    block with the rest of the caller. Both expire ``ttl_s`` after the call's last save. A
+    Redis that does not answer leaves each process with the calls it has (logged).
+
+    Args:
+        runtime: The process's memory.
+        queue: Where a resumed call's close is queued (None: memory off, nothing recorded).
+        ttl_s: How long a call is kept after its last save.
+    """
+
+    def __init__(
+        self,
+        runtime: MemoryRuntime,
+        queue: AnalysisQueue | None,
+        *,
+        ttl_s: float = SHARED_CALL_TTL_S,
+    ) -> None:
+        self._runtime = runtime
+        self._redis = runtime.redis
+        self._queue = queue
+        self._keys = KeyLayout(runtime.settings.key_prefix)
+        self._ttl_ms = int(ttl_s * 1000)
+
+    async def save(self, door: str, session: CallSession) -> None:
+        """Keep the call, as it stands, for the other processes."""
+        caller = session.caller
+        state = SharedCallState(
+            agent_id=caller.agent_id if caller else "",
+            caller_key=caller.key if caller else None,
+            masked=caller.masked if caller else None,
+            trust=session.trust,
+            language=session.language,
+            started_at=session.started_at,
+            ended=session.ended,
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        if caller is not None:
+            blocks = self._keys.caller(caller, "platform")
+            field_name = f"{door}:{session.call_id}"
+            if session.ended:
+                pipe.hdel(blocks, field_name)
+            else:
+                pipe.hset(blocks, field_name, session.memory_block)
+                pipe.pexpire(blocks, self._ttl_ms)
+        key = self._keys.platform_call(door, session.call_id)
+        pipe.set(key, state.model_dump_json(), px=self._ttl_ms)
+        try:
+            await redis_reply(pipe.execute())
+        except MemoryUnavailableError:
+            logger.warning("Call {} is served by this process only (Redis)", session.call_id)
+
+    async def state(self, door: str, call_id: str) -> SharedCallState | None:
+        """The call as Redis keeps it; None when unknown, or Redis did not answer."""
+        try:
+            raw = await redis_reply(self._redis.get(self._keys.platform_call(door, call_id)))
+        except MemoryUnavailableError:
+            logger.warning("Could not look up call {} in Redis", call_id)
+            return None
+        if raw is None:
+            return None
+        try:
+            return SharedCallState.model_validate_json(raw)
+        except ValidationError:
+            logger.warning("The stored state of call {} is unreadable", call_id)
+            return None
+
+    async def resume(
+        self, door: str, call_id: str, state: SharedCallState, *, policy: CallPolicy
+    ) -> CallSession:
+        """The call another process opened, as it stands: its prompt, recorder and memory.
+
+        The memory block is the one the call started with (empty if the caller was forgotten
+        since); the caller's memory is loaded again only for what the start answer shows
+        (whether they called before, their opening line).
+        """
+        session = CallSession(
+            call_id=call_id,
+            trust=state.trust,
+            language=state.language,
+            token_budget=policy.token_budget,
+            started_at=state.started_at,
+            _ended=state.ended,
+        )
+        if state.caller_key is None:
+            session._block = ""
+            return session
+        caller = CallerIdentity(
+            agent_id=state.agent_id, key=state.caller_key, masked=state.masked or ""
+        )
+        session.caller = caller
+        blocks = self._keys.caller(caller, "platform")
+        try:
+            block = await redis_reply(self._redis.hget(blocks, f"{door}:{call_id}"))
+        except MemoryUnavailableError:
+            block = None
+        session._block = block.decode() if block is not None else ""
+        if self._queue is not None:
+            session.recorder = CallRecorder(
+                store=self._runtime.store,
+                queue=self._queue,
+                caller=caller,
+                call_id=call_id,
+                trust=state.trust,
+                started_at=state.started_at,
+            )
+        session.memory = await _load(self._runtime, caller, policy.load_budget_s)
+        return session
 
 
 class SessionCache(Generic[_V]):

@@ -7,13 +7,16 @@ carries a hash tag, so each multi-key step runs atomically on Redis Cluster too:
   ``profile`` (hash), ``facts`` (hash of JSON by fact id), ``emb`` (hash of embeddings by fact
   id), ``calls`` (sorted set of call ids by time), ``callstate`` (hash: call id -> ``closed`` or
   ``analysed``), ``turns`` (list: recent turns), ``kv`` (hash of JSON values), ``done`` (hash:
-  call id -> who marked its follow-up done, and when), and per call
+  call id -> who marked its follow-up done, and when), ``platform`` (hash: an open platform
+  call -> the memory block it started with, see :mod:`memory.calls.session`), and per call
   ``call:<id>`` (the record, JSON) and ``call:<id>:turns`` (list: the transcript).
 - ``{prefix}:{agent:<agent id>}:<part>``: agent-wide indexes, ``callers`` (caller keys by last
   call), ``calls`` and ``open`` (calls ended, and calls with turns but no end, by time),
   ``followups`` and its companions (see :mod:`memory.store.followup_index`), ``audit`` (the
   dashboard's changes, see :mod:`memory.store.audit`). Members of the call indexes are
   ``callerkey|callid``.
+- ``{prefix}:platform-call:<door>:<call id>``: an open platform call (JSON, no memory content),
+  read by whichever process serves its next request.
 - ``{prefix}:{queue}:analysis`` and its ``:dead``, ``:queued``, ``:closing`` and ``:sweep``
   companions: the analysis queue (see :mod:`memory.store.queue`). Members of ``:queued`` and
   ``:closing`` are ``agent|callerkey|callid``.
@@ -29,7 +32,17 @@ from dataclasses import dataclass
 from memory.privacy.identity import CallerIdentity
 
 #: The parts of one caller's memory that are not per call.
-CALLER_PARTS = ("profile", "facts", "emb", "calls", "callstate", "turns", "kv", "done")
+CALLER_PARTS = (
+    "profile",
+    "facts",
+    "emb",
+    "calls",
+    "callstate",
+    "turns",
+    "kv",
+    "done",
+    "platform",
+)
 _SEPARATOR = "|"
 
 
@@ -72,6 +85,10 @@ class KeyLayout:
         """The keys of one call: its record and its transcript."""
         record_key = self.caller(caller, f"call:{call_id}")
         return record_key, f"{record_key}:turns"
+
+    def platform_call(self, door: str, call_id: str) -> str:
+        """The key of an open platform call (``door``: ``vapi``, ``api``)."""
+        return f"{self.prefix}:platform-call:{door}:{call_id}"
 
     # -- one agent ---------------------------------------------------------------------------
 
