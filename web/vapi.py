@@ -38,14 +38,19 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from anthropic import APIError
-from anthropic.types import MessageParam, ToolChoiceAutoParam, ToolParam
+from anthropic.types import (
+    MessageParam,
+    RawMessageStreamEvent,
+    ToolChoiceAutoParam,
+    ToolParam,
+)
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from bot.services import ONE_TOOL_CALL_AT_A_TIME
-from bot.tools import REMEMBER, SAVE_CALLER_NAME
+from bot.tools import REMEMBER, SAVE_CALLER_NAME, CallerTools
 from bot.wording import CALL_CONNECTED, opening_line
 from memory.calls.session import CallSession, SessionCache
 from memory.models import CallTrust, clean_text
@@ -312,86 +317,56 @@ class _VapiDoor:
         system, messages = to_anthropic(request.messages)
         prompt = "\n\n".join([session.system_prompt(self._calls.template), *system])
         tools = anthropic_tools(request.tools)
-        heard = False
-        spoke_last = False  # the reply so far ends in text (a new round starts with a space)
+        spoken = _Spoken()
         runner = self._calls.tools(session)
-        client = self._calls.anthropic()
         for round_number in range(MAX_TOOL_ROUNDS + 1):
-            blocks: list[dict[str, Any]] = []  # the reply, as the next request quotes it
-            json_parts: dict[int, list[str]] = {}
+            reply = _Reply()
             try:
-                # The raw events, not ``messages.stream()``: its snapshot of the whole message
-                # is rebuilt on every event, and the first words must not wait on that.
-                events = await client.messages.create(
-                    model=self.model,
-                    max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
-                    system=prompt,
-                    messages=cast(list[MessageParam], messages),
-                    tools=cast(list[ToolParam], tools),
-                    tool_choice=cast(ToolChoiceAutoParam, ONE_TOOL_CALL_AT_A_TIME),
-                    stream=True,
-                )
-                async with events:  # closed early if the caller interrupts
-                    first = True
-                    async for event in events:
-                        if event.type == "content_block_start":
-                            block = event.content_block
-                            if block.type == "tool_use":
-                                blocks.append(
-                                    {"type": "tool_use", "id": block.id, "name": block.name}
-                                )
-                                json_parts[len(blocks) - 1] = []
-                            else:
-                                blocks.append({"type": block.type, "text": ""})
-                        elif event.type == "content_block_delta" and blocks:
-                            delta = event.delta
-                            if delta.type == "text_delta" and delta.text:
-                                blocks[-1]["text"] = blocks[-1].get("text", "") + delta.text
-                                text = delta.text
-                                if first and spoke_last and not text[0].isspace():
-                                    text = " " + text
-                                first = False
-                                heard = heard or bool(text.strip())
-                                spoke_last = True
-                                yield _Text(text)
-                            elif delta.type == "input_json_delta" and len(blocks) - 1 in json_parts:
-                                json_parts[len(blocks) - 1].append(delta.partial_json)
+                async for text in self._stream(reply, prompt, messages, tools, request.max_tokens):
+                    yield _Text(spoken.said(text))
             except APIError as e:
                 logger.warning("The LLM failed a Vapi turn ({})", type(e).__name__)
                 break
-            for index, parts in json_parts.items():
-                blocks[index]["input"] = _arguments("".join(parts))
-            uses = [block for block in blocks if block["type"] == "tool_use"]
+            spoken.round_over()
+            uses = reply.tool_uses()
             theirs = [use for use in uses if use["name"] not in RAPPORT_TOOLS]
             if theirs:
                 for use in theirs:
-                    arguments = json.dumps(use["input"])
-                    yield _ToolCall(id=use["id"], name=use["name"], arguments=arguments)
+                    yield _ToolCall(
+                        id=use["id"], name=use["name"], arguments=json.dumps(use["input"])
+                    )
                 return
             if not uses or round_number == MAX_TOOL_ROUNDS:
                 break
-            asked = [
-                block
-                for block in blocks
-                if block["type"] == "tool_use"
-                or (block["type"] == "text" and block["text"].strip())
-            ]
-            results = [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": use["id"],
-                    "content": json.dumps(await runner.run(use["name"], use["input"])),
-                }
-                for use in uses
-            ]
-            messages = [
-                *messages,
-                {"role": "assistant", "content": asked},
-                {"role": "user", "content": results},
-            ]
-        if not heard:
+            messages = [*messages, *await _tool_round(reply, uses, runner)]
+        if not spoken.heard:
             phrases = DEFAULT_PHRASES.get(session.language, DEFAULT_PHRASES["en"])
             yield _Text(phrases.closing)
+
+    async def _stream(
+        self,
+        reply: _Reply,
+        prompt: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        max_tokens: int | None,
+    ) -> AsyncIterator[str]:
+        """One request to Claude, streamed: its text as it comes; ``reply`` keeps every block."""
+        # The raw events, not ``messages.stream()``: its snapshot of the whole message is
+        # rebuilt on every event, and the first words must not wait on that.
+        events = await self._calls.anthropic().messages.create(
+            model=self.model,
+            max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+            system=prompt,
+            messages=cast(list[MessageParam], messages),
+            tools=cast(list[ToolParam], tools),
+            tool_choice=cast(ToolChoiceAutoParam, ONE_TOOL_CALL_AT_A_TIME),
+            stream=True,
+        )
+        async with events:  # closed early if the caller interrupts
+            async for event in events:
+                if text := reply.take(event):
+                    yield text
 
     async def end(self, message: Mapping[str, Any]) -> None:
         """Record an ended call's transcript and close it (once, however often Vapi reports)."""
@@ -437,6 +412,80 @@ class _VapiDoor:
             "assistantId": assistant_id,
             "assistantOverrides": {"firstMessage": self._opening(session.memory, session.language)},
         }
+
+
+class _Reply:
+    """One response of Claude as it streams: its blocks, as the next request quotes them."""
+
+    def __init__(self) -> None:
+        self.blocks: list[dict[str, Any]] = []
+        self._json: dict[int, list[str]] = {}  # a tool_use block's input, as it arrives
+
+    def take(self, event: RawMessageStreamEvent) -> str:
+        """Keep what ``event`` adds; return the text it says ("" when none)."""
+        if event.type == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.blocks.append({"type": "tool_use", "id": block.id, "name": block.name})
+                self._json[len(self.blocks) - 1] = []
+            else:
+                self.blocks.append({"type": block.type, "text": ""})
+        elif event.type == "content_block_delta" and self.blocks:
+            delta = event.delta
+            if delta.type == "text_delta" and delta.text:
+                self.blocks[-1]["text"] = self.blocks[-1].get("text", "") + delta.text
+                return delta.text
+            if delta.type == "input_json_delta" and len(self.blocks) - 1 in self._json:
+                self._json[len(self.blocks) - 1].append(delta.partial_json)
+        return ""
+
+    def tool_uses(self) -> list[dict[str, Any]]:
+        """The tool calls of the response, their inputs parsed."""
+        for index, parts in self._json.items():
+            self.blocks[index]["input"] = _arguments("".join(parts))
+        return [block for block in self.blocks if block["type"] == "tool_use"]
+
+
+class _Spoken:
+    """What the caller has heard of the reply so far, across its tool rounds."""
+
+    def __init__(self) -> None:
+        self.heard = False
+        self._spoke_last = False  # the reply so far ends in text (a new round starts with a space)
+        self._first = True  # no text yet in this round
+
+    def said(self, text: str) -> str:
+        """``text`` as it goes out (a space after the last round's words)."""
+        if self._first and self._spoke_last and not text[0].isspace():
+            text = " " + text
+        self._first = False
+        self.heard = self.heard or bool(text.strip())
+        self._spoke_last = True
+        return text
+
+    def round_over(self) -> None:
+        """A response ended; the next one starts a new round."""
+        self._first = True
+
+
+async def _tool_round(
+    reply: _Reply, uses: list[dict[str, Any]], runner: CallerTools
+) -> list[dict[str, Any]]:
+    """The reply's tool calls and their results (Rapport's tools, run here), as two turns."""
+    asked = [
+        block
+        for block in reply.blocks
+        if block["type"] == "tool_use" or (block["type"] == "text" and block["text"].strip())
+    ]
+    results = [
+        {
+            "type": "tool_result",
+            "tool_use_id": use["id"],
+            "content": json.dumps(await runner.run(use["name"], use["input"])),
+        }
+        for use in uses
+    ]
+    return [{"role": "assistant", "content": asked}, {"role": "user", "content": results}]
 
 
 def _call_of(raw: Any) -> VapiCall | None:
