@@ -13,6 +13,7 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from bot.wording import GREETINGS
+from memory.metrics import REGISTRY
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.text_bot import bot_env
 from tests.fakes.text_bot import serving as serving_bot
@@ -47,6 +48,8 @@ async def test_two_calls_of_one_caller_through_the_http_api(
     line: Line, api: httpx.AsyncClient
 ) -> None:
     start = {"caller_number": ANA, "agent": "bakery", "attestation": ATTESTED}
+    counted = {"transport": "api", "trust": "verified", "outcome": "ended"}
+    calls_before = REGISTRY.get_sample_value("rapport_calls_total", counted) or 0.0
     first = (await api.post("/v1/calls", json={**start, "platform_call_id": "vb-1"})).json()
     assert first["call_id"] == "vb-1"
     assert (first["trust"], first["remembered"], first["returning"]) == ("verified", True, False)
@@ -68,6 +71,7 @@ async def test_two_calls_of_one_caller_through_the_http_api(
     ended = await api.post("/v1/calls/vb-1/end", json={"reason": "caller hung up"})
     assert ended.json() == {"call_id": "vb-1", "recorded": True}
     assert (await api.post("/v1/calls/vb-1/end", json={})).status_code == 200  # a retry
+    assert REGISTRY.get_sample_value("rapport_calls_total", counted) == calls_before + 1
     assert (await api.post("/v1/calls/vb-1/turns", json={"turns": turns})).status_code == 409
     assert await queued_calls(line) == ["vb-1"]
     ana = caller_of(line, ANA)

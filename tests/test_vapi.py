@@ -18,7 +18,9 @@ from loguru import logger
 from openai import AsyncOpenAI
 
 from bot.wording import CALL_CONNECTED
+from memory.metrics import REGISTRY
 from memory.models import Fact
+from memory.upstream import UPSTREAM, Service
 from processors.tool_silence import DEFAULT_PHRASES
 from tests.fakes.anthropic_server import Reply
 from tests.support.analysis_answers import answer
@@ -32,6 +34,7 @@ from tests.support.call_harness import (
     runtime_of,
 )
 from tests.support.platform_server import VAPI_SECRET, platform_app, serving
+from tests.support.values import API_KEY
 from web.vapi import to_anthropic
 
 VAPI_PROMPT = "You answer the phone for Bella's Bakery. Keep answers short."
@@ -297,3 +300,60 @@ def test_openai_messages_become_a_valid_anthropic_conversation() -> None:
             "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "done"}],
         },
     ]
+
+
+def _calls_counted(door: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "rapport_calls_total", {"transport": door, "trust": "unverified", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_an_llm_that_refuses_the_key_is_an_http_error_for_vapi_not_a_filler(
+    line: Line,
+) -> None:
+    UPSTREAM.succeeded(Service.LLM)  # whatever earlier tests left
+    settings = line.settings(RAPPORT_VAPI_SECRET=VAPI_SECRET, RAPPORT_UNVERIFIED_CALLERS="full")
+    async with AsyncAnthropic(api_key="a-stale-key", base_url=line.fake.base_url) as stale:
+        app = platform_app(settings, memory=line.memory, client=stale)
+        async with serving(app) as url:
+            refused = _openai(url)
+            for stream in (True, False):
+                with pytest.raises(openai.InternalServerError) as raised:
+                    await refused.chat.completions.create(
+                        model="rapport",
+                        messages=_conversation("Hi, is the shop open?"),  # type: ignore[arg-type]
+                        stream=stream,
+                        extra_body=_call("vapi-dead", ANA),
+                    )
+                assert raised.value.status_code == 503
+                assert raised.value.code == "llm_unavailable"
+            assert UPSTREAM.refused() == {"llm": "refused the key: check ANTHROPIC_API_KEY"}
+            counted = _calls_counted("vapi", "error")
+            report = {
+                "type": "end-of-call-report",
+                "endedReason": "pipeline-error-custom-llm-llm-failed",
+                "call": {"id": "vapi-dead", "customer": {"number": ANA}},
+                "artifact": {"messages": [{"role": "bot", "message": FIRST_MESSAGE}]},
+            }
+            async with httpx.AsyncClient() as http:
+                await http.post(
+                    f"{url}/vapi/events",
+                    json={"message": report},
+                    headers={"x-vapi-secret": VAPI_SECRET},
+                )
+    assert _calls_counted("vapi", "error") == counted + 1
+    record = await runtime_of(line).store.get_call(caller_of(line, ANA), "vapi-dead")
+    assert record is not None
+    assert record.ended_reason == "failed: llm unavailable (pipeline-error-custom-llm-llm-failed)"
+    assert record.cut_short  # first on the follow-up list
+
+    # The right key again: the next turn is answered, and the LLM is no longer refused.
+    line.fake.script(Reply.text("Yes, we're open until six."))
+    async with (
+        AsyncAnthropic(api_key=API_KEY, base_url=line.fake.base_url) as good,
+        serving(platform_app(settings, memory=line.memory, client=good)) as url,
+    ):
+        text, _ = await _stream(_openai(url), "vapi-alive", ANA, _conversation("Open?"))
+    assert text == "Yes, we're open until six."
+    assert UPSTREAM.refused() == {}

@@ -20,7 +20,8 @@ from bot.trust import UnverifiedCallers
 from bot.wording import with_hours
 from memory.calls.policy import CallPolicy
 from memory.calls.session import CallSession, SharedCalls, open_call
-from memory.models import CallTrust
+from memory.metrics import CALLS
+from memory.models import CallTrust, is_service_failure
 from memory.runtime import MemoryAccess
 
 
@@ -111,7 +112,14 @@ class PlatformCalls:
         return cached
 
     async def end(self, session: CallSession, reason: str, *, door: str) -> None:
-        """Close the call and queue it for analysis (once), and tell the other processes."""
+        """Close the call and queue it for analysis (once), and tell the other processes.
+
+        The call counts in ``rapport_calls_total`` (``transport``: the door; ``outcome``:
+        ``error`` when a service failed it, see :func:`memory.models.service_failed`).
+        """
+        if not session.ended:
+            outcome = "error" if is_service_failure(reason) else "ended"
+            CALLS.labels(transport=door, trust=session.trust.value, outcome=outcome).inc()
         await session.end(reason)
         if (shared := self._shared()) is not None:
             await shared.save(door, session)

@@ -14,7 +14,10 @@ request (``call.id``, ``call.customer.number``). Here:
 - Rapport's tools (``save_caller_name``, ``remember``) run here, never in Vapi: when Claude
   calls one, its result goes back to Claude and the reply continues within the same response;
   if nothing was said by the end, the caller hears the tool-silence guard's closing phrase, so
-  a turn is never empty. Vapi's own tools (``endCall``, ``transferCall``...) are passed on as
+  a turn is never empty. When the LLM fails before the caller heard a word, the answer is HTTP
+  503 (Vapi's cue that its LLM failed: it ends the call with an ``*-llm-failed`` reason), never
+  a filler line on every turn; such a report is recorded as ``failed: llm unavailable``, first on
+  the follow-up list. Vapi's own tools (``endCall``, ``transferCall``...) are passed on as
   OpenAI tool calls for Vapi to run. Vapi's ``maxTokens`` is kept; its ``temperature`` is not
   (this SDK's Messages API takes none), nor its ``model`` (``RAPPORT_LLM_MODEL`` is used).
 - ``end-of-call-report`` records what was said and closes the call, queueing its analysis as
@@ -53,7 +56,8 @@ from bot.services import ONE_TOOL_CALL_AT_A_TIME
 from bot.tools import REMEMBER, SAVE_CALLER_NAME, CallerTools
 from bot.wording import CALL_CONNECTED, opening_line
 from memory.calls.session import CallSession, SessionCache
-from memory.models import CallTrust, clean_text
+from memory.models import CallTrust, clean_text, service_failed
+from memory.upstream import UPSTREAM, Service, failure_kind
 from processors.tool_silence import DEFAULT_PHRASES
 from web.auth import require_secret
 from web.platform_calls import PlatformCalls
@@ -258,7 +262,12 @@ def vapi_router(
     @router.post("/chat/completions", summary="Vapi custom LLM (OpenAI Chat Completions)")
     async def chat_completions(request: ChatRequest) -> Any:
         session = await door.session(request.call, request.customer)
-        pieces = door.complete(session, request)
+        try:
+            pieces = await _under_way(door.complete(session, request))
+        except LLMUnavailableError:
+            # Before any word: an HTTP error is Vapi's cue that its LLM failed (its call then
+            # ends with an llm-failed reason, reported to /vapi/events), not a filler each turn.
+            return JSONResponse(LLM_UNAVAILABLE, status_code=503)
         reply_id = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:
             return StreamingResponse(
@@ -325,8 +334,11 @@ class _VapiDoor:
                 async for text in self._stream(reply, prompt, messages, tools, request.max_tokens):
                     yield _Text(spoken.said(text))
             except APIError as e:
-                logger.warning("The LLM failed a Vapi turn ({})", type(e).__name__)
+                UPSTREAM.failed(Service.LLM, failure_kind(e))
+                if not spoken.heard:
+                    raise LLMUnavailableError from e
                 break
+            UPSTREAM.succeeded(Service.LLM)
             spoken.round_over()
             uses = reply.tool_uses()
             theirs = [use for use in uses if use["name"] not in RAPPORT_TOOLS]
@@ -388,7 +400,7 @@ class _VapiDoor:
         if session.ended:
             return
         await session.add_turns(_spoken(message))
-        reason = clean_text(str(message.get("endedReason") or "ended"), 200)
+        reason = _ended_reason(message.get("endedReason"))
         await self._calls.end(session, reason, door=DOOR)
 
     async def _closed_already(self, session: CallSession) -> bool:
@@ -412,6 +424,40 @@ class _VapiDoor:
             "assistantId": assistant_id,
             "assistantOverrides": {"firstMessage": self._opening(session.memory, session.language)},
         }
+
+
+class LLMUnavailableError(Exception):
+    """The LLM failed before the caller heard a word of the reply."""
+
+
+#: The body of the 503 answered then, as OpenAI-compatible servers word an error.
+LLM_UNAVAILABLE = {
+    "error": {
+        "message": "The LLM behind Rapport is unavailable; see the server's log and /health.",
+        "type": "server_error",
+        "code": "llm_unavailable",
+    }
+}
+
+
+async def _under_way(
+    pieces: AsyncIterator[_Text | _ToolCall],
+) -> AsyncIterator[_Text | _ToolCall]:
+    """``pieces``, the first one included, once that first one has come.
+
+    Waiting for it before answering lets a failure before any word still be an HTTP error.
+
+    Raises:
+        LLMUnavailableError: The LLM failed before the first piece.
+    """
+    first = await anext(pieces)
+
+    async def replayed() -> AsyncIterator[_Text | _ToolCall]:
+        yield first
+        async for piece in pieces:
+            yield piece
+
+    return replayed()
 
 
 class _Reply:
@@ -486,6 +532,20 @@ async def _tool_round(
         for use in uses
     ]
     return [{"role": "assistant", "content": asked}, {"role": "user", "content": results}]
+
+
+#: Vapi's ended reasons for a failing service (``pipeline-error-custom-llm-llm-failed``, ...),
+#: by the part of the reason that names it.
+_FAILED_SERVICES = {"llm-failed": "llm", "transcriber-failed": "stt", "voice-failed": "tts"}
+
+
+def _ended_reason(raw: Any) -> str:
+    """How a Vapi call ended, as recorded: Vapi's reason, or a failed service and Vapi's reason."""
+    reason = clean_text(str(raw or "ended"), 200)
+    for marker, service in _FAILED_SERVICES.items():
+        if marker in reason:
+            return f"{service_failed(service)} ({reason})"
+    return reason
 
 
 def _call_of(raw: Any) -> VapiCall | None:
