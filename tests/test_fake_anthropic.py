@@ -193,8 +193,16 @@ async def test_requires_the_headers_the_real_api_requires(fake: FakeAnthropic) -
     assert rejection.message == "anthropic-version: header is required"
     async with FakeAnthropic(api_key="the-right-key") as strict:
         wrong = AsyncAnthropic(api_key="a-wrong-key", base_url=strict.base_url)
-        with pytest.raises(anthropic.AuthenticationError):
+        with pytest.raises(anthropic.AuthenticationError) as refused:
             await wrong.messages.create(model=MODEL, max_tokens=10, messages=USER)
+    # Anthropic's own 401 body for a wrong key.
+    assert refused.value.status_code == 401
+    assert refused.value.body["type"] == "error"
+    assert refused.value.body["error"] == {
+        "type": "authentication_error",
+        "message": "invalid x-api-key",
+    }
+    assert refused.value.body["request_id"].startswith("req_")
 
 
 # --- the real API's request rules -------------------------------------------------------------

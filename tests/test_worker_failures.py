@@ -12,12 +12,16 @@ import signal
 import sys
 
 import pytest
+from loguru import logger
+from pydantic import SecretStr
 
 from memory.analysis.analyzer import TOOL_NAME
 from memory.analysis.worker import ABANDONED, AnalysisWorker, JobOutcome
+from memory.metrics import REGISTRY
 from memory.models import CallRecord, CallStatus, Turn, now
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
+from memory.upstream import UPSTREAM, Service
 from tests.fakes.anthropic_server import ErrorReply, FakeAnthropic, Reply
 from tests.support.analysis_answers import answer
 from tests.support.polling import eventually
@@ -118,6 +122,46 @@ async def test_an_llm_that_stays_overloaded_dead_letters_the_call(
     record = await store.get_call(who, "call-1")
     assert record is not None and record.status == CallStatus.FAILED
     assert len(record.transcript) == 3
+
+
+async def test_a_refused_key_dead_letters_with_its_reason_and_names_the_variable_once(
+    store: MemoryStore, queue: AnalysisQueue, make_worker: WorkerFactory, fake: FakeAnthropic
+) -> None:
+    UPSTREAM.succeeded(Service.ANALYSIS_LLM)  # whatever earlier tests left
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        async with make_worker(api_key=SecretStr("a-stale-key")) as stale:
+            for call_id in ("call-1", "call-2"):
+                await hang_up(store, queue, call_id)
+                assert await process_next(stale) == JobOutcome.DEAD
+    finally:
+        logger.remove(sink)
+
+    assert len(fake.requests) == 2  # a refused key is not retried
+    letters = await queue.dead_letters()
+    assert {letter.reason for letter in letters} == {
+        "the LLM refused the request: HTTP 401 (authentication_error)"
+    }
+    named = [line for line in lines if "check ANTHROPIC_API_KEY" in line]
+    assert named == [
+        "The analysis LLM refused the key: check ANTHROPIC_API_KEY (later failures are counted "
+        "in rapport_service_errors_total)"
+    ]
+    dead = [line for line in lines if "dead-lettered" in line]
+    assert len(dead) == 2 and all(line.endswith("HTTP 401 (authentication_error)") for line in dead)
+    assert UPSTREAM.refused() == {"analysis_llm": "refused the key: check ANTHROPIC_API_KEY"}
+    counted = REGISTRY.get_sample_value(
+        "rapport_service_errors_total", {"service": "analysis_llm", "kind": "auth"}
+    )
+    assert counted is not None and counted >= 2
+
+    # The right key: the next analysis succeeds, and the refusal is no longer current.
+    fake.script(analysed_reply())
+    async with make_worker() as fixed:
+        await hang_up(store, queue, "call-3")
+        assert await process_next(fixed) == JobOutcome.ANALYSED
+    assert UPSTREAM.refused() == {}
 
 
 # -- crashes ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from memory.analysis.webhook import SIGNATURE_HEADER, signature_valid
 from memory.analysis.worker import JobOutcome
+from memory.metrics import REGISTRY
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -44,6 +45,7 @@ async def test_the_webhook_receives_each_analysis_signed_and_retried(
     await site.start()
     port = runner.addresses[0][1]
     fake.script(analysed_reply())
+    failed_before = _webhook_failures("other")
     try:
         who = await hang_up(store, queue, "call-1")
         async with make_worker(
@@ -54,6 +56,7 @@ async def test_the_webhook_receives_each_analysis_signed_and_retried(
     finally:
         await runner.cleanup()
 
+    assert _webhook_failures("other") == failed_before + 1  # the 503
     for body, signature in received:
         assert signature.startswith("sha256=")
         assert signature_valid(body, signature, WEBHOOK_SECRET)
@@ -76,6 +79,7 @@ async def test_a_webhook_that_is_down_loses_nothing(
     store: MemoryStore, queue: AnalysisQueue, make_worker: WorkerFactory, fake: FakeAnthropic
 ) -> None:
     fake.script(analysed_reply())
+    unreachable_before = _webhook_failures("unreachable")
     who = await hang_up(store, queue, "call-1")
     # Nothing listens on port 9 (discard): every attempt fails to connect.
     async with make_worker(
@@ -86,3 +90,9 @@ async def test_a_webhook_that_is_down_loses_nothing(
         assert await process_next(worker) == JobOutcome.ANALYSED
     assert (await store.load(who)).profile.name == "Marta"
     assert (await queue.counts()).pending == 0
+    assert _webhook_failures("unreachable") >= unreachable_before + 1
+
+
+def _webhook_failures(kind: str) -> float:
+    labels = {"service": "webhook", "kind": kind}
+    return REGISTRY.get_sample_value("rapport_service_errors_total", labels) or 0.0

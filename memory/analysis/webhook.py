@@ -24,6 +24,7 @@ from loguru import logger
 
 from memory.backoff import backoff_delay
 from memory.models import now
+from memory.upstream import UPSTREAM, FailureKind, Service, status_kind
 
 SIGNATURE_HEADER = "X-Rapport-Signature"
 _RETRIED_STATUSES = frozenset({408, 425, 429})
@@ -93,7 +94,10 @@ class AnalysisWebhook:
             body = json.dumps({**payload, "sent_at": now()}, separators=(",", ":")).encode()
             status, retry_after = await self._post(body)
             if status is not None and 200 <= status < 300:
+                UPSTREAM.succeeded(Service.WEBHOOK)
                 return True
+            kind = status_kind(status) if status is not None else FailureKind.UNREACHABLE
+            UPSTREAM.failed(Service.WEBHOOK, kind)
             if status is not None and status < 500 and status not in _RETRIED_STATUSES:
                 logger.warning("The analysis webhook refused a delivery (HTTP {})", status)
                 return False

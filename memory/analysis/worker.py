@@ -56,6 +56,7 @@ from memory.errors import (
     ForgottenCallerError,
     InvalidAnalysisError,
     MemoryUnavailableError,
+    PermanentAnalysisError,
     RetryableAnalysisError,
 )
 from memory.metrics import ANALYSIS_DURATION
@@ -66,6 +67,7 @@ from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
 from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
 from memory.store.callers import MemoryStore, StaleMemoryError
 from memory.store.queue import AnalysisJob, AnalysisQueue
+from memory.upstream import UPSTREAM, Service, failure_kind
 
 #: Why a call closed by the sweeper ended: its bot stopped sending turns.
 ABANDONED = "abandoned"
@@ -327,12 +329,7 @@ class AnalysisWorker:
         unavailable = invalid = 0
         while True:
             try:
-                return await self._analyzer.analyse_with_usage(
-                    transcript=transcript,
-                    existing_facts=facts,
-                    business=settings.business_name,
-                    transfer=transfer,
-                )
+                return await self._requested(transcript, facts, transfer=transfer)
             except RetryableAnalysisError as error:
                 unavailable += 1
                 if unavailable > settings.max_retries:
@@ -353,6 +350,26 @@ class AnalysisWorker:
                     ) from error
                 delay = backoff_delay(invalid, base=settings.backoff_base, cap=settings.backoff_max)
             await asyncio.sleep(delay)
+
+    async def _requested(
+        self, transcript: Sequence[Turn], facts: Sequence[Fact], *, transfer: CallTransfer | None
+    ) -> tuple[CallAnalysis, AnalysisUsage]:
+        """One analysis request, its failure or success told to :data:`UPSTREAM`."""
+        try:
+            analysed = await self._analyzer.analyse_with_usage(
+                transcript=transcript,
+                existing_facts=facts,
+                business=self._settings.business_name,
+                transfer=transfer,
+            )
+        except (RetryableAnalysisError, PermanentAnalysisError) as error:
+            UPSTREAM.failed(Service.ANALYSIS_LLM, failure_kind(error))
+            raise
+        except InvalidAnalysisError:
+            UPSTREAM.succeeded(Service.ANALYSIS_LLM)  # it answered (badly): the key is good
+            raise
+        UPSTREAM.succeeded(Service.ANALYSIS_LLM)
+        return analysed
 
     async def _embed(self, caller: CallerIdentity, facts: Sequence[Fact]) -> None:
         """Store embeddings for the facts that lack a current one.
@@ -379,10 +396,12 @@ class AnalysisWorker:
     async def _give_up(self, job: AnalysisJob, reason: str) -> JobOutcome:
         await self._store.mark_failed(job.caller, job.call_id, reason)
         await self._queue.dead_letter(job, reason)
+        # The reason is Rapport's own wording (an HTTP status, an error type), never call text.
         logger.warning(
-            "Analysis of a call of {} for {} failed for good; dead-lettered",
+            "Analysis of a call of {} for {} failed for good; dead-lettered: {}",
             job.caller.masked,
             job.caller.agent_id,
+            reason,
         )
         return JobOutcome.DEAD
 
