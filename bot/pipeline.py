@@ -213,7 +213,7 @@ def build_call(
         params: Pipeline parameters (sample rates); metrics are enabled.
         enable_rtvi: Add Pipecat's RTVI processor (the prebuilt browser client speaks it).
         handoff: How the transport hands the caller to a person (``transfer_call``), or on
-            when the call's STT or TTS fails (:mod:`bot.service_failure`); None: it cannot.
+            when the call's STT, LLM or TTS fails (:mod:`bot.service_failure`); None: it cannot.
     """
     embedder = memory.embedder if memory is not None else None
     CallerTools(

@@ -1,10 +1,11 @@
-"""A call whose speech-to-text or text-to-speech fails is handed on at once, never left silent.
+"""A call whose STT, LLM or TTS fails is handed on at once, never left in silence.
 
 Pipecat reports a failing service as an ``ErrorFrame``, which the pipeline worker hands to its
 ``on_pipeline_error`` handlers: Deepgram's STT refused at the handshake (HTTP 401; the service
 is then unusable), or its connection lost during the call (it reconnects only after a back-off
 of 4 s or more, and gives up after three quick failures); Azure's TTS cancelling a synthesis (a
-refused key, a lost connection). Either way the caller cannot be heard, or cannot hear the
+refused key, a lost connection); the LLM's request failing after the SDK's own retries (a
+refused key, an outage). Either way the caller cannot be heard, or answered, or cannot hear the
 agent, for seconds at least. Waiting for Pipecat to give up would leave them in silence, so the
 first such error hands the call on, without the agent (:meth:`bot.transfer.LineHandoff.hand_on`):
 
@@ -36,11 +37,11 @@ from memory.language import voice_locale
 from memory.models import service_failed
 
 #: The services whose failure leaves the caller unheard or unanswered.
-SPEECH_SERVICES = ("stt", "tts")
+CALL_SERVICES = ("stt", "llm", "tts")
 
 
 class ServiceFailureHandoff:
-    """Hands a call on when its STT or TTS fails; attach it to the call's worker.
+    """Hands a call on when its STT, LLM or TTS fails; attach it to the call's worker.
 
     Args:
         handoff: How the call's transport hands a caller on; None: it cannot (the call ends).
@@ -97,9 +98,9 @@ class ServiceFailureHandoff:
             await self.on_error(failing, frame)
 
     async def on_error(self, worker: PipelineWorker, frame: ErrorFrame) -> None:
-        """Hand the call on at the first error of its STT or TTS, then end it as failed."""
+        """Hand the call on at the first error of its STT, LLM or TTS, then end it as failed."""
         service = service_kind(frame.processor)
-        if service not in SPEECH_SERVICES or frame.category is ErrorCategory.APPLICATION:
+        if service not in CALL_SERVICES or frame.category is ErrorCategory.APPLICATION:
             return
         if self._handing_on:
             return

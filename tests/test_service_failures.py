@@ -1,4 +1,4 @@
-"""A call whose speech service fails is handed on at once, recorded, and counted.
+"""A call whose speech service or LLM fails is handed on at once, recorded, and counted.
 
 Deepgram is the local fake of its streaming endpoint (``tests/fakes/deepgram_server.py``)
 reached through Pipecat's real ``DeepgramSTTService`` and the Deepgram SDK: it refuses a wrong
@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from anthropic import AsyncAnthropic
 from fastapi import FastAPI
-from pipecat.frames.frames import CancelFrame
+from pipecat.frames.frames import CancelFrame, TranscriptionFrame
 from pipecat.services.azure.tts import AzureTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -221,3 +222,30 @@ async def test_a_refused_key_makes_health_503_naming_it_until_the_service_answer
 
 async def _answer(health: ServiceHealth) -> ServiceHealth:
     return health
+
+
+async def test_a_call_whose_llm_refuses_the_key_is_put_through_after_the_caller_speaks(
+    line: Line, twilio_api: FakeTwilioAPI
+) -> None:
+    _, handoff = twilio_handoff(twilio_api)
+    async with AsyncAnthropic(api_key="a-stale-key", base_url=line.fake.base_url) as stale:
+        stale_line = Line(line.fake, stale, line.memory)
+        async with stale_line.call(
+            ANA,
+            CALL_SID,
+            transport=PhoneLine(),
+            kind="twilio",
+            handoff=handoff,
+            RAPPORT_TRANSFER_TO=TARGET,
+        ) as call:
+            said = TranscriptionFrame("Are you open today?", "caller", "2026-03-02T10:00:00Z")
+            await call.call.worker.queue_frame(said)
+            await call.finished()
+
+    (update,) = twilio_api.updates
+    assert update.form["Twiml"].startswith(
+        f'<Response><Say language="en-US">{SERVICE_DOWN_PUTTING_THROUGH["en"]}</Say><Dial>'
+    )
+    record = await runtime_of(line).store.get_call(caller_of(line, ANA), CALL_SID)
+    assert record is not None and record.ended_reason == "failed: llm unavailable"
+    assert UPSTREAM.refused() == {"llm": "refused the key: check ANTHROPIC_API_KEY"}
