@@ -17,7 +17,7 @@ import runpy
 import sys
 from typing import TYPE_CHECKING
 
-from cli.main import main
+from cli.main import run
 
 if TYPE_CHECKING:
     from pipecat.runner.types import RunnerArguments
@@ -36,4 +36,4 @@ def console() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run(sys.argv[1:]))

@@ -38,7 +38,7 @@ from memory.analysis.settings import AnalysisSettings
 from memory.backend.connect import display_url
 from memory.backoff import backoff_delay
 from memory.calls.recorder import CallRecorder
-from memory.errors import MemoryUnavailableError
+from memory.errors import ConfigurationError, MemoryUnavailableError
 from memory.health import ServiceHealth, check_health
 from memory.models import CallerMemory
 from memory.recall.embeddings import Embedder, default_embedder
@@ -155,7 +155,9 @@ class RapportBot:
     async def _try_open_memory(self) -> bool:
         try:
             self._runtime = await open_memory(self._settings.memory)
-        except MemoryUnavailableError:
+        except (MemoryUnavailableError, ConfigurationError):
+            # A data folder or pepper file that broke after the start-up check (which exits on
+            # them) is retried like a Redis that went away: calls go on meanwhile.
             return False
         memory = self._settings.memory
         where = (

@@ -1,4 +1,4 @@
-"""Bot settings, from the environment and ``.env``.
+"""Bot settings, from the environment (``.env`` fills it in first: see :mod:`cli.environment`).
 
 Keys are checked when the bot starts, not when a call first needs them: a missing key fails
 start-up with one line naming the variable and the README section that explains it.
@@ -18,10 +18,7 @@ from bot.trust import UnverifiedCallers
 from memory.errors import ConfigurationError, InvalidIdentityError
 from memory.language import LANGUAGES
 from memory.privacy.identity import validate_agent_id
-from memory.settings import MemorySettings
-
-#: Where the README explains each group of variables.
-README_KEYS = "README.md#configuration"
+from memory.settings import README_KEYS, MemorySettings
 
 DEFAULT_PROMPT = Path(__file__).with_name("prompts") / "system.md"
 
@@ -55,7 +52,7 @@ def public_host(value: str) -> str:
 class BotSettings(BaseSettings):
     """Everything a call needs besides memory: keys, models, voices, the agent and its prompt."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     deepgram_api_key: str | None = Field(default=None, alias="DEEPGRAM_API_KEY", repr=False)
     anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY", repr=False)
@@ -129,9 +126,6 @@ class BotSettings(BaseSettings):
     #: Run the post-call analysis worker inside the bot process (``python runner.py worker``
     #: runs it on its own).
     run_worker: bool = Field(default=True, alias="RAPPORT_RUN_WORKER")
-    #: Log level of the bot process. DEBUG shows Pipecat's own logs, which quote prompts and
-    #: transcripts: for development only.
-    log_level: str = Field(default="INFO", alias="RAPPORT_LOG_LEVEL")
 
     memory: MemorySettings = Field(default_factory=MemorySettings)
 

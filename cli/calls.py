@@ -22,7 +22,7 @@ from memory.analysis.fields import shown
 from memory.analysis.followups import follow_ups
 from memory.analysis.settings import AnalysisSettings
 from memory.calls.stats import summarise
-from memory.errors import RapportMemoryError
+from memory.errors import ConfigurationError, RapportMemoryError
 from memory.models import CallRecord, CallStatus, Fact, now
 from memory.privacy.scrub import scrub_turns
 from memory.report import CallReport, Latency
@@ -107,6 +107,8 @@ async def run_calls_command(args: argparse.Namespace) -> int:
             if args.action == "stats":
                 return await _stats(runtime, args)
             return await _show(runtime, args)
+    except ConfigurationError:
+        raise  # cli.main names the setting in one line, exit code 2
     except RapportMemoryError as e:
         print_error(str(e))
         return 1

@@ -1,4 +1,7 @@
-"""Logging for the bot process: a level from settings, and no phone number in any log line.
+"""Logging for every Rapport process: a level from settings, and no phone number in any line.
+
+Every process entry (the bot, the worker, the dashboard, every command: :func:`cli.main.run`)
+calls :func:`configure_logging` with ``RAPPORT_LOG_LEVEL`` before it does anything else.
 
 Our own code logs masked numbers only, but Pipecat's runner logs what it receives at DEBUG
 (the Daily dial-in webhook, the parsed Twilio ``start`` message, the WebRTC start body). A
@@ -15,8 +18,11 @@ from typing import TYPE_CHECKING
 
 import phonenumbers
 from loguru import logger
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memory.privacy.identity import mask_number
+from memory.settings import invalid_settings
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -68,3 +74,35 @@ def configure_logging(level: str) -> None:
     install_redaction()
     logger.remove()
     logger.add(sys.stderr, level=level.upper())
+
+
+#: The levels ``RAPPORT_LOG_LEVEL`` takes (loguru's).
+LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+class LogSettings(BaseSettings):
+    """How much every Rapport process logs."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    #: DEBUG shows Pipecat's own logs, which quote prompts and transcripts: development only.
+    level: str = Field(default="INFO", alias="RAPPORT_LOG_LEVEL")
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        if level.strip().upper() not in LEVELS:
+            raise ValueError(f"must be one of {', '.join(LEVELS)}")
+        return level.strip().upper()
+
+
+def log_level() -> str:
+    """``RAPPORT_LOG_LEVEL``, checked.
+
+    Raises:
+        ConfigurationError: Not a level, named in one line.
+    """
+    try:
+        return LogSettings().level
+    except ValidationError as e:
+        raise invalid_settings(e) from None

@@ -1,7 +1,9 @@
 """The dispatch behind ``python runner.py`` and ``rapport``: a command, or else the bot.
 
 The first argument names a command (``memory``, ``calls``, ``worker``, ``dashboard``); without
-one, the arguments are Pipecat's runner options and the bot serves calls.
+one, the arguments are Pipecat's runner options and the bot serves calls. :func:`run` is the
+whole process (``.env``, logging, then :func:`main`); a setting a command refuses is one line
+naming it on stderr and exit code 2, whichever command it is.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from cli.calls import add_calls_commands
 from cli.dashboard import add_dashboard_command
+from cli.environment import read_env_file
+from cli.logs import configure_logging, log_level
 from cli.memory import add_memory_commands
 from cli.worker import add_worker_command
+from memory.errors import ConfigurationError
+from memory.settings import invalid_settings
 
 PROG = "runner.py"
 
@@ -57,7 +66,12 @@ def main(argv: Sequence[str]) -> int:
     commands = _commands(parser)
     if argv and argv[0] in commands:
         args = parser.parse_args(argv)
-        return asyncio.run(args.handler(args))
+        try:
+            return asyncio.run(args.handler(args))
+        except (ValidationError, SettingsError) as e:
+            return _refused(args.command, invalid_settings(e))
+        except ConfigurationError as e:
+            return _refused(args.command, e)
     if argv and not argv[0].startswith("-"):
         names = ", ".join(commands)
         print(
@@ -70,3 +84,24 @@ def main(argv: Sequence[str]) -> int:
     from cli.serve import run_bot
 
     return run_bot(argv)
+
+
+def _refused(command: str, error: ConfigurationError) -> int:
+    """A setting a command cannot start with: one line naming it, exit code 2."""
+    print(f"rapport {command}: {error}", file=sys.stderr)
+    return 2
+
+
+def run(argv: Sequence[str]) -> int:
+    """The whole process, as ``python runner.py`` and ``rapport`` run it; the exit code.
+
+    ``.env`` is read once, before any setting (the environment wins over it); then logging is
+    set up as ``RAPPORT_LOG_LEVEL`` says, phone numbers masked, for the bot and every command.
+    """
+    read_env_file()
+    try:
+        configure_logging(log_level())
+    except ConfigurationError as e:
+        print(f"rapport: {e}", file=sys.stderr)
+        return 2
+    return main(argv)

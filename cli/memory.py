@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.format import console, print_error, when
-from memory.errors import RapportMemoryError
+from memory.errors import ConfigurationError, RapportMemoryError
 from memory.privacy.identity import CallerIdentity
 from memory.runtime import MemoryRuntime, memory_runtime
 from memory.store.queue import AnalysisQueue
@@ -58,6 +58,8 @@ async def run_memory_command(args: argparse.Namespace) -> int:
                 sys.stdout.write("\n")
                 return 0
             return await _forget(runtime, caller, args)
+    except ConfigurationError:
+        raise  # cli.main names the setting in one line, exit code 2
     except RapportMemoryError as e:
         print_error(str(e))
         return 1
@@ -121,8 +123,7 @@ async def _show(runtime: MemoryRuntime, caller: CallerIdentity, typed: str) -> i
 
 async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse.Namespace) -> int:
     question = f"Forget everything about {args.caller} for {caller.agent_id}? Type 'yes': "
-    if not args.yes and console.input(question).strip().lower() != "yes":
-        console.print("Nothing was deleted.")
+    if not args.yes and not _confirmed(question):
         return 1
     removed = await runtime.store.forget(caller)
     queue = AnalysisQueue(
@@ -143,3 +144,24 @@ async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse
         "on its own schedule)."
     )
     return 0
+
+
+def _confirmed(question: str) -> bool:
+    """Whether the person at the terminal answered yes; with nobody there to answer, no.
+
+    A script (no terminal on stdin) or an input that ends before an answer deletes nothing and
+    says how to confirm without a terminal.
+    """
+    answer = None
+    if sys.stdin.isatty():
+        try:
+            answer = console.input(question)
+        except EOFError:
+            answer = None
+    if answer is None:
+        print("rapport memory: no answer, nothing deleted (use --yes)", file=sys.stderr)
+        return False
+    if answer.strip().lower() != "yes":
+        console.print("Nothing was deleted.")
+        return False
+    return True

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -25,19 +24,17 @@ from loguru import logger
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from bot.settings import KEYS_FOR_SERVICES, README_KEYS, BotSettings, public_host
-from cli.logs import configure_logging, install_redaction
+from bot.settings import KEYS_FOR_SERVICES, KEYS_FOR_TRANSPORT, BotSettings, public_host
+from cli.logs import configure_logging, install_redaction, log_level
 from memory.analysis.settings import AnalysisSettings
 from memory.errors import ConfigurationError
 from memory.privacy.identity import load_pepper
+from memory.settings import invalid_settings
 
 if TYPE_CHECKING:
     from bot.process import RapportBot
     from bot.services import ServicesFactory
     from web.dashboard import DashboardMemory
-
-
-_UNPARSED_FIELD = re.compile(r'field "(\w+)"')
 
 
 @asynccontextmanager
@@ -72,33 +69,35 @@ def check_settings(transport: str | None, *, proxy: str | None = None) -> BotSet
     Raises:
         ConfigurationError: One line naming what is missing or wrong.
     """
+    if transport is not None and transport not in KEYS_FOR_TRANSPORT:
+        raise ConfigurationError(
+            f"-t {transport}: Rapport does not serve that transport; it serves "
+            f"{', '.join(KEYS_FOR_TRANSPORT)}"
+        )
     try:
         settings = BotSettings()
         analysis = AnalysisSettings()
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
-            for error in e.errors()
-        )
-        raise ConfigurationError(f"Invalid settings ({problems}); see {README_KEYS}") from e
-    except SettingsError as e:  # a value that is not even JSON, before validation
-        field = _UNPARSED_FIELD.search(str(e))
-        name = field and BotSettings.model_fields.get(field[1])
-        variable = name.alias if name else "a setting"
-        raise ConfigurationError(f"{variable} cannot be parsed; see {README_KEYS}") from e
+    except (ValidationError, SettingsError) as e:
+        raise invalid_settings(e) from None
     if proxy:
         try:
             settings = settings.model_copy(update={"public_url": public_host(proxy)})
         except ValueError as e:
             raise ConfigurationError(f"-x/--proxy: {e}") from e
     settings.require(*KEYS_FOR_SERVICES, *settings.keys_for(transport))
-    memory = settings.memory
-    if settings.memory_enabled and memory.redis_url:  # a shared Redis needs RAPPORT_PEPPER
-        load_pepper(redis_url=memory.redis_url, pepper=memory.pepper, data_dir=memory.data_dir)
     settings.system_prompt_template()
     analysis.analysis_fields()
     if settings.run_worker:
         analysis.webhook_signing_secret()
+    memory = settings.memory
+    if settings.memory_enabled:  # last: it may generate the pepper, and says so
+        memory.check_data_dir()
+        load_pepper(
+            redis_url=memory.redis_url,
+            pepper=memory.pepper,
+            data_dir=memory.data_dir,
+            pepper_file=memory.pepper_file,
+        )
     return settings
 
 
@@ -148,8 +147,9 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from web.dashboard import DashboardSettings
 
     try:
-        settings = check_settings(options.transport, proxy=options.proxy)
+        level = "DEBUG" if options.verbose else log_level()
         dashboard_access = DashboardSettings().access(options.host)
+        settings = check_settings(options.transport, proxy=options.proxy)
     except ConfigurationError as e:
         print(f"rapport: {e}", file=sys.stderr)
         return 2
@@ -159,7 +159,8 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
             "Daily dial-in webhooks are not signature-checked (RAPPORT_DAILY_DIALIN_HMAC is "
             "unset): every Daily caller is unverified"
         )
-    # Imported only now: importing the runner loads .env over the environment.
+    # Imported only now: the runner is slow to import. Its own .env load is switched off by
+    # cli.environment.read_env_file, which read .env before any setting.
     from pipecat.runner.run import app, main
 
     from bot import process
@@ -172,7 +173,6 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from web.platforms import add_platform_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
-    log_level = "DEBUG" if options.verbose else settings.log_level
     # Registered before main() adds the runner's routes, so ours win.
     add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
     add_dashboard_routes(app, access=dashboard_access, memory=_dashboard_memory(rapport, settings))
@@ -190,6 +190,6 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
         app.add_middleware(DialinSignatureCheck, secret=settings.daily_dialin_hmac)
     if options.transport not in ROOM_TRANSPORTS:
         app.add_middleware(RoomGate)
-    app.router.lifespan_context = lambda app: _lifespan(rapport, log_level, app)
+    app.router.lifespan_context = lambda app: _lifespan(rapport, level, app)
     main(_runner_parser())
     return 0

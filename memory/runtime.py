@@ -46,10 +46,12 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
     """Connect to the configured Redis and build the store.
 
     Raises:
-        ConfigurationError: ``REDIS_URL`` is set without ``RAPPORT_PEPPER``, or similar.
+        ConfigurationError: The data folder cannot be used (embedded Redis), ``REDIS_URL`` is
+            set without ``RAPPORT_PEPPER``, or similar.
         MemoryUnavailableError: The embedded server did not start.
     """
     settings = settings or MemorySettings()
+    settings.check_data_dir()
     pepper = load_pepper(
         redis_url=settings.redis_url,
         pepper=settings.pepper,

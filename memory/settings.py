@@ -1,4 +1,4 @@
-"""Memory settings, read from the environment and ``.env``.
+"""Memory settings, read from the environment (which a process entry fills in from ``.env``).
 
 ``MemorySettings`` is shared by the bot, the analysis worker and the CLI, so all three find the
 same Redis, the same pepper and the same retention. The worker's own settings are
@@ -7,11 +7,15 @@ same Redis, the same pepper and the same retention. The worker's own settings ar
 
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from memory.backend.connect import URL_SCHEMES
+from memory.errors import ConfigurationError
 from memory.models import MAX_TEXT_CHARS
 from memory.privacy.erasure import DEFAULT_ERASURE_REWRITE_S
 from memory.store.callers import (
@@ -19,6 +23,9 @@ from memory.store.callers import (
     DEFAULT_MAX_VALUE_BYTES,
     DEFAULT_TOMBSTONE_SECONDS,
 )
+
+#: Where the README explains every variable.
+README_KEYS = "README.md#configuration"
 
 #: The worker blocks on the stream for a second at a time; the call path's tight Redis
 #: timeouts would cut every such read short.
@@ -28,7 +35,7 @@ WORKER_COMMAND_TIMEOUT = 5.0
 class MemorySettings(BaseSettings):
     """Where memory lives and how long it is kept."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     pepper: str | None = Field(default=None, alias="RAPPORT_PEPPER", repr=False)
@@ -71,6 +78,44 @@ class MemorySettings(BaseSettings):
         default=30.0, gt=0, alias="RAPPORT_WORKER_HEARTBEAT_MAX_AGE"
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None  # blank: the embedded Redis
+        scheme, separator, _ = url.strip().partition("://")
+        if not separator or scheme not in URL_SCHEMES:
+            schemes = ", ".join(f"{name}://" for name in URL_SCHEMES)
+            raise ValueError(f"must start with one of {schemes}")
+        return url.strip()
+
+    def check_data_dir(self) -> None:
+        """Make sure the embedded Redis can keep its data in ``data_dir`` (created if missing).
+
+        Checked once at start-up; nothing to check with ``REDIS_URL``. A folder that breaks
+        later is the bot's to retry, not a setting's.
+
+        Raises:
+            ConfigurationError: One line naming ``RAPPORT_DATA_DIR``, the folder and the reason.
+        """
+        if self.redis_url:
+            return
+        folder = self.data_dir.expanduser().absolute()
+        blocker = next((path for path in (folder, *folder.parents) if path.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            where = "is a file" if blocker == folder else f"is under a file ({blocker})"
+            raise ConfigurationError(
+                f"RAPPORT_DATA_DIR ({folder}) {where}: give a folder Rapport can write"
+            )
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise ConfigurationError(
+                f"RAPPORT_DATA_DIR ({folder}) cannot be created or written ({e.strerror})"
+            ) from None
+
     def for_worker(self) -> MemorySettings:
         """These settings as the analysis worker uses them, for the bot and the CLI alike.
 
@@ -79,3 +124,38 @@ class MemorySettings(BaseSettings):
         """
         timeout = max(self.redis_command_timeout, WORKER_COMMAND_TIMEOUT)
         return self.model_copy(update={"redis_command_timeout": timeout})
+
+
+_UNPARSED_FIELD = re.compile(r'field "(\w+)"')
+
+
+def invalid_settings(error: ValidationError | SettingsError) -> ConfigurationError:
+    """A settings class's refusal as one line naming each variable (its env alias) and why.
+
+    Args:
+        error: What building a settings class raised: a value that failed validation, or one
+            that is not even parsable (``SettingsError``: JSON settings).
+    """
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'settings'}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        return ConfigurationError(f"Invalid settings ({problems}); see {README_KEYS}")
+    field = _UNPARSED_FIELD.search(str(error))
+    aliases = {
+        name: info.alias
+        for settings in _settings_classes(BaseSettings)
+        for name, info in settings.model_fields.items()
+        if info.alias
+    }
+    variable = aliases.get(field[1], "a setting") if field else "a setting"
+    return ConfigurationError(f"{variable} cannot be parsed; see {README_KEYS}")
+
+
+def _settings_classes(base: type[BaseSettings]) -> list[type[BaseSettings]]:
+    """Every settings class loaded in this process (Rapport's are all ``BaseSettings``)."""
+    found = []
+    for subclass in base.__subclasses__():
+        found += [subclass, *_settings_classes(subclass)]
+    return found

@@ -1,6 +1,6 @@
 """How calls are analysed after they end: the analysis worker's settings.
 
-Read from the environment and ``.env`` like :class:`memory.settings.MemorySettings`, which
+Read from the environment like :class:`memory.settings.MemorySettings`, which
 the worker uses beside these to reach the same Redis with the same pepper.
 """
 
@@ -38,7 +38,7 @@ class AnalysisSettings(BaseSettings):
     Times are in seconds. Defaults suit production; tests shorten the timeouts and backoffs.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     api_key: SecretStr | None = Field(default=None, alias="ANTHROPIC_API_KEY")
     base_url: str | None = Field(default=None, alias="ANTHROPIC_BASE_URL")

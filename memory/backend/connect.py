@@ -73,6 +73,8 @@ def display_url(url: str) -> str:
 
 #: URL schemes that name a Redis Cluster, and the plain scheme each stands for.
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+#: Every scheme ``REDIS_URL`` may have.
+URL_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 
 
 async def open_redis(

@@ -14,6 +14,7 @@ numbers (``+1 415 555 0123`` is valid in the library's metadata).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -273,6 +274,11 @@ def load_pepper(
             raise ConfigurationError(
                 f"RAPPORT_PEPPER must be at least {MIN_PEPPER_CHARS} characters long"
             )
+        if pepper != pepper.strip() or not pepper.isprintable():
+            # A stray line end or quote from a .env would key callers apart between processes.
+            raise ConfigurationError(
+                "RAPPORT_PEPPER is malformed: it has control characters or surrounding spaces"
+            )
         return pepper.encode()
     if redis_url:
         raise ConfigurationError(
@@ -283,15 +289,29 @@ def load_pepper(
     try:
         _move_old_pepper(data_dir / PEPPER_FILENAME, path)
         stored = generated_secret(path)
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigurationError("the generated pepper file cannot be read or written") from err
+    except OSError as err:
+        raise ConfigurationError(
+            f"RAPPORT_PEPPER_FILE ({path}) cannot be read or written ({err.strerror})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"RAPPORT_PEPPER_FILE ({path}) is not a pepper; restore it from backup"
+        ) from None
     if len(stored) < MIN_PEPPER_CHARS:
-        raise ConfigurationError("the generated pepper file is too short; restore it from backup")
+        raise ConfigurationError(
+            f"RAPPORT_PEPPER_FILE ({path}) is too short; restore it from backup"
+        )
+    _warn_generated_pepper(path)
+    return stored.encode()
+
+
+@functools.cache
+def _warn_generated_pepper(path: Path) -> None:
+    # Once per process: the start-up check and the memory it then opens both load the pepper.
     logger.warning(
         "Caller keys use the generated pepper file (RAPPORT_PEPPER_FILE): back it up apart from "
         "the data (losing it orphans every stored memory) or set RAPPORT_PEPPER"
     )
-    return stored.encode()
 
 
 def _move_old_pepper(old: Path, path: Path) -> None:

@@ -24,6 +24,7 @@ from anthropic import AsyncAnthropic
 
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from cli.environment import read_env_file
 from cli.serve import run_bot
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.text_speech import SilentTTS, TextSTT
@@ -107,8 +108,8 @@ async def running_bot(
     Args:
         options: Runner options (``-t twilio``...); host and port are added.
         env: The bot's whole environment (``PATH``, ``HOME`` and ``PYTHONPATH`` are added).
-        folder: Working directory (with no ``.env``: the runner loads one from there) and
-            where ``bot.log`` is written.
+        folder: Working directory (its ``.env``, if any, is read as ``runner.py`` reads it)
+            and where ``bot.log`` is written.
         secrets: Text that must not appear in the log (phone numbers).
         host: Where the server listens (it is always reached on 127.0.0.1).
         program: The script serving the bot (another one gives the bot other services, as
@@ -163,4 +164,5 @@ async def serving(
 
 
 if __name__ == "__main__":
+    read_env_file()  # as runner.py does
     sys.exit(run_bot(sys.argv[1:], services=text_services))

@@ -77,7 +77,11 @@ async def hang_up(
     for role, text in turns:
         await store.append_turn(who, Turn(role=role, text=text, call_id=call_id))
     record = CallRecord(
-        call_id=call_id, agent_id=AGENT, started_at=started, ended_at=now(), ended_reason="hangup"
+        call_id=call_id,
+        agent_id=who.agent_id,
+        started_at=started,
+        ended_at=now(),
+        ended_reason="hangup",
     )
     assert await end_call(store, queue, who, record)
     return who

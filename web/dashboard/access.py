@@ -48,12 +48,15 @@ KEY_FILE_VARIABLE = "RAPPORT_DASHBOARD_KEY_FILE"
 MIN_SESSION_KEY_CHARS = 32
 #: The generated key file's name in the config folder, beside the pepper.
 KEY_FILENAME = "dashboard-key"
+#: Shortest password a dashboard reachable beyond loopback accepts (five failed logins a
+#: minute per address leave a long one out of reach).
+MIN_PASSWORD_CHARS = 12
 
 
 class DashboardSettings(BaseSettings):
-    """The dashboard's password and session key, from the environment or ``.env``."""
+    """The dashboard's password and session key, from the environment."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     password: SecretStr | None = Field(default=None, alias=PASSWORD_VARIABLE, repr=False)
     session_key: SecretStr | None = Field(default=None, alias=SESSION_KEY_VARIABLE, repr=False)
@@ -98,15 +101,23 @@ class DashboardSettings(BaseSettings):
 
 
 def require_password_beyond_loopback(host: str, password: str | None) -> None:
-    """Refuse to serve the dashboard beyond loopback without a password.
+    """Refuse to serve the dashboard beyond loopback without a password of a useful length.
 
     Raises:
-        ConfigurationError: ``host`` is not loopback and no password is set.
+        ConfigurationError: ``host`` is not loopback and the password is unset or shorter than
+            ``MIN_PASSWORD_CHARS``.
     """
-    if not password and not is_loopback(host):
+    if is_loopback(host):
+        return
+    if not password:
         raise ConfigurationError(
             f"{PASSWORD_VARIABLE} is not set: the dashboard listens on {host}, beyond loopback, "
             "and needs a password"
+        )
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ConfigurationError(
+            f"{PASSWORD_VARIABLE} is too short: the dashboard listens on {host}, beyond "
+            f"loopback, and needs a password of at least {MIN_PASSWORD_CHARS} characters"
         )
 
 
