@@ -63,9 +63,10 @@ from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
-from memory.recall.embeddings import Embedder
+from memory.recall.call_start import call_start_spec, load_call_start
 from memory.report import load_prices
 from memory.runtime import MemoryAccess, MemoryRuntime
+from memory.store.digest import CallStartSpec
 from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
@@ -97,9 +98,11 @@ class PreparedCall:
             self.memory.cancel()
 
 
-async def _load(runtime: MemoryRuntime, caller: CallerIdentity) -> CallerMemory | None:
+async def _load(
+    runtime: MemoryRuntime, caller: CallerIdentity, spec: CallStartSpec
+) -> CallerMemory | None:
     try:
-        return await runtime.store.load(caller)
+        return await load_call_start(runtime.store, caller, spec)
     except MemoryUnavailableError:
         logger.warning("Memory unavailable for the call of {}; going on without", caller.masked)
         return None
@@ -127,7 +130,13 @@ def prepare_call(
     )
     if caller is None:
         return PreparedCall(origin=origin, caller=None, memory=None)
-    task = asyncio.create_task(_load(memory.runtime, caller), name=f"memory-{origin.call_id}")
+    spec = call_start_spec(
+        purpose=settings.agent_purpose,
+        token_budget=settings.memory_token_budget,
+        max_facts=settings.max_facts,
+        embedder=memory.embedder,
+    )
+    task = asyncio.create_task(_load(memory.runtime, caller, spec), name=f"memory-{origin.call_id}")
     return PreparedCall(origin=origin, caller=caller, memory=task)
 
 
@@ -224,7 +233,7 @@ def build_call(
         call_started_at=prepared.started_at,
     ).register(services.llm)
     call_language = _call_language(settings)
-    memory_context = _memory_context(settings, prepared, prompt_template, embedder)
+    memory_context = _memory_context(settings, prepared, prompt_template, memory)
     observer = _call_report(settings, prepared, memory_context)
     recorder = _recorder(memory, prepared, observer)
     line = handoff if transport is not None else None
@@ -334,14 +343,15 @@ def _memory_context(
     settings: BotSettings,
     prepared: PreparedCall,
     prompt_template: str,
-    embedder: Embedder | None,
+    memory: MemoryAccess | None,
 ) -> MemoryContextProcessor:
+    store = memory.runtime.store if memory is not None else None
     return MemoryContextProcessor(
         memory=prepared.memory,
         prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
         opening=functools.partial(opening_line, business_name=settings.business_name),
         voices=settings.voices,
-        embedder=embedder,
+        embedder=memory.embedder if memory is not None else None,
         params=MemoryContextProcessor.Params(
             default_language=settings.default_language,
             load_budget_s=settings.memory_load_budget_ms / 1000,
@@ -349,6 +359,12 @@ def _memory_context(
             token_budget=settings.memory_token_budget,
             purpose=settings.agent_purpose,
             recall_budget_s=settings.recall_budget_ms / 1000,
+        ),
+        # The call start reads only what its selection needs; recall gets the rest later.
+        load_all=(
+            functools.partial(store.load, prepared.caller)
+            if store is not None and prepared.caller is not None
+            else None
         ),
     )
 

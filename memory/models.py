@@ -157,6 +157,10 @@ class Fact(StoredModel):
 class Turn(StoredModel):
     """One utterance of a call, by the caller (``user``) or the agent (``assistant``)."""
 
+    #: The caller's turn number, given by the store as the turn is appended (a sequence, not
+    #: the clock: two turns said in one millisecond still differ). None until stored, and for
+    #: turns stored before there was one. First, so the stored JSON begins with it.
+    seq: int | None = None
     role: Literal["user", "assistant"]
     text: _Text
     at: float = Field(default_factory=now)
@@ -293,11 +297,23 @@ class CallRecord(StoredModel):
 
 @dataclass(slots=True)
 class CallerMemory:
-    """Everything one call loads about its caller, in one round trip."""
+    """Everything one call loads about its caller, in one round trip.
+
+    Attributes:
+        profile: The caller's profile.
+        facts: Their facts within retention that may be injected, most recently confirmed first.
+        recent_turns: The most recent turns within retention, oldest first.
+        selected: The facts the call start chose, when they came ready-made from the caller's
+            call-start digest (see :mod:`memory.store.digest`); ``facts`` then holds only them.
+        complete: False when ``facts`` holds only part of them (a call start reads what its
+            selection needs): per-turn recall then loads the rest.
+    """
 
     profile: CallerProfile = field(default_factory=CallerProfile)
     facts: list[Fact] = field(default_factory=list)
     recent_turns: list[Turn] = field(default_factory=list)
+    selected: list[Fact] | None = None
+    complete: bool = True
 
     @property
     def is_empty(self) -> bool:

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from pipecat.frames.frames import DataFrame, EndWorkerFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from processors.pipecat_options import pipecat_options
+
 
 class Handoff(Protocol):
     """How a transport hands its caller to ``target``; True once the transport accepted it."""
@@ -60,7 +62,7 @@ class CallHandoffProcessor(FrameProcessor):
         end_reason: str,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**pipecat_options(type(self).__name__, kwargs))
         self._handoff = handoff
         self._on_done = on_done
         self._on_failed = on_failed

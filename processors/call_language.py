@@ -28,6 +28,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.settings import TTSSettings
 
 from memory.language import LANGUAGES
+from processors.pipecat_options import pipecat_options
 
 #: Words the caller must say in a new language, over consecutive final transcripts, to switch.
 SWITCH_WORDS = 4
@@ -71,7 +72,7 @@ class CallLanguageProcessor(FrameProcessor):
     """
 
     def __init__(self, *, voices: Mapping[str, TTSSettings], language: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**pipecat_options(type(self).__name__, kwargs))
         self._voices = voices
         self._language = primary_language(language)
         self._candidate: str | None = None

@@ -21,6 +21,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from memory.calls.recorder import CallRecorder
 from processors.call_language import CallLanguageFrame
+from processors.pipecat_options import pipecat_options
 
 
 class EndOfCallProcessor(FrameProcessor):
@@ -36,7 +37,7 @@ class EndOfCallProcessor(FrameProcessor):
     def __init__(
         self, *, recorder: CallRecorder | None, language: str | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**pipecat_options(type(self).__name__, kwargs))
         self._recorder = recorder
         self._language = language
 

@@ -39,6 +39,7 @@ from memory.recall.ranking import call_start_facts, turn_id
 from memory.recall.render import fill_template, render_memory
 from memory.recall.turns import MemoryStats, TurnRecall
 from processors.call_language import CallLanguageFrame, reply_language_rule
+from processors.pipecat_options import pipecat_options
 
 #: Share of the call-start budget kept for choosing and rendering facts after the load.
 SELECTION_SHARE = 0.2
@@ -50,14 +51,17 @@ class MemoryContextProcessor(FrameProcessor):
     Sits between the user aggregator and the LLM.
 
     Args:
-        memory: The caller's memory, being loaded since the caller was identified; None when
-            memory is off or the caller is anonymous.
+        memory: The caller's memory for the call start, being loaded since the caller was
+            identified (see :func:`memory.recall.call_start.load_call_start`); None when memory
+            is off or the caller is anonymous.
         prompt_template: The system prompt with a ``{{memory}}`` placeholder.
         opening: The first words of the call, from the memory it started with (None: none)
             and the caller's language; spoken at once, so it must need no LLM request.
         voices: TTS voice by language.
         embedder: Adds dense relevance to selection and recall (loaded already; None: lexical).
         params: Budgets and sizes.
+        load_all: Loads all of the caller's memory, for per-turn recall, when the call start's
+            memory holds only part of it (read after the call start, never on its path).
     """
 
     class Params(BaseModel):
@@ -90,15 +94,17 @@ class MemoryContextProcessor(FrameProcessor):
         voices: Mapping[str, str],
         embedder: Embedder | None = None,
         params: Params | None = None,
+        load_all: Callable[[], Awaitable[CallerMemory | None]] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**pipecat_options(type(self).__name__, kwargs))
         self._params = params or MemoryContextProcessor.Params()
         self._source = memory
         self._template = prompt_template
         self._opening = opening
         self._voices = voices
         self._embedder = embedder
+        self._load_all = load_all
         self._language = self._params.default_language
         self._reply_language: str | None = None  # stated in the prompt once the caller switched
         self._memory: CallerMemory | None = None
@@ -167,9 +173,16 @@ class MemoryContextProcessor(FrameProcessor):
             in_prompt = {f.id for f in self._facts} | {
                 turn_id(t) for t in self._memory.recent_turns
             }
-            self._index_task = self.create_task(
-                self._recall.build(self._memory, in_prompt=in_prompt)
-            )
+            self._index_task = self.create_task(self._build_recall(self._memory, in_prompt))
+
+    async def _build_recall(self, memory: CallerMemory, in_prompt: set[str]) -> None:
+        """Index the caller's memory for per-turn recall, all of it when the start had part."""
+        if not memory.complete and self._load_all is not None:
+            try:
+                memory = await self._load_all() or memory
+            except RapportMemoryError as e:
+                await self.push_error("The rest of the caller's memory could not be loaded", e)
+        await self._recall.build(memory, in_prompt=in_prompt)
 
     async def _set_prompt(self) -> None:
         block = render_memory(

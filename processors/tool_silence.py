@@ -41,6 +41,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from memory.language import LANGUAGES, primary_language
+from processors.pipecat_options import pipecat_options
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class ToolSilenceGuard(FrameProcessor):
             **kwargs: Passed to `FrameProcessor`.
 
         """
-        super().__init__(**kwargs)
+        super().__init__(**pipecat_options(type(self).__name__, kwargs))
         self._filler_after = filler_after
         self._phrases = phrases
         self._ending_tools = frozenset(ending_tools)

@@ -11,6 +11,7 @@ from pipecat.tests.utils import run_test
 from redis.asyncio import Redis
 
 from memory.models import Fact, now
+from memory.recall.call_start import call_start_spec, load_call_start
 from memory.recall.embeddings import HashingEmbedder
 from memory.store.callers import MemoryStore
 from processors.memory_context import MemoryContextProcessor
@@ -39,18 +40,7 @@ class _CountingEmbedder(HashingEmbedder):
         return super().embed(texts)
 
 
-@pytest.mark.parametrize(
-    "count",
-    [
-        1_000,
-        pytest.param(
-            10_000,
-            # Passes alone and beside busy processes, but not reliably inside the whole suite:
-            # the 10,000-fact load still holds the event loop past the budget there.
-            marks=pytest.mark.xfail(reason="call start budget at 10,000 facts in the full suite"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("count", [1_000, 10_000])
 async def test_call_start_with_many_facts_without_vectors_is_released_within_the_budget(
     redis_client: Redis, key_prefix: str, count: int
 ) -> None:
@@ -66,15 +56,15 @@ async def test_call_start_with_many_facts_without_vectors_is_released_within_the
     )
     await store.set_name(who, "Marta")
     embedder = _CountingEmbedder()
-    memory = asyncio.ensure_future(store.load(who))
+    spec = call_start_spec(purpose="orders", token_budget=400, max_facts=10, embedder=embedder)
+    memory = asyncio.ensure_future(load_call_start(store, who, spec))
     proc = _TimedStart(
         memory=memory,
         prompt_template=TEMPLATE,
         opening=opening,
         voices=VOICES,
-        load_budget_s=BUDGET_S,
         embedder=embedder,
-        purpose="orders",
+        params=MemoryContextProcessor.Params(load_budget_s=BUDGET_S, purpose="orders"),
     )
     down, _ = await run_test(proc, frames_to_send=[], expected_down_frames=None)
     assert proc.took_s is not None and proc.took_s < BUDGET_S + 0.03

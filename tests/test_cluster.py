@@ -21,6 +21,7 @@ from memory.backend.embedded import redis_server_binary
 from memory.calls.closing import end_call
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.privacy.identity import identify
+from memory.recall.call_start import call_start_spec, load_call_start, rebuild_digest
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.support.values import PEPPER_BYTES as PEPPER
@@ -141,3 +142,29 @@ async def test_a_whole_call_on_a_cluster(cluster_store: tuple[MemoryStore, Analy
     assert removed["keys"] > 0 and removed["calls"] == 1
     assert (await store.load(callers[0])).is_empty  # type: ignore[arg-type]
     assert (await store.load(callers[1])).profile.call_count == 1  # type: ignore[arg-type]
+
+
+async def test_the_call_start_digest_on_a_cluster(
+    cluster_store: tuple[MemoryStore, AnalysisQueue],
+) -> None:
+    store, _ = cluster_store
+    while await store.digest_requests(count=100):
+        pass  # what the other test's writes asked for
+    spec = call_start_spec(purpose="orders", token_budget=400, max_facts=10, embedder=None)
+    callers = [identify(f"+1 415 555 02{i:02d}", agent_id="acme", pepper=PEPPER) for i in range(8)]
+    for caller in callers:
+        assert caller is not None
+        await store.upsert_facts(caller, [Fact(text="Caller orders a cake every Friday")])
+        await store.set_name(caller, "Marta")
+        fallback = await load_call_start(store, caller, spec)  # none yet: asks for one
+        assert fallback.selected is None
+    requested = await store.digest_requests(count=100)
+    assert {c.key for c in requested} == {c.key for c in callers if c is not None}
+    for caller in requested:
+        assert await rebuild_digest(store, caller, None)
+        memory = await load_call_start(store, caller, spec)
+        assert memory.selected is not None and memory.profile.name == "Marta"
+        await store.upsert_facts(caller, [Fact(text="Caller moved to Girona")])
+        assert await store.read_digest(caller, spec) is None
+        await store.forget(caller)
+        assert not await rebuild_digest(store, caller, None)

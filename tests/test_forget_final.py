@@ -241,7 +241,7 @@ async def test_a_script_error_is_not_reported_as_a_timeout(store: MemoryStore) -
     who = caller()
     record = CallRecord(call_id="c", agent_id="acme", ended_at=now())
     bad_store = MemoryStore(store._redis, prefix="x", max_facts=-1)
-    bad_store._record_call = store._redis.register_script("return redis.call('NOPE')")
+    bad_store._record_call.script = store._redis.register_script("return redis.call('NOPE')")
     try:
         await bad_store.close_call(who, record)
     except MemoryRefusedError as error:

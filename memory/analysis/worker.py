@@ -28,6 +28,10 @@ Every worker also runs the erasure scheduler (:mod:`memory.privacy.erasure`): on
 deadline has passed, one of them has Redis rewrite its append-only file, so erased data leaves
 the disk.
 
+Every worker also keeps call-start digests current (:mod:`memory.store.digest`): after each
+analysis it rebuilds the caller's at once, and every ``DIGEST_EVERY_S`` it rebuilds those other
+writes asked for (``remember``, the dashboard, a call start that found none current).
+
 Several workers, in one process (``concurrency``) or many, share the queue safely.
 """
 
@@ -63,6 +67,7 @@ from memory.metrics import ANALYSIS_DURATION
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
+from memory.recall.call_start import rebuild_digest
 from memory.recall.embeddings import Embedder, default_embedder, with_embeddings
 from memory.report import AnalysisUsage, CallReport, PriceTable, load_prices
 from memory.store.callers import MemoryStore, StaleMemoryError
@@ -79,6 +84,8 @@ _REDIS_PAUSE = 1.0
 _MERGE_ATTEMPTS = 5
 #: How often a running worker renews its heartbeat (``GET /health`` reads it).
 HEARTBEAT_EVERY_S = 5.0
+#: How often a worker rebuilds the call-start digests that writes asked for.
+DIGEST_EVERY_S = 1.0
 
 
 class JobOutcome(StrEnum):
@@ -160,6 +167,7 @@ class AnalysisWorker:
         ]
         tasks.append(asyncio.create_task(self._sweep_periodically(stop), name="analysis-sweeper"))
         tasks.append(asyncio.create_task(self._beat_periodically(stop), name="analysis-heartbeat"))
+        tasks.append(asyncio.create_task(self._digests_periodically(stop), name="call-digests"))
         erasure = self._store.erasure_scheduler()
         tasks.append(asyncio.create_task(erasure.run(stop), name="erasure-scheduler"))
         logger.info("Analysis worker started ({} at a time)", self._settings.concurrency)
@@ -289,6 +297,7 @@ class AnalysisWorker:
                 return JobOutcome.MISSING
         if written:
             await self._embed(caller, merge.upserts)
+            await self.refresh_digest(caller)
         await self._queue.ack(job)
         if not written:
             return JobOutcome.REPLAYED
@@ -309,6 +318,41 @@ class AnalysisWorker:
         for caller in callers:
             await self._embed(caller, await self._store.all_facts(caller))
         return len(callers)
+
+    async def refresh_digest(self, caller: CallerIdentity) -> bool:
+        """Rebuild one caller's call-start digest if it is out of date (see :mod:`.call_start`).
+
+        A failure only leaves the digest stale (call starts take the bounded path meanwhile).
+
+        Returns:
+            True when a new digest was stored.
+        """
+        try:
+            return await rebuild_digest(self._store, caller, self._embedder)
+        except MemoryUnavailableError:
+            raise
+        except Exception as error:
+            # The type only: a message may quote caller memory.
+            logger.warning("Rebuilding a call-start digest failed ({})", type(error).__name__)
+            return False
+
+    async def rebuild_requested_digests(self, *, count: int = 100) -> int:
+        """Rebuild the digests writes asked for since the last time.
+
+        Returns:
+            How many callers were looked at.
+        """
+        callers = await self._store.digest_requests(count=count)
+        for caller in callers:
+            await self.refresh_digest(caller)
+        return len(callers)
+
+    async def _digests_periodically(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with suppress(MemoryUnavailableError):
+                while await self.rebuild_requested_digests():
+                    pass
+            await _sleep_unless(stop, DIGEST_EVERY_S)
 
     async def _scrubbed_transcript(self, job: AnalysisJob, turns: Sequence[Turn]) -> list[Turn]:
         """Scrub the stored transcript in place; the scrubbed turns are all that is used after."""

@@ -6,7 +6,9 @@ Pipecat bot take a call through here, so it is remembered exactly as a bot call 
 - the caller is identified (:meth:`memory.runtime.MemoryRuntime.identify`); an anonymous caller
   is never recorded, and an unverified one gets memory only when the agent's policy allows it
   (``RAPPORT_UNVERIFIED_CALLERS``, the bot's rule in ``bot.pipeline.prepare_call``);
-- memory is loaded once, within a budget (a slow or dead Redis means "no memory", not an error);
+- memory is loaded once, within a budget (a slow or dead Redis means "no memory", not an error),
+  from the caller's call-start digest when it is current
+  (:func:`memory.recall.call_start.load_call_start`, as the bot does);
 - the facts for the call start are chosen by :func:`memory.recall.ranking.call_start_facts`
   and rendered by :func:`memory.recall.render.render_memory`, the same functions the bot's
   ``MemoryContextProcessor`` uses, so a platform's prompt holds the same block the bot's would;
@@ -39,10 +41,12 @@ from memory.errors import MemoryUnavailableError
 from memory.language import primary_language
 from memory.models import CallerMemory, CallTrust, Fact, now
 from memory.privacy.identity import CallerIdentity
+from memory.recall.call_start import call_start_spec, load_call_start
 from memory.recall.embeddings import Embedder
 from memory.recall.ranking import call_start_facts
 from memory.recall.render import fill_template, render_memory
 from memory.runtime import MemoryRuntime
+from memory.store.digest import CallStartSpec
 from memory.store.keys import KeyLayout
 from memory.store.queue import AnalysisQueue
 
@@ -206,7 +210,13 @@ async def open_call(
             trust=trust,
             started_at=session.started_at,
         )
-    session.memory = await _load(runtime, caller, policy.load_budget_s)
+    spec = call_start_spec(
+        purpose=policy.purpose,
+        token_budget=policy.token_budget,
+        max_facts=policy.max_facts,
+        embedder=embedder,
+    )
+    session.memory = await _load(runtime, caller, spec, policy.load_budget_s)
     if session.memory is not None and not session.memory.is_empty:
         session.facts = await asyncio.to_thread(
             call_start_facts,
@@ -223,11 +233,11 @@ async def open_call(
 
 
 async def _load(
-    runtime: MemoryRuntime, caller: CallerIdentity, budget_s: float
+    runtime: MemoryRuntime, caller: CallerIdentity, spec: CallStartSpec, budget_s: float
 ) -> CallerMemory | None:
     try:
         async with asyncio.timeout(budget_s):
-            return await runtime.store.load(caller)
+            return await load_call_start(runtime.store, caller, spec)
     except TimeoutError:
         logger.warning("Memory of {} was not ready within the load budget", caller.masked)
     except MemoryUnavailableError:

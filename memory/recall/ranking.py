@@ -148,7 +148,13 @@ class Recalled:
 
 
 def turn_id(turn: Turn) -> str:
-    """Stable id of a stored turn: its call and the millisecond it was said."""
+    """Stable id of a stored turn: the caller's turn number the store gave it.
+
+    A turn stored before turns were numbered (or not stored) falls back to its call and the
+    millisecond it was said.
+    """
+    if turn.seq is not None:
+        return f"turn:{turn.seq}"
     return f"{turn.call_id or 'call'}:{round(turn.at * 1000)}"
 
 
@@ -611,6 +617,9 @@ def call_start_facts(
 ) -> list[Fact]:
     """The facts a call starts with: two thirds of the block's budget, steered by the purpose.
 
+    The one selection of a call start: a call-start digest stores what it chose (the memory's
+    ``selected``, returned as it is; the digest was built for the same purpose and budgets).
+
     Args:
         memory: The caller's loaded memory.
         purpose: What the agent is for (``RAPPORT_AGENT_PURPOSE``).
@@ -618,6 +627,8 @@ def call_start_facts(
         max_facts: Most facts chosen.
         embedder: Adds dense relevance to the choice (None: lexical only).
     """
+    if memory.selected is not None:
+        return list(memory.selected)
     return select_for_call_start(
         memory, purpose=purpose, token_budget=token_budget * 2 // 3, k=max_facts, embedder=embedder
     )

@@ -25,6 +25,10 @@ Every facts write bumps the caller's facts version (``facts_version`` in the pro
 analysis worker writes its merge only if the version is still the one it merged against
 (:class:`StaleMemoryError` otherwise, and it merges again), so two analyses of one caller never
 bring back a superseded fact.
+
+Every write that changes what the next call start reads bumps the caller's memory version and
+asks the worker to rebuild their call-start digest (:mod:`memory.store.digest`); appended turns
+bump it too and are followed by the call's close, which asks.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from memory.privacy.erasure import DEFAULT_ERASURE_REWRITE_S, ErasureScheduler, 
 from memory.privacy.identity import CallerIdentity
 from memory.store.codec import (
     PARSE_INLINE_FACTS,
+    candidate_facts,
     json_value,
     parse_facts,
     parse_one,
@@ -63,18 +68,21 @@ from memory.store.codec import (
     profile_update,
     turn_json,
 )
+from memory.store.digest import CallStartSpec, decode_digest
 from memory.store.followup_index import FollowUpIndex
 from memory.store.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref, glob_escaped
 from memory.store.scripts import (
-    APPEND_TURNS,
-    HSET_ALL,
-    MARK_FAILED,
-    RECORD_CALL,
     REFUSED,
-    REPLACE_TURNS,
-    SET_EMBEDDINGS,
     STALE,
-    UPSERT_FACTS,
+    AppendTurns,
+    DeleteFacts,
+    HsetAll,
+    MarkFailed,
+    RecordCall,
+    ReplaceTurns,
+    SetEmbeddings,
+    UpsertFacts,
+    WriteDigest,
 )
 
 #: Turns kept per call transcript; a runaway call cannot grow a record without bound.
@@ -138,14 +146,16 @@ class MemoryStore:
         self._max_value_bytes = max_value_bytes
         self._tombstone_seconds = tombstone_seconds
         self._erasure_rewrite_s = erasure_rewrite_s
-        self._record_call = redis.register_script(RECORD_CALL)
-        self._upsert_facts = redis.register_script(UPSERT_FACTS)
-        self._append_turns = redis.register_script(APPEND_TURNS)
+        self._record_call = RecordCall(redis)
+        self._upsert_facts = UpsertFacts(redis)
+        self._append_turns = AppendTurns(redis)
         self._reads = ReadCoalescer(redis)
-        self._hset_all = redis.register_script(HSET_ALL)
-        self._replace_turns = redis.register_script(REPLACE_TURNS)
-        self._mark_failed = redis.register_script(MARK_FAILED)
-        self._set_embeddings = redis.register_script(SET_EMBEDDINGS)
+        self._hset_all = HsetAll(redis)
+        self._replace_turns = ReplaceTurns(redis)
+        self._mark_failed = MarkFailed(redis)
+        self._set_embeddings = SetEmbeddings(redis)
+        self._delete_facts = DeleteFacts(redis)
+        self._write_digest = WriteDigest(redis)
         self.followups = FollowUpIndex(redis, self._keys, retention_seconds=self.ttl_seconds)
 
     def erasure_scheduler(self) -> ErasureScheduler:
@@ -165,6 +175,11 @@ class MemoryStore:
 
     def _tombstone(self, caller: CallerIdentity) -> str:
         return self._keys.caller(caller, "forgotten")
+
+    @property
+    def digest_requests_key(self) -> str:
+        """Set of ``agent|callerkey`` whose call-start digest is out of date (for the worker)."""
+        return f"{self._keys.queue}:digest"
 
     @property
     def embedding_requests_key(self) -> str:
@@ -211,23 +226,124 @@ class MemoryStore:
             recent_turns=[turn for turn in turns if turn.at >= cutoff],
         )
 
+    # -- the call start ----------------------------------------------------------------------
+
+    async def read_digest(self, caller: CallerIdentity, spec: CallStartSpec) -> CallerMemory | None:
+        """The caller's call-start memory from their digest, in one round trip.
+
+        Returns:
+            The profile, recent turns and chosen facts (``selected``); None when there is no
+            digest, or it is stale (the memory changed since, another spec, too old).
+        """
+        keys = self._keys.caller_keys(caller)
+
+        def commands(pipe: Any) -> None:
+            pipe.get(keys["digest"])
+            pipe.hget(keys["profile"], "memory_version")
+
+        raw, version = await redis_reply(self._reads(commands, 2))
+        return decode_digest(raw, version=int(version or 0), spec=spec, at=now())
+
+    async def load_candidates(
+        self, caller: CallerIdentity, *, count: int, vectors: bool
+    ) -> tuple[CallerMemory, int]:
+        """What a call start's selection needs, bounded whatever the caller's memory holds.
+
+        The profile and recent turns as :meth:`load` reads them, and of the facts only the
+        ``count`` candidates the selection ranks (:func:`memory.store.codec.candidate_facts`),
+        validated in full; the rest are read for their confidence and time only. Vectors are
+        read only when asked for, and only the candidates'.
+
+        Returns:
+            The memory (``complete`` when no fact was left out) and the memory version it was
+            read at.
+        """
+        keys = self._keys.caller_keys(caller)
+        recent = self._recent_turns
+
+        def commands(pipe: Any) -> None:
+            pipe.hgetall(keys["profile"])
+            pipe.hgetall(keys["facts"])
+            pipe.lrange(keys["turns"], -recent, -1) if recent else pipe.lrange(keys["turns"], 1, 0)
+
+        profile_raw, facts_raw, turns_raw = await redis_reply(self._reads(commands, 3))
+        cutoff = self._cutoff()
+        candidates, eligible = candidate_facts(facts_raw, cutoff=cutoff, count=count)
+        embeddings: dict[bytes, bytes] = {}
+        if vectors and candidates:
+            ids = list(candidates)
+            stored = await redis_reply(self._redis.hmget(keys["emb"], ids))
+            embeddings = {i: v for i, v in zip(ids, stored, strict=True) if v is not None}
+        facts = [
+            fact
+            for fact in parse_facts(candidates, embeddings)
+            if fact.injectable and fact.last_confirmed_at >= cutoff
+        ]
+        memory = CallerMemory(
+            profile=parse_profile(profile_raw),
+            facts=facts,
+            recent_turns=[turn for turn in parse_turns(turns_raw) if turn.at >= cutoff],
+            complete=eligible <= count,
+        )
+        return memory, int(profile_raw.get(b"memory_version") or 0)
+
+    async def write_digest(self, caller: CallerIdentity, *, version: int, digest: bytes) -> bool:
+        """Store a call-start digest built from the memory at ``version``.
+
+        Returns:
+            False when the memory changed since (the digest would be stale) or is gone.
+        """
+        return await self._write_digest(
+            profile=self.key_for(caller, "profile"),
+            digest_key=self.key_for(caller, "digest"),
+            version=version,
+            digest=digest,
+            ttl=self.ttl_seconds,
+        )
+
+    async def request_digest(self, caller: CallerIdentity, spec: CallStartSpec) -> None:
+        """Ask the worker for a caller's digest, and tell it how their agent chooses facts."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._keys.agent(caller.agent_id, "callstart"), spec.to_json())
+        self._ask_for_digest(pipe, caller)
+        await redis_reply(pipe.execute())
+
+    async def call_start_spec(self, agent_id: str) -> CallStartSpec | None:
+        """How an agent's call start chooses facts, as its bot last said (None: never said)."""
+        raw = await redis_reply(self._redis.get(self._keys.agent(agent_id, "callstart")))
+        return None if raw is None else CallStartSpec.from_json(raw)
+
+    async def digest_requests(self, *, count: int = 100) -> list[CallerIdentity]:
+        """Take up to ``count`` callers whose call-start digest is out of date (each once)."""
+        return await self._take_requests(self.digest_requests_key, count)
+
     async def request_embeddings(self, caller: CallerIdentity) -> None:
         """Ask the worker to embed a caller's facts that have no current vector.
 
         Nothing is embedded on the call path: such facts are ranked lexically meanwhile.
         """
         pipe = self._redis.pipeline(transaction=False)
+        self._ask_for_embeddings(pipe, caller)
+        await redis_reply(pipe.execute())
+
+    def _ask_for_embeddings(self, pipe: Any, caller: CallerIdentity) -> None:
         pipe.sadd(self.embedding_requests_key, f"{caller.agent_id}|{caller.key}")
         pipe.expire(self.embedding_requests_key, _DAY)
-        await redis_reply(pipe.execute())
+
+    def _ask_for_digest(self, pipe: Any, caller: CallerIdentity) -> None:
+        pipe.sadd(self.digest_requests_key, f"{caller.agent_id}|{caller.key}")
+        pipe.expire(self.digest_requests_key, _DAY)
 
     async def embedding_requests(self, *, count: int = 100) -> list[CallerIdentity]:
         """Take up to ``count`` callers whose facts wait for embeddings (each taken once)."""
-        members = await redis_reply(self._redis.spop(self.embedding_requests_key, count))
+        return await self._take_requests(self.embedding_requests_key, count)
+
+    async def _take_requests(self, key: str, count: int) -> list[CallerIdentity]:
+        members = await redis_reply(self._redis.spop(key, count))
         callers = []
         for member in members or []:
-            agent_id, _, key = member.decode().partition("|")
-            callers.append(CallerIdentity(agent_id=agent_id, key=key, masked=""))
+            agent_id, _, caller_key = member.decode().partition("|")
+            callers.append(CallerIdentity(agent_id=agent_id, key=caller_key, masked=""))
         return callers
 
     async def append_turn(self, caller: CallerIdentity, turn: Turn) -> None:
@@ -262,23 +378,22 @@ class MemoryStore:
             raise ValueError("stored turns need the call_id of one call")
         keys = self._keys.caller_keys(caller)
         _, transcript_key = self._keys.call(caller, call_id)
-        # The transcript key already names the call; recent turns are told apart by time.
+        # The transcript key already names the call; the script numbers each turn (``seq``).
         payloads = [turn_json(t) for t in turns]
         started = turns[0].at if call_started_at is None else call_started_at
         open_calls = self._keys.agent(caller.agent_id, "open")
         member = agent_call_member(caller.key, call_id)
-        appended = await redis_reply(
-            self._append_turns(
-                keys=[transcript_key, keys["turns"], keys["profile"], self._tombstone(caller)],
-                args=[
-                    MAX_TRANSCRIPT_TURNS,
-                    self._recent_turns,
-                    caller.masked,
-                    self.ttl_seconds,
-                    *payloads,
-                    repr(started),
-                ],
-            )
+        appended = await self._append_turns(
+            transcript=transcript_key,
+            recent=keys["turns"],
+            profile=keys["profile"],
+            tombstone=self._tombstone(caller),
+            transcript_cap=MAX_TRANSCRIPT_TURNS,
+            recent_cap=self._recent_turns,
+            masked=caller.masked,
+            ttl=self.ttl_seconds,
+            turns=payloads,
+            call_start=started,
         )
         if appended == REFUSED:
             raise ForgottenCallerError("the caller was forgotten during this call")
@@ -341,38 +456,23 @@ class MemoryStore:
         keys = self._keys.caller_keys(caller)
         record_key, transcript_key = self._keys.call(caller, record.call_id)
         at = record.ended_at or record.started_at
-        profile = profile_update(record)
-        fact_args: list[str | bytes] = []
-        for fact in facts:
-            fact_args += [fact.id, fact.stored_json(), fact.embedding or b""]
-        args: list[str | bytes | int | float] = [
-            record.call_id,
-            "analyse" if record.status == CallStatus.ANALYSED else "close",
-            record.model_dump_json(exclude={"transcript"}, exclude_defaults=True),
-            repr(at),
-            self.ttl_seconds,
-            caller.masked,
-            "" if facts_version is None else str(facts_version),
-            self.max_facts,
-            len(profile),
-            *[item for pair in profile.items() for item in pair],
-            len(fact_args) // 3,
-            *fact_args,
-            repr(record.started_at),
-        ]
-        call_keys = [
-            keys["profile"],
-            keys["facts"],
-            keys["emb"],
-            keys["calls"],
-            record_key,
-            keys["callstate"],
-            transcript_key,
-            keys["turns"],
-            keys["kv"],
-            self._tombstone(caller),
-        ]
-        written = await redis_reply(self._record_call(keys=call_keys, args=args))
+        written = await self._record_call(
+            keys=keys,
+            record_key=record_key,
+            transcript_key=transcript_key,
+            tombstone=self._tombstone(caller),
+            call_id=record.call_id,
+            analysed=record.status == CallStatus.ANALYSED,
+            record_json=record.model_dump_json(exclude={"transcript"}, exclude_defaults=True),
+            at=at,
+            ttl=self.ttl_seconds,
+            masked=caller.masked,
+            facts_version=facts_version,
+            max_facts=self.max_facts,
+            profile=profile_update(record),
+            facts=[(fact.id, fact.stored_json(), fact.embedding or b"") for fact in facts],
+            call_start=record.started_at,
+        )
         if written == REFUSED:
             raise ForgottenCallerError("the caller was forgotten after this call began")
         if written == STALE:
@@ -384,6 +484,7 @@ class MemoryStore:
         pipe.zadd(self._keys.agent(caller.agent_id, "calls"), {member: at})
         if written:
             self.followups.add_to(pipe, caller, record)
+            self._ask_for_digest(pipe, caller)
         await redis_reply(pipe.execute())
         return bool(written)
 
@@ -407,18 +508,28 @@ class MemoryStore:
         """
         if not facts:
             return
-        args: list[str | bytes | int] = [self.ttl_seconds, self.max_facts]
+        rows: list[tuple[str, str, bytes]] = []
         for fact in facts:
             text = valid_text(fact.text[: self.max_text_chars])
             stored = fact if text == fact.text else fact.model_copy(update={"text": text})
-            args += [fact.id, stored.stored_json(), fact.embedding or b""]
-        args.append(repr(now() if call_started_at is None else call_started_at))
-        keys = [self.key_for(caller, part) for part in ("profile", "facts", "emb")]
-        keys.append(self._tombstone(caller))
-        if await redis_reply(self._upsert_facts(keys=keys, args=args)) == REFUSED:
+            rows.append((fact.id, stored.stored_json(), fact.embedding or b""))
+        written = await self._upsert_facts(
+            profile=self.key_for(caller, "profile"),
+            facts_key=self.key_for(caller, "facts"),
+            embeddings=self.key_for(caller, "emb"),
+            tombstone=self._tombstone(caller),
+            ttl=self.ttl_seconds,
+            max_facts=self.max_facts,
+            facts=rows,
+            call_start=now() if call_started_at is None else call_started_at,
+        )
+        if written == REFUSED:
             raise ForgottenCallerError("the caller was forgotten during this call")
+        pipe = self._redis.pipeline(transaction=False)
+        self._ask_for_digest(pipe, caller)
         if any(fact.embedding is None for fact in facts):
-            await self.request_embeddings(caller)
+            self._ask_for_embeddings(pipe, caller)
+        await redis_reply(pipe.execute())
 
     async def _hset(
         self,
@@ -427,17 +538,29 @@ class MemoryStore:
         fields: list[tuple[int, str, str | bytes]],
         *,
         call_started_at: float | None,
+        call_start_reads: bool,
     ) -> None:
-        """Set fields (1-based index into ``parts``, field, value) and refresh the TTLs."""
+        """Set fields (1-based index into ``parts``, field, value) and refresh the TTLs.
+
+        ``call_start_reads``: the fields are part of what a call start reads (the profile's), so
+        the memory version is bumped and the digest rebuilt.
+        """
         if not fields:
             return
-        args: list[str | bytes | int] = [self.ttl_seconds]
-        for index, field, value in fields:
-            args += [index, field, value]
-        args.append(repr(now() if call_started_at is None else call_started_at))
-        keys = [self.key_for(caller, part) for part in parts] + [self._tombstone(caller)]
-        if await redis_reply(self._hset_all(keys=keys, args=args)) == REFUSED:
+        written = await self._hset_all(
+            hashes=[self.key_for(caller, part) for part in parts],
+            tombstone=self._tombstone(caller),
+            ttl=self.ttl_seconds,
+            profile_index=parts.index("profile") + 1 if call_start_reads else 0,
+            fields=fields,
+            call_start=now() if call_started_at is None else call_started_at,
+        )
+        if written == REFUSED:
             raise ForgottenCallerError("the caller was forgotten during this call")
+        if call_start_reads:
+            pipe = self._redis.pipeline(transaction=False)
+            self._ask_for_digest(pipe, caller)
+            await redis_reply(pipe.execute())
 
     async def facts_with_version(self, caller: CallerIdentity) -> tuple[list[Fact], int]:
         """Every stored fact (as :meth:`all_facts`) and the facts version they were read at."""
@@ -451,10 +574,17 @@ class MemoryStore:
 
     async def delete_facts(self, caller: CallerIdentity, fact_ids: Sequence[str]) -> None:
         """Delete facts and their embeddings (ids not stored are ignored)."""
-        if fact_ids:
+        if not fact_ids:
+            return
+        deleted = await self._delete_facts(
+            profile=self.key_for(caller, "profile"),
+            facts_key=self.key_for(caller, "facts"),
+            embeddings=self.key_for(caller, "emb"),
+            fact_ids=fact_ids,
+        )
+        if deleted:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hdel(self.key_for(caller, "facts"), *fact_ids)
-            pipe.hdel(self.key_for(caller, "emb"), *fact_ids)
+            self._ask_for_digest(pipe, caller)
             await redis_reply(pipe.execute())
 
     async def set_embeddings(self, caller: CallerIdentity, embeddings: dict[str, bytes]) -> int:
@@ -465,11 +595,18 @@ class MemoryStore:
         """
         if not embeddings:
             return 0
-        keys = [self.key_for(caller, "facts"), self.key_for(caller, "emb")]
-        args: list[str | bytes | int] = [self.ttl_seconds]
-        for fact_id, embedding in embeddings.items():
-            args += [fact_id, embedding]
-        return int(await redis_reply(self._set_embeddings(keys=keys, args=args)))
+        stored = await self._set_embeddings(
+            facts_key=self.key_for(caller, "facts"),
+            embeddings=self.key_for(caller, "emb"),
+            profile=self.key_for(caller, "profile"),
+            ttl=self.ttl_seconds,
+            vectors=embeddings,
+        )
+        if stored:
+            pipe = self._redis.pipeline(transaction=False)
+            self._ask_for_digest(pipe, caller)
+            await redis_reply(pipe.execute())
+        return stored
 
     async def set_name(
         self, caller: CallerIdentity, name: str, *, call_started_at: float | None = None
@@ -485,6 +622,7 @@ class MemoryStore:
             ["profile"],
             [(1, "name", name), (1, "masked_number", caller.masked)],
             call_started_at=call_started_at,
+            call_start_reads=True,
         )
 
     async def get_call(self, caller: CallerIdentity, call_id: str) -> CallRecord | None:
@@ -577,13 +715,18 @@ class MemoryStore:
         text changed; the same turns among the caller's recent turns are replaced too. A turn
         that is no longer stored at its position is left alone.
         """
+        if not turns:
+            return
         _, transcript_key = self._keys.call(caller, call_id)
-        args: list[str | int] = []
-        for index, turn in enumerate(turns):
-            args += [index, turn_json(turn)]
-        if args:
-            keys = [transcript_key, self.key_for(caller, "turns")]
-            await redis_reply(self._replace_turns(keys=keys, args=args))
+        await self._replace_turns(
+            transcript=transcript_key,
+            recent=self.key_for(caller, "turns"),
+            profile=self.key_for(caller, "profile"),
+            turns=[(index, turn_json(turn)) for index, turn in enumerate(turns)],
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        self._ask_for_digest(pipe, caller)
+        await redis_reply(pipe.execute())
 
     async def mark_failed(self, caller: CallerIdentity, call_id: str, reason: str) -> bool:
         """Record that a closed call's analysis failed; its transcript and record stay.
@@ -598,8 +741,12 @@ class MemoryStore:
             return False
         failed = record.model_copy(update={"status": CallStatus.FAILED, "error": reason})
         payload = failed.model_dump_json(exclude={"transcript"}, exclude_defaults=True)
-        keys = [self.key_for(caller, "callstate"), record_key]
-        return bool(await redis_reply(self._mark_failed(keys=keys, args=[call_id, payload])))
+        return await self._mark_failed(
+            call_states=self.key_for(caller, "callstate"),
+            record_key=record_key,
+            call_id=call_id,
+            record=payload,
+        )
 
     async def recent_calls(self, agent_id: str, *, since: float, limit: int = 500) -> list[CallRef]:
         """Calls of one agent that ended since ``since``, newest first."""
@@ -763,6 +910,7 @@ class MemoryStore:
             ["kv"],
             [(1, valid_text(name), payload)],
             call_started_at=call_started_at,
+            call_start_reads=False,
         )
 
     async def delete_value(self, caller: CallerIdentity, name: str) -> bool:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import msgspec
+import numpy as np
 from loguru import logger
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from memory.models import CallerProfile, CallRecord, Fact, Turn, valid_text
+from memory.models import CONFIDENCE_FLOOR, CallerProfile, CallRecord, Fact, Turn, valid_text
 
 #: Facts parsed on the event loop at most; a caller with more is parsed in a thread.
 PARSE_INLINE_FACTS = 1000
@@ -87,6 +89,80 @@ def parse_facts(raw: dict[bytes, bytes], embeddings: dict[bytes, bytes]) -> list
             fact.embedding = embeddings.get(fact_id)
             facts.append(fact)
     return facts
+
+
+class _Ranked(msgspec.Struct, gc=False):
+    """What choosing candidates needs of a stored fact, and nothing else.
+
+    Not tracked by the garbage collector: reading ten thousand of them allocates nothing a
+    collection would scan, so a read this size cannot set off a full collection (which holds the
+    GIL for as long as the process's whole heap takes to scan).
+    """
+
+    c: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.8
+    lc: float = 0.0
+    sup: str | None = None
+
+
+_RANKED = msgspec.json.Decoder(list[_Ranked])
+_RANKED_ONE = msgspec.json.Decoder(_Ranked)
+
+
+def _ranked(values: list[bytes]) -> list[_Ranked | None]:
+    try:
+        return list(_RANKED.decode(b"[" + b",".join(values) + b"]"))
+    except msgspec.DecodeError:
+        # One bad value fails the batch: decode them one by one, skipping the bad ones.
+        ranked: list[_Ranked | None] = []
+        for value in values:
+            try:
+                ranked.append(_RANKED_ONE.decode(value))
+            except msgspec.DecodeError:
+                ranked.append(None)
+        return ranked
+
+
+def candidate_facts(
+    raw: dict[bytes, bytes], *, cutoff: float, count: int
+) -> tuple[dict[bytes, bytes], int]:
+    """The stored facts a call start ranks: the ``count`` most confident and recent.
+
+    The same facts, in the same order, as loading every fact, keeping the injectable ones within
+    retention most recently confirmed first, and taking the ``count`` best by (confidence,
+    last confirmed) as :meth:`memory.recall.ranking.RecallIndex.from_memory` does; but only
+    confidence, time and supersession are read from each, and only the candidates are then
+    validated in full.
+
+    Returns:
+        The candidates' raw values by fact id (most recently confirmed first), and how many
+        facts were eligible in all.
+    """
+    ids = list(raw)
+    eligible: list[int] = []
+    confirmed_at: list[float] = []
+    confidences: list[float] = []
+    for index, fact in enumerate(_ranked(list(raw.values()))):
+        if (
+            fact is not None
+            and fact.sup is None
+            and fact.c >= CONFIDENCE_FLOOR
+            and fact.lc >= cutoff
+        ):
+            eligible.append(index)
+            confirmed_at.append(fact.lc)
+            confidences.append(fact.c)
+    confirmed = np.array(confirmed_at, dtype=np.float64)
+    confidence = np.array(confidences, dtype=np.float64)
+    # Most recently confirmed first (stable, as the loaded list is sorted).
+    by_time = np.argsort(-confirmed, kind="stable")
+    kept = by_time
+    if len(eligible) > count:
+        # Then the best by (confidence, confirmed), ties in that order (as heapq.nlargest).
+        best = by_time[np.lexsort((-confirmed[by_time], -confidence[by_time]))[:count]]
+        chosen = np.zeros(len(eligible), dtype=bool)
+        chosen[best] = True
+        kept = by_time[chosen[by_time]]
+    return {ids[eligible[index]]: raw[ids[eligible[index]]] for index in kept}, len(eligible)
 
 
 def parse_turns(raws: Sequence[bytes]) -> list[Turn]:

@@ -8,18 +8,21 @@ carries a hash tag, so each multi-key step runs atomically on Redis Cluster too:
   id), ``calls`` (sorted set of call ids by time), ``callstate`` (hash: call id -> ``closed`` or
   ``analysed``), ``turns`` (list: recent turns), ``kv`` (hash of JSON values), ``done`` (hash:
   call id -> who marked its follow-up done, and when), ``platform`` (hash: an open platform
-  call -> the memory block it started with, see :mod:`memory.calls.session`), and per call
+  call -> the memory block it started with, see :mod:`memory.calls.session`), ``digest`` (what
+  the next call start needs, ready-made: see :mod:`memory.store.digest`), and per call
   ``call:<id>`` (the record, JSON) and ``call:<id>:turns`` (list: the transcript).
 - ``{prefix}:{agent:<agent id>}:<part>``: agent-wide indexes, ``callers`` (caller keys by last
   call), ``calls`` and ``open`` (calls ended, and calls with turns but no end, by time),
   ``followups`` and its companions (see :mod:`memory.store.followup_index`), ``audit`` (the
-  dashboard's changes, see :mod:`memory.store.audit`). Members of the call indexes are
+  dashboard's changes, see :mod:`memory.store.audit`), ``callstart`` (how the agent's call
+  start chooses facts, for the worker that builds digests). Members of the call indexes are
   ``callerkey|callid``.
 - ``{prefix}:platform-call:<door>:<call id>``: an open platform call (JSON, no memory content),
   read by whichever process serves its next request.
 - ``{prefix}:{queue}:analysis`` and its ``:dead``, ``:queued``, ``:closing`` and ``:sweep``
-  companions: the analysis queue (see :mod:`memory.store.queue`). Members of ``:queued`` and
-  ``:closing`` are ``agent|callerkey|callid``.
+  companions: the analysis queue (see :mod:`memory.store.queue`); ``:embed`` and ``:digest``:
+  callers whose fact vectors, and call-start digests, the worker is asked to bring up to date.
+  Members of ``:queued`` and ``:closing`` are ``agent|callerkey|callid``.
 
 Agent ids and caller keys hold no ``|`` (see :mod:`memory.privacy.identity`); a call id may, so
 it is always the last field of a member.
@@ -42,6 +45,7 @@ CALLER_PARTS = (
     "kv",
     "done",
     "platform",
+    "digest",
 )
 _SEPARATOR = "|"
 

@@ -2,11 +2,21 @@
 
 Each script runs atomically on the one node that holds the caller's hash tag, so the same code
 runs on a single Redis and on a Redis Cluster. Each states its KEYS and ARGV contract above it;
-:class:`memory.store.callers.MemoryStore` is the only caller and keeps its arguments in step.
+the scripts a typed wrapper runs (:class:`AppendTurns`, :class:`HsetAll`, …) take their keys and
+arguments by name, so the positions live in one place.
+
+Every script that changes what the next call start reads (profile, facts, embeddings, recent
+turns) bumps the caller's ``memory_version`` in the profile hash, in the same atomic step: a
+call-start digest built at another version is stale (see :mod:`memory.store.digest`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from memory.backend.reply import redis_reply
 from memory.models import CONFIDENCE_FLOOR
 
 #: What a write script returns when the tombstone refused it, and when its merge is stale.
@@ -21,6 +31,9 @@ _REFRESH_TTLS = """if ttl > 0 then
   end
 end
 """
+
+# Lua: what the next call start reads changed (``profile`` set by the script).
+_BUMP_VERSION = "redis.call('HINCRBY', profile, 'memory_version', 1)\n"
 
 # Lua: refuse the write when the caller was forgotten after its call began. The tombstone is
 # the last key, the call's start time the last argument.
@@ -37,6 +50,7 @@ if forgot_at and tonumber(ARGV[#ARGV]) < forgot_at then return """
 _CAP_FACTS = (
     """local function cap_facts(profile, facts, emb, cap)
   redis.call('HINCRBY', profile, 'facts_version', 1)
+  redis.call('HINCRBY', profile, 'memory_version', 1)
   if cap <= 0 or redis.call('HLEN', facts) <= cap then return end
   local all = redis.call('HGETALL', facts)
   local rows = {}
@@ -108,7 +122,10 @@ for j = 1, n_facts do
   if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
 end
 if n_facts > 0 then cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[8])) end
-local ttl = tonumber(ARGV[5])
+local profile = KEYS[1]
+"""
+    + _BUMP_VERSION
+    + """local ttl = tonumber(ARGV[5])
 """
     + _REFRESH_TTLS
     + """return 1
@@ -117,19 +134,26 @@ local ttl = tonumber(ARGV[5])
 
 # Rewrites changed turns of one call's transcript, and the same turns among the recent turns
 # (stored with the same JSON), so a scrubbed transcript leaves no copy of what it replaced.
-# KEYS: call turns, recent turns. ARGV: (index, turn json)*
-REPLACE_TURNS = """
+# KEYS: call turns, recent turns, profile. ARGV: (index, turn json)*
+REPLACE_TURNS = (
+    """
+local profile = KEYS[3]
 for i = 1, #ARGV, 2 do
   local index = tonumber(ARGV[i])
   local before = redis.call('LINDEX', KEYS[1], index)
   if before and before ~= ARGV[i + 1] then
     redis.call('LSET', KEYS[1], index, ARGV[i + 1])
     local recent = redis.call('LPOS', KEYS[2], before)
-    if recent then redis.call('LSET', KEYS[2], recent, ARGV[i + 1]) end
+    if recent then
+      redis.call('LSET', KEYS[2], recent, ARGV[i + 1])
+      """
+    + _BUMP_VERSION
+    + """    end
   end
 end
 return 1
 """
+)
 
 # Marks a stored call record failed unless the call was analysed meanwhile. A missing record
 # (forgotten or expired caller) is not recreated.
@@ -142,9 +166,10 @@ return 1
 """
 
 # Stores embeddings of facts that still exist (a fact forgotten meanwhile gets none back).
-# KEYS: facts, embeddings. ARGV: ttl, (fact id, embedding)*
-SET_EMBEDDINGS = """
-local stored = 0
+# KEYS: facts, embeddings, profile. ARGV: ttl, (fact id, embedding)*
+SET_EMBEDDINGS = (
+    """
+local stored, profile = 0, KEYS[3]
 for i = 2, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -153,17 +178,28 @@ for i = 2, #ARGV, 2 do
 end
 local ttl = tonumber(ARGV[1])
 if stored > 0 and ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+if stored > 0 then """
+    + _BUMP_VERSION
+    + """end
 return stored
 """
+)
 
 
-# Appends turns to their call's transcript and to the recent turns, atomically.
+# Appends turns to their call's transcript and to the recent turns, atomically. Each turn gets
+# the caller's next turn number (``seq``, spliced in first: the JSON comes without it), so two
+# turns said in the same millisecond still have different ids.
 # KEYS: call turns, recent turns, profile, tombstone.
 # ARGV: transcript cap, recent cap, masked, ttl, turns..., call start
 APPEND_TURNS = (
     _TOMBSTONE
     + """
+local profile = KEYS[3]
 local turns = {unpack(ARGV, 5, #ARGV - 1)}
+local last = redis.call('HINCRBY', profile, 'turn_seq', #turns)
+for j = 1, #turns do
+  turns[j] = '{"seq":' .. (last - #turns + j) .. ',' .. string.sub(turns[j], 2)
+end
 redis.call('RPUSH', KEYS[1], unpack(turns))
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 local recent = tonumber(ARGV[2])
@@ -172,7 +208,9 @@ if recent > 0 then
   redis.call('LTRIM', KEYS[2], -recent, -1)
 end
 redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
-local ttl = tonumber(ARGV[4])
+"""
+    + _BUMP_VERSION
+    + """local ttl = tonumber(ARGV[4])
 """
     + _REFRESH_TTLS
     + "return 1\n"
@@ -180,11 +218,19 @@ local ttl = tonumber(ARGV[4])
 
 # Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
 # (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
-# KEYS: the hashes, tombstone. ARGV: ttl, then (key index, field, value) triples, call start.
+# KEYS: the hashes, tombstone. ARGV: ttl, index of the profile among the keys when the write
+# changes what a call start reads (0: it does not), then (key index, field, value) triples, call
+# start.
 HSET_ALL = (
     _TOMBSTONE
     + """
-for i = 2, #ARGV - 1, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
+for i = 3, #ARGV - 1, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
+local bumped = tonumber(ARGV[2])
+if bumped > 0 then
+  local profile = KEYS[bumped]
+  """
+    + _BUMP_VERSION
+    + """end
 local ttl = tonumber(ARGV[1])
 """
     + _REFRESH_TTLS
@@ -207,3 +253,272 @@ local ttl = tonumber(ARGV[1])
     + _REFRESH_TTLS
     + "return 1\n"
 )
+
+# Deletes facts and their embeddings.
+# KEYS: profile, facts, embeddings. ARGV: fact ids
+DELETE_FACTS = (
+    """
+local profile = KEYS[1]
+local deleted = redis.call('HDEL', KEYS[2], unpack(ARGV))
+redis.call('HDEL', KEYS[3], unpack(ARGV))
+if deleted > 0 then """
+    + _BUMP_VERSION
+    + """end
+return deleted
+"""
+)
+
+# Stores a call-start digest if the memory is still at the version it was built from (a write
+# since then makes it stale before it is stored); a caller without a profile (forgotten,
+# expired) gets none.
+# KEYS: profile, digest. ARGV: memory version, digest, ttl
+WRITE_DIGEST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('HGET', KEYS[1], 'memory_version') or '0') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+return 1
+"""
+
+
+class _Script:
+    """One registered script; the subclass's ``__call__`` names its keys and arguments."""
+
+    def __init__(self, redis: Redis, source: str) -> None:
+        self.script = redis.register_script(source)
+
+    async def _run(self, keys: Sequence[str], args: Sequence[str | bytes | int | float]) -> int:
+        return int(await redis_reply(self.script(keys=list(keys), args=list(args))))
+
+
+class RecordCall(_Script):
+    """Writes a call record and what it changes (:data:`RECORD_CALL`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, RECORD_CALL)
+
+    async def __call__(
+        self,
+        *,
+        keys: dict[str, str],
+        record_key: str,
+        transcript_key: str,
+        tombstone: str,
+        call_id: str,
+        analysed: bool,
+        record_json: str,
+        at: float,
+        ttl: int,
+        masked: str,
+        facts_version: int | None,
+        max_facts: int,
+        profile: dict[str, str],
+        facts: Sequence[tuple[str, str, bytes]],
+        call_start: float,
+    ) -> int:
+        """Run it; 1 written, 0 already done, :data:`REFUSED` or :data:`STALE`.
+
+        Args:
+            keys: The caller's keys by part (see ``KeyLayout.caller_keys``).
+            record_key: The call record's key.
+            transcript_key: The call's transcript key.
+            tombstone: The caller's tombstone key.
+            call_id: The call.
+            analysed: An analysed record (else a closed one).
+            record_json: The record without its transcript.
+            at: When the call ended (or began).
+            ttl: Seconds the keys live (0: no expiry).
+            masked: The masked number.
+            facts_version: The facts version the merge was made from (None: any).
+            max_facts: The fact cap (0: none).
+            profile: Profile fields the analysis replaces.
+            facts: (id, stored JSON, embedding or b"") of each fact upserted.
+            call_start: When the call began (a forget after it refuses the write).
+        """
+        fact_args = [item for fact in facts for item in fact]
+        return await self._run(
+            [
+                keys["profile"],
+                keys["facts"],
+                keys["emb"],
+                keys["calls"],
+                record_key,
+                keys["callstate"],
+                transcript_key,
+                keys["turns"],
+                keys["kv"],
+                tombstone,
+            ],
+            [
+                call_id,
+                "analyse" if analysed else "close",
+                record_json,
+                repr(at),
+                ttl,
+                masked,
+                "" if facts_version is None else str(facts_version),
+                max_facts,
+                len(profile),
+                *[item for pair in profile.items() for item in pair],
+                len(facts),
+                *fact_args,
+                repr(call_start),
+            ],
+        )
+
+
+class UpsertFacts(_Script):
+    """Upserts facts outside a call record, then caps them (:data:`UPSERT_FACTS`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, UPSERT_FACTS)
+
+    async def __call__(
+        self,
+        *,
+        profile: str,
+        facts_key: str,
+        embeddings: str,
+        tombstone: str,
+        ttl: int,
+        max_facts: int,
+        facts: Sequence[tuple[str, str, bytes]],
+        call_start: float,
+    ) -> int:
+        """Run it; 1 written or :data:`REFUSED`. ``facts``: (id, stored JSON, embedding or b"")."""
+        return await self._run(
+            [profile, facts_key, embeddings, tombstone],
+            [ttl, max_facts, *[item for fact in facts for item in fact], repr(call_start)],
+        )
+
+
+class AppendTurns(_Script):
+    """Appends turns to a transcript and the recent turns, numbering them (:data:`APPEND_TURNS`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, APPEND_TURNS)
+
+    async def __call__(
+        self,
+        *,
+        transcript: str,
+        recent: str,
+        profile: str,
+        tombstone: str,
+        transcript_cap: int,
+        recent_cap: int,
+        masked: str,
+        ttl: int,
+        turns: Sequence[str],
+        call_start: float,
+    ) -> int:
+        """Run it; 1 appended or :data:`REFUSED`. ``turns``: stored JSON without ``seq``."""
+        return await self._run(
+            [transcript, recent, profile, tombstone],
+            [transcript_cap, recent_cap, masked, ttl, *turns, repr(call_start)],
+        )
+
+
+class HsetAll(_Script):
+    """Sets fields across a caller's hashes (:data:`HSET_ALL`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, HSET_ALL)
+
+    async def __call__(
+        self,
+        *,
+        hashes: Sequence[str],
+        tombstone: str,
+        ttl: int,
+        profile_index: int,
+        fields: Sequence[tuple[int, str, str | bytes]],
+        call_start: float,
+    ) -> int:
+        """Run it; 1 written or :data:`REFUSED`.
+
+        Args:
+            hashes: The hashes written.
+            tombstone: The caller's tombstone key.
+            ttl: Seconds the hashes live (0: no expiry).
+            profile_index: 1-based index of the profile in ``hashes`` when the write changes
+                what a call start reads (its memory version is bumped); 0 when it does not.
+            fields: (1-based index into ``hashes``, field, value).
+            call_start: When the call began (a forget after it refuses the write).
+        """
+        args: list[str | bytes | int | float] = [ttl, profile_index]
+        for index, field, value in fields:
+            args += [index, field, value]
+        args.append(repr(call_start))
+        return await self._run([*hashes, tombstone], args)
+
+
+class ReplaceTurns(_Script):
+    """Rewrites turns of a transcript and the same recent turns (:data:`REPLACE_TURNS`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, REPLACE_TURNS)
+
+    async def __call__(
+        self, *, transcript: str, recent: str, profile: str, turns: Sequence[tuple[int, str]]
+    ) -> int:
+        """Run it. ``turns``: (index in the transcript, new stored JSON)."""
+        return await self._run(
+            [transcript, recent, profile], [item for turn in turns for item in turn]
+        )
+
+
+class SetEmbeddings(_Script):
+    """Stores embeddings of facts that still exist (:data:`SET_EMBEDDINGS`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, SET_EMBEDDINGS)
+
+    async def __call__(
+        self, *, facts_key: str, embeddings: str, profile: str, ttl: int, vectors: dict[str, bytes]
+    ) -> int:
+        """Run it; how many were stored."""
+        return await self._run(
+            [facts_key, embeddings, profile],
+            [ttl, *[item for pair in vectors.items() for item in pair]],
+        )
+
+
+class DeleteFacts(_Script):
+    """Deletes facts and their embeddings (:data:`DELETE_FACTS`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, DELETE_FACTS)
+
+    async def __call__(
+        self, *, profile: str, facts_key: str, embeddings: str, fact_ids: Sequence[str]
+    ) -> int:
+        """Run it; how many facts were deleted."""
+        return await self._run([profile, facts_key, embeddings], list(fact_ids))
+
+
+class WriteDigest(_Script):
+    """Stores a call-start digest if the memory is still at its version (:data:`WRITE_DIGEST`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, WRITE_DIGEST)
+
+    async def __call__(
+        self, *, profile: str, digest_key: str, version: int, digest: bytes, ttl: int
+    ) -> bool:
+        """Run it; False when the memory changed since ``version`` (or is gone)."""
+        return bool(await self._run([profile, digest_key], [str(version), digest, ttl]))
+
+
+class MarkFailed(_Script):
+    """Marks a stored call record failed (:data:`MARK_FAILED`)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis, MARK_FAILED)
+
+    async def __call__(
+        self, *, call_states: str, record_key: str, call_id: str, record: str
+    ) -> bool:
+        """Run it; False when the call was analysed meanwhile or is not stored."""
+        return bool(await self._run([call_states, record_key], [call_id, record]))
