@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import asdict, dataclass
 
 from loguru import logger
@@ -80,7 +81,11 @@ class CallStartSpec:
 
 
 class CallStartDigest(BaseModel):
-    """The stored digest (facts with their short aliases, as the facts hash keeps them)."""
+    """The stored digest (facts with their short aliases, as the facts hash keeps them).
+
+    Stored compressed (zlib, fastest level: about a third of the JSON's size, and microseconds
+    to inflate); the chosen facts leave out where they came from, which no call start shows.
+    """
 
     version: int
     spec: str
@@ -123,10 +128,12 @@ def encode_digest(
         built_at=built_at,
         valid_until=valid_until,
         profile=memory.profile,
-        facts=chosen,
+        facts=[
+            fact.model_copy(update={"source_call_id": None, "source_ref": None}) for fact in chosen
+        ],
         turns=memory.recent_turns,
     )
-    return digest.model_dump_json(by_alias=True, exclude_none=True).encode()
+    return zlib.compress(digest.model_dump_json(by_alias=True, exclude_none=True).encode(), 1)
 
 
 def decode_digest(
@@ -140,8 +147,8 @@ def decode_digest(
     if raw is None:
         return None
     try:
-        digest = CallStartDigest.model_validate_json(raw)
-    except (ValidationError, ValueError):
+        digest = CallStartDigest.model_validate_json(zlib.decompress(raw))
+    except (ValidationError, ValueError, zlib.error):
         logger.warning("Skipping a stored call-start digest that cannot be parsed")
         return None
     if (
