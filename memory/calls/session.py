@@ -233,10 +233,13 @@ async def open_call(
 
 
 async def _load(
-    runtime: MemoryRuntime, caller: CallerIdentity, spec: CallStartSpec, budget_s: float
+    runtime: MemoryRuntime, caller: CallerIdentity, spec: CallStartSpec | None, budget_s: float
 ) -> CallerMemory | None:
+    """The call start's memory for ``spec``; with none, the whole memory (no facts are chosen)."""
     try:
         async with asyncio.timeout(budget_s):
+            if spec is None:
+                return await runtime.store.load(caller)
             return await load_call_start(runtime.store, caller, spec)
     except TimeoutError:
         logger.warning("Memory of {} was not ready within the load budget", caller.masked)
@@ -376,7 +379,7 @@ class SharedCalls:
                 trust=state.trust,
                 started_at=state.started_at,
             )
-        session.memory = await _load(self._runtime, caller, policy.load_budget_s)
+        session.memory = await _load(self._runtime, caller, None, policy.load_budget_s)
         return session
 
 
