@@ -2,7 +2,8 @@
 #   Build: docker build -t rapport .
 #   Run:   docker run -p 7860:7860 --env-file .env -v rapport-data:/app/data \
 #            -v rapport-pepper:/app/pepper rapport
-#   (or set RAPPORT_PEPPER in .env and leave /app/pepper out: then nothing secret is generated)
+#   (with RAPPORT_PEPPER set in .env, /app/pepper still keeps the dashboard's session key and
+#   the number key that seals callers' numbers for calling back: keep the volume)
 # RAPPORT_TRANSPORT picks the line: twilio (default) or daily.
 FROM python:3.11-slim
 
@@ -13,6 +14,7 @@ ENV PYTHONUNBUFFERED=1 \
     RAPPORT_DATA_DIR=/app/data \
     RAPPORT_PEPPER_FILE=/app/pepper/pepper \
     RAPPORT_DASHBOARD_KEY_FILE=/app/pepper/dashboard-key \
+    RAPPORT_NUMBER_KEY_FILE=/app/pepper/number-key \
     RAPPORT_TRANSPORT=twilio
 
 # tini reaps the embedded Redis when it exits and forwards signals, without `docker run --init`.

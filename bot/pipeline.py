@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -85,12 +86,15 @@ class PreparedCall:
         caller: The caller, or None when anonymous or memory is off.
         memory: The memory load under way; None when there is nothing to load.
         started_at: When the call began (ring time); a forget after it refuses its writes.
+        opening: The first words, when they are set in advance (a call back's reason); None:
+            the greeting or the line the caller's last analysis prepared.
     """
 
     origin: CallOrigin
     caller: CallerIdentity | None
     memory: asyncio.Task[CallerMemory | None] | None
     started_at: float = field(default_factory=now)
+    opening: str | None = None
 
     def discard(self) -> None:
         """Stop the memory load of a call that will not run."""
@@ -346,10 +350,16 @@ def _memory_context(
     memory: MemoryAccess | None,
 ) -> MemoryContextProcessor:
     store = memory.runtime.store if memory is not None else None
+    set_opening = prepared.opening
+    opening: Callable[[CallerMemory | None, str], str] = (
+        functools.partial(opening_line, business_name=settings.business_name)
+        if set_opening is None
+        else lambda _memory, _language: set_opening
+    )
     return MemoryContextProcessor(
         memory=prepared.memory,
         prompt_template=with_hours(prompt_template, settings.business_hours, datetime.now(UTC)),
-        opening=functools.partial(opening_line, business_name=settings.business_name),
+        opening=opening,
         voices=settings.voices,
         embedder=memory.embedder if memory is not None else None,
         params=MemoryContextProcessor.Params(
@@ -396,6 +406,7 @@ def _recorder(
         call_id=prepared.origin.call_id,
         trust=prepared.origin.trust,
         report=observer.report,
+        sealed_number=memory.runtime.sealed_number(prepared.origin.caller, prepared.caller),
     )
 
 

@@ -27,8 +27,9 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from redis.asyncio import Redis
 
 from bot import twilio
+from bot.callback import CallbackDesk, CallbackError, CallbackPlacer
 from bot.identify import identify_call, serves_on_loopback
-from bot.pipeline import build_call, prepare_call
+from bot.pipeline import PreparedCall, build_call, prepare_call
 from bot.services import ServicesFactory, anthropic_client, build_services
 from bot.settings import BotSettings
 from bot.transfer import DailyHandoff, LineHandoff
@@ -92,6 +93,8 @@ class RapportBot:
         self.stream_tokens = twilio.stream_tokens(settings, used)
         self._stop_worker = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._callbacks: CallbackPlacer | None = None
+        self._placing: asyncio.Task[None] | None = None
         self._memory_retry: asyncio.Task[None] | None = None
 
     @property
@@ -182,10 +185,27 @@ class RapportBot:
             token_budget=1,
             embedder=embedder,
         )
+        self._start_placing_callbacks(self._runtime)
         freeze_startup_objects()
         if self._settings.run_worker:
             self._worker = asyncio.create_task(self._run_worker(embedder), name="analysis-worker")
         return True
+
+    def _start_placing_callbacks(self, runtime: MemoryRuntime) -> None:
+        """Place the call backs asked for (*Have Rapport call back*), when Twilio can."""
+        if runtime.numbers is None or not (self.stream_tokens and self._settings.public_url):
+            return
+        desk = CallbackDesk(
+            runtime=runtime, agent_id=self._settings.agent_id, settings=self._settings
+        )
+        try:
+            desk.account()
+        except CallbackError:
+            return  # no RAPPORT_CALLBACK_FROM: nothing to place calls from
+        self._callbacks = CallbackPlacer(desk, public_host=self._settings.public_url)
+        self._placing = asyncio.create_task(
+            self._callbacks.run(self._stop_worker), name="call-backs"
+        )
 
     async def _run_worker(self, embedder: Embedder) -> None:
         # Imported here: the analysis pulls in its own client and prompts.
@@ -232,10 +252,11 @@ class RapportBot:
             self._memory_retry.cancel()
             with suppress(asyncio.CancelledError):
                 await self._memory_retry
-        if self._worker is not None:
-            self._stop_worker.set()
-            with suppress(asyncio.CancelledError):
-                await self._worker
+        self._stop_worker.set()
+        for task in (self._worker, self._placing):
+            if task is not None:
+                with suppress(asyncio.CancelledError):
+                    await task
         if self._runtime is not None:
             await self._runtime.aclose()
         if self._client is not None:
@@ -265,6 +286,8 @@ class RapportBot:
             dialin_signed=bool(self._settings.daily_dialin_hmac),
         )
         prepared = prepare_call(origin, settings=self._settings, memory=self._memory)
+        if telephony is not None and telephony[0] == "twilio":
+            prepared.opening = await self._callback_opening(telephony[1], prepared)
         try:
             transport, params, handoff = await self._transport(runner_args, telephony)
             services = self._services(
@@ -287,6 +310,18 @@ class RapportBot:
             prepared.discard()
             raise
         await call.run(handle_sigint=runner_args.handle_sigint)
+
+    async def _callback_opening(self, call_data: Any, prepared: PreparedCall) -> str | None:
+        """A call back's opening line, when this Twilio call is one Rapport placed."""
+        ref = twilio.callback_of(call_data, agent_id=self._settings.agent_id)
+        if ref is None or self._callbacks is None or prepared.caller is None:
+            return None
+        if ref.caller_key != prepared.caller.key:
+            return None  # the number answered is not the one the call back was for
+        try:
+            return await self._callbacks.opening(prepared.caller, ref.call_id)
+        except MemoryUnavailableError:
+            return None
 
     async def _transport(
         self, runner_args: RunnerArguments, telephony: tuple[str, Any] | None

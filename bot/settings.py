@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.hours import BusinessHours
-from bot.targets import transfer_target
+from bot.targets import phone_number, transfer_target
 from bot.trust import UnverifiedCallers
 from memory.errors import ConfigurationError, InvalidIdentityError
 from memory.language import LANGUAGES
@@ -65,6 +65,8 @@ class BotSettings(BaseSettings):
     twilio_hang_up: bool = Field(default=True, alias="RAPPORT_TWILIO_HANG_UP")
     #: Twilio's REST API root (default ``https://api.twilio.com``; a local fake in tests).
     twilio_api_base_url: str | None = Field(default=None, alias="TWILIO_API_BASE_URL")
+    #: The business's Twilio number that calls callers back (E.164); unset: no call backs.
+    callback_from: str | None = Field(default=None, alias="RAPPORT_CALLBACK_FROM")
     #: The server's public address, as Twilio reaches it (``-x`` sets it too).
     public_url: str | None = Field(default=None, alias="RAPPORT_PUBLIC_URL")
     #: The pinless dial-in configuration's ``hmac`` (base64): dial-in webhooks must be signed.
@@ -164,6 +166,11 @@ class BotSettings(BaseSettings):
     @classmethod
     def _transfer_to(cls, value: str | None) -> str | None:
         return transfer_target(value) if value and value.strip() else None
+
+    @field_validator("callback_from")
+    @classmethod
+    def _callback_from(cls, value: str | None) -> str | None:
+        return phone_number(value) if value and value.strip() else None
 
     @field_validator("transfer_targets")
     @classmethod

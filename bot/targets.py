@@ -27,8 +27,17 @@ def transfer_target(value: str) -> str:
         if not _SIP.fullmatch(text):
             raise ValueError("a SIP address looks like sip:user@host")
         return text
+    return phone_number(text)
+
+
+def phone_number(value: str) -> str:
+    """A phone number written with its country code, as E.164.
+
+    Raises:
+        ValueError: Not a valid phone number with its country code.
+    """
     try:
-        number = phonenumbers.parse(text, None)
+        number = phonenumbers.parse(value.strip(), None)
     except phonenumbers.NumberParseException as e:
         raise ValueError("give a phone number with its country code (+34...) or sip:...") from e
     if not phonenumbers.is_valid_number(number):

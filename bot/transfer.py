@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import base64
 from typing import TYPE_CHECKING, Protocol
-from xml.sax.saxutils import escape
 
 import aiohttp
 from loguru import logger
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 
+from bot.twiml import dial_twiml, hand_on_twiml
 from processors.call_handoff import Handoff
 
 if TYPE_CHECKING:  # Daily's SDK is optional (the phone-only image has none)
@@ -39,23 +39,6 @@ if TYPE_CHECKING:  # Daily's SDK is optional (the phone-only image has none)
 TWILIO_API = "https://api.twilio.com"
 #: How long the REST update may take.
 TWILIO_TIMEOUT_S = 10.0
-
-
-def _dial(target: str) -> str:
-    noun = "Sip" if target.lower().startswith(("sip:", "sips:")) else "Number"
-    return f"<Dial><{noun}>{escape(target)}</{noun}></Dial>"
-
-
-def dial_twiml(target: str) -> str:
-    """TwiML that dials ``target``: ``<Number>`` for a phone number, ``<Sip>`` for an address."""
-    return f"<Response>{_dial(target)}</Response>"
-
-
-def hand_on_twiml(*, say: str, locale: str, target: str | None) -> str:
-    """TwiML that says ``say`` in Twilio's own voice for ``locale``, then dials or hangs up."""
-    spoken = f'<Say language="{escape(locale)}">{escape(say)}</Say>'
-    then = _dial(target) if target else "<Hangup/>"
-    return f"<Response>{spoken}{then}</Response>"
 
 
 class LineHandoff(Handoff, Protocol):

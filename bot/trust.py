@@ -13,6 +13,9 @@ A caller id is a claim. Each door proves what it can, and a call carries the res
 - **Daily dial-in.** With the pinless dial-in HMAC secret set, every dial-in webhook must carry
   Daily's signature (:func:`daily_signature_valid`); then the SIP headers Daily forwards can be
   believed for an attestation too.
+- **Call backs.** A call Rapport places to a caller (``bot.callback``) fetches its TwiML from a
+  signed webhook too; its stream's token binds :data:`CALLBACK_ATTESTATION` and the call back's
+  reference, and the callee is trusted as the caller: the number came from our own store.
 - **The local test room** is a channel the business controls, but only on loopback (or when
   explicitly enabled): anywhere else a claimed number in ``/start`` is ignored.
 
@@ -42,6 +45,9 @@ from memory.models import CallTrust
 
 #: The STIR/SHAKEN verdict of a call whose number the originating carrier fully vouched for.
 ATTESTED = "TN-Validation-Passed-A"
+#: The attestation our own call backs' streams carry, followed by the call back's reference: the
+#: number came from our own store, so the callee is the caller (see ``bot.callback``).
+CALLBACK_ATTESTATION = "rapport-callback:"
 #: How long the stream token of a TwiML answer stays valid: Twilio connects within seconds.
 STREAM_TOKEN_TTL_S = 60
 #: How far a signed Daily webhook's timestamp may be from our clock.

@@ -10,6 +10,8 @@ voice webhook (registered before the runner's own routes, it wins over them):
   carrier's STIR/SHAKEN verdict and a :class:`bot.trust.StreamTokens` token as parameters.
 - The stream's ``start`` message brings them back; :func:`stream_trust` redeems the token
   before anything about the caller is loaded.
+- ``POST /callback-answer`` answers a call back Rapport placed (:mod:`bot.callback`) the same
+  way, the callee as the caller, the token binding the follow-up it calls back about.
 
 The transport is built here rather than by ``create_transport``, which always enables the REST
 hang-up with credentials from the environment and cannot point it anywhere but Twilio: here the
@@ -29,10 +31,18 @@ from pipecat.runner.types import CallData
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from twilio.request_validator import RequestValidator
 
+from bot.callback import ANSWER_PATH
 from bot.settings import BotSettings
 from bot.transfer import TwilioCallSerializer, TwilioHandoff
-from bot.trust import StreamTokens, UsedTokens, attestation_trust, stream_token_secret
+from bot.trust import (
+    CALLBACK_ATTESTATION,
+    StreamTokens,
+    UsedTokens,
+    attestation_trust,
+    stream_token_secret,
+)
 from memory.models import CallTrust
+from memory.store.keys import CallRef, agent_call_member, agent_call_ref
 
 #: Twilio Media Streams audio: µ-law at 8 kHz.
 SAMPLE_RATE = 8000
@@ -74,7 +84,10 @@ def _form_text(form: Mapping[str, Any], name: str) -> str:
 
 
 def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamTokens | None) -> None:
-    """Register ``POST /``, Twilio's voice webhook, answering signed requests with our TwiML.
+    """Register Twilio's webhooks, answering signed requests with our TwiML.
+
+    ``POST /`` answers a call coming in; ``POST /callback-answer`` (:data:`ANSWER_PATH`) a call
+    back Rapport placed (:mod:`bot.callback`), once the caller picked up.
 
     Args:
         app: The server's app (the runner's, before ``main()`` adds its own routes).
@@ -84,22 +97,20 @@ def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamToke
     """
     validator = RequestValidator(settings.twilio_auth_token) if tokens is not None else None
 
-    @app.post("/", include_in_schema=False)
-    async def twilio_voice_webhook(request: Request) -> Response:
+    async def signed_form(request: Request) -> Mapping[str, Any] | None:
         form = await request.form()
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
         signature = request.headers.get("x-twilio-signature", "")
         url = webhook_url(request, public_host=settings.public_url)
-        if validator is None or tokens is None or not validator.validate(url, fields, signature):
+        if validator is None or not validator.validate(url, fields, signature):
             logger.warning("Refused a Twilio voice webhook without a valid signature")
-            return Response(status_code=403)
-        parameters = {
-            "from_number": _form_text(form, "From"),
-            "to_number": _form_text(form, "To"),
-            "attestation": _form_text(form, "StirVerstat"),
-        }
+            return None
+        return form
+
+    def stream_answer(request: Request, call_sid: str, parameters: dict[str, str]) -> Response:
+        assert tokens is not None  # a signed form means there are tokens
         parameters["call_token"] = tokens.issue(
-            call_sid=_form_text(form, "CallSid"),
+            call_sid=call_sid,
             from_number=parameters["from_number"],
             to_number=parameters["to_number"],
             attestation=parameters["attestation"],
@@ -107,6 +118,36 @@ def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamToke
         host = _public_host(request, settings.public_url)
         xml = twiml(stream_url=f"wss://{host}/ws", parameters=parameters)
         return Response(content=xml, media_type="application/xml")
+
+    @app.post("/", include_in_schema=False)
+    async def twilio_voice_webhook(request: Request) -> Response:
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        verdict = _form_text(form, "StirVerstat")
+        parameters = {
+            "from_number": _form_text(form, "From"),
+            "to_number": _form_text(form, "To"),
+            # Only our own call backs' streams may carry that attestation.
+            "attestation": "" if verdict.startswith(CALLBACK_ATTESTATION) else verdict,
+        }
+        return stream_answer(request, _form_text(form, "CallSid"), parameters)
+
+    @app.post(ANSWER_PATH, include_in_schema=False)
+    async def twilio_callback_answer(
+        request: Request, caller: str = "", call: str = ""
+    ) -> Response:
+        form = await signed_form(request)
+        if form is None or not caller or not call:
+            return Response(status_code=403)
+        # Our call: Twilio dialled the caller (To) from the business (From). The number came
+        # from our own store, so the callee is the caller; the token binds the call back.
+        parameters = {
+            "from_number": _form_text(form, "To"),
+            "to_number": _form_text(form, "From"),
+            "attestation": f"{CALLBACK_ATTESTATION}{agent_call_member(caller, call)}",
+        }
+        return stream_answer(request, _form_text(form, "CallSid"), parameters)
 
 
 async def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust | None:
@@ -127,7 +168,22 @@ async def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> Call
         attestation=values["attestation"],
     ):
         return None
+    if values["attestation"].startswith(CALLBACK_ATTESTATION):
+        return CallTrust.VERIFIED  # our own call back: the number came from our store
     return attestation_trust(values["attestation"])
+
+
+def callback_of(call_data: CallData, *, agent_id: str) -> CallRef | None:
+    """The call back a stream belongs to (the follow-up Rapport calls back about), or None.
+
+    Only meaningful once :func:`stream_trust` redeemed the stream's token, which binds it.
+    """
+    body = call_data.body if isinstance(call_data.body, Mapping) else {}
+    attestation = body.get("attestation")
+    if not isinstance(attestation, str) or not attestation.startswith(CALLBACK_ATTESTATION):
+        return None
+    member = attestation[len(CALLBACK_ATTESTATION) :].encode()
+    return agent_call_ref(agent_id, member)
 
 
 def stream_tokens(settings: BotSettings, used: UsedTokens) -> StreamTokens | None:

@@ -31,6 +31,10 @@ SERVICE_DOWN_PUTTING_THROUGH = spoken("service_down_putting_through")
 SERVICE_DOWN_CALL_BACK = spoken("service_down_call_back")
 SERVICE_DOWN_TRY_LATER = spoken("service_down_try_later")
 
+#: What a call back Rapport placed opens with (``bot.callback``), and its reason by default.
+CALLBACK_OPENINGS = spoken("callback_opening")
+CALLBACK_REASONS = spoken("callback_reason")
+
 _BUSINESS = re.compile(r"\{\{\s*business_name\s*\}\}")
 _PURPOSE = re.compile(r"\{\{\s*purpose\s*\}\}")
 _HOURS = re.compile(r"\{\{\s*hours\s*\}\}")
@@ -54,6 +58,26 @@ def opening_line(memory: CallerMemory | None, language: str, *, business_name: s
         template = RETURNING_GREETINGS.get(language, RETURNING_GREETINGS["en"])
         return template.format(business=business_name, name=name)
     return GREETINGS.get(language, GREETINGS["en"]).format(business=business_name)
+
+
+def callback_opening(
+    memory: CallerMemory | None, reason: str, *, business_name: str, language: str
+) -> str:
+    """The first words of a call back: the caller by name when known, and why we call.
+
+    Args:
+        memory: The caller's memory (their name), None when there is none.
+        reason: What the call back is about ("the burst pipe"); empty: the caller's last call.
+        business_name: Who is calling.
+        language: The caller's language (unknown ones fall back to English).
+    """
+    name = memory.profile.name if memory is not None and memory.profile.name else ""
+    known = language if language in CALLBACK_OPENINGS else "en"
+    return CALLBACK_OPENINGS[known].format(
+        name=f" {name}" if name else "",
+        business=business_name,
+        reason=reason or CALLBACK_REASONS[known],
+    )
 
 
 def prompt_template(settings: BotSettings) -> str:

@@ -4,8 +4,13 @@
         [--field appointment_type=cleaning] [--columns appointment_type,preferred_time]
     python runner.py calls show CALL_ID --agent A
     python runner.py calls stats --agent A [--since 7d]
+    python runner.py calls callback CALL_ID --agent A (--to STAFF_PHONE | --agent-calls)
+        [--reason "the burst pipe"]
 
-Numbers are always shown masked; transcripts are shown scrubbed.
+Numbers are always shown masked; transcripts are shown scrubbed. ``callback`` calls the caller
+back from the business's Twilio number (see :mod:`bot.callback`): ``--to`` rings that phone and
+puts it through to the caller, ``--agent-calls`` has Rapport call (within business hours). Both
+are written to the dashboard's audit list.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
+from bot.settings import BotSettings
+from bot.targets import phone_number
 from cli.format import add_row, console, print_error, when
 from memory.analysis.fields import shown
 from memory.analysis.followups import follow_ups
@@ -24,10 +31,14 @@ from memory.analysis.settings import AnalysisSettings
 from memory.calls.stats import summarise
 from memory.errors import ConfigurationError, RapportMemoryError
 from memory.models import CallRecord, CallStatus, Fact, now
+from memory.privacy.identity import mask_number
 from memory.privacy.scrub import scrub_turns
 from memory.report import CallReport, Latency
 from memory.runtime import MemoryRuntime, memory_runtime
+from memory.store.audit import AuditAction, AuditEntry, AuditLog
 
+#: Who the audit list names for what these commands did.
+CLI_USER = "cli"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdwy]?)")
 _UNIT_SECONDS = {
     "s": 1,
@@ -65,11 +76,38 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="one call: transcript, analysis, memories written")
     show.add_argument("call_id")
     show.add_argument("--agent", required=True)
+    callback = actions.add_parser(
+        "callback", help="call a follow-up's caller back from the business's Twilio number"
+    )
+    callback.add_argument("call_id")
+    callback.add_argument("--agent", required=True)
+    placed_by = callback.add_mutually_exclusive_group(required=True)
+    placed_by.add_argument(
+        "--to",
+        metavar="STAFF_PHONE",
+        type=_phone,
+        help="ring this phone first, then put it through to the caller (number not shown)",
+    )
+    placed_by.add_argument(
+        "--agent-calls",
+        action="store_true",
+        help="Rapport itself calls the caller back, within business hours",
+    )
+    callback.add_argument(
+        "--reason", default="", help='what Rapport\'s call back is about ("the burst pipe")'
+    )
     stats = actions.add_parser("stats", help="calls, minutes, cost and latency over a period")
     stats.add_argument("--agent", required=True)
     _add_since(stats)
     stats.add_argument("--limit", type=int, default=10_000, help="calls looked at, newest first")
     calls.set_defaults(handler=run_calls_command)
+
+
+def _phone(text: str) -> str:
+    try:
+        return phone_number(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e} (with its country code: +34...)") from e
 
 
 def _add_since(parser: argparse.ArgumentParser) -> None:
@@ -106,12 +144,52 @@ async def run_calls_command(args: argparse.Namespace) -> int:
                 return await _list(runtime, args)
             if args.action == "stats":
                 return await _stats(runtime, args)
+            if args.action == "callback":
+                return await _callback(runtime, args)
             return await _show(runtime, args)
     except ConfigurationError:
         raise  # cli.main names the setting in one line, exit code 2
     except RapportMemoryError as e:
         print_error(str(e))
         return 1
+
+
+async def _callback(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
+    # Imported here: Twilio's SDK is needed by this command only.
+    from bot.callback import CallbackDesk, CallbackError
+
+    settings = BotSettings()
+    ref = await runtime.store.find_call(args.agent, args.call_id)
+    if ref is None:
+        print_error(f"No call {args.call_id} for agent {args.agent}.")
+        return 1
+    caller = await runtime.store.caller_of(ref)
+    desk = CallbackDesk(runtime=runtime, agent_id=args.agent, settings=settings)
+    try:
+        if args.to:
+            await desk.bridge(caller, staff_phone=args.to)
+            action = AuditAction.CALLED_BACK
+            done = (
+                f"Twilio is ringing {mask_number(args.to)}: answer it to be put through to "
+                f"{caller.masked}."
+            )
+        else:
+            callback = await desk.request_agent_callback(
+                caller, ref.call_id, by=CLI_USER, reason=args.reason
+            )
+            action = AuditAction.AGENT_CALLBACK_REQUESTED
+            done = (
+                f"Rapport calls {caller.masked} back from {when(callback.due_at)} UTC (the bot "
+                'must be running for Twilio): "' + callback.opening + '"'
+            )
+    except CallbackError as e:
+        print_error(str(e))
+        return 1
+    audit = AuditLog(runtime.redis, prefix=runtime.settings.key_prefix)
+    entry = AuditEntry(by=CLI_USER, action=action, caller=caller.masked, call_id=ref.call_id)
+    await audit.record(args.agent, entry)
+    console.print(Text(done))
+    return 0
 
 
 async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from cli.logs import configure_logging, install_redaction, log_level
 from memory.analysis.settings import AnalysisSettings
 from memory.errors import ConfigurationError
 from memory.privacy.identity import load_pepper
+from memory.privacy.numbers import load_number_vault
 from memory.settings import invalid_settings
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ def check_settings(transport: str | None, *, proxy: str | None = None) -> BotSet
             data_dir=memory.data_dir,
             pepper_file=memory.pepper_file,
         )
+        if memory.callback_numbers:
+            load_number_vault(memory.number_key_file)
     return settings
 
 
@@ -105,6 +108,7 @@ def _dashboard_memory(
     rapport: RapportBot, settings: BotSettings
 ) -> Callable[[], DashboardMemory | None]:
     """What the dashboard reads: the bot's own memory, once its start-up opened it."""
+    from bot.callback import CallbackDesk
     from web.dashboard import dashboard_memory
 
     opened: list[DashboardMemory] = []
@@ -112,7 +116,10 @@ def _dashboard_memory(
     def current() -> DashboardMemory | None:
         if not opened and (memory := rapport.memory) is not None:
             agent_id = settings.agent_id
-            opened.append(dashboard_memory(memory.runtime, memory.queue, agent_id=agent_id))
+            desk = CallbackDesk(runtime=memory.runtime, agent_id=agent_id, settings=settings)
+            opened.append(
+                dashboard_memory(memory.runtime, memory.queue, agent_id=agent_id, callbacks=desk)
+            )
         return opened[0] if opened else None
 
     return current

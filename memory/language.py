@@ -34,6 +34,9 @@ class Language:
             (recorded) caller back (``{business}``).
         service_down_try_later: ... when nobody can take the call and the caller is not
             recorded (withheld number) (``{business}``).
+        callback_opening: What a call back Rapport placed opens with, once the caller answers
+            (``{name}`` is " Ana" or empty, ``{business}``, ``{reason}``).
+        callback_reason: The reason a call back gives when the person asking gave none.
     """
 
     name: str
@@ -50,6 +53,8 @@ class Language:
     service_down_putting_through: str
     service_down_call_back: str
     service_down_try_later: str
+    callback_opening: str
+    callback_reason: str
 
 
 #: Every language the agent speaks, by primary subtag; English is the fallback.
@@ -81,6 +86,8 @@ LANGUAGES: Mapping[str, Language] = {
             "We're sorry, we're having a technical problem and can't take your call right now. "
             "Please call {business} again a little later. Goodbye."
         ),
+        callback_opening="Hi{name}, this is {business} calling back about {reason}.",
+        callback_reason="your last call",
     ),
     "es": Language(
         name="Spanish",
@@ -105,6 +112,8 @@ LANGUAGES: Mapping[str, Language] = {
             "Disculpe, tenemos un problema técnico y no podemos atenderle ahora. "
             "Por favor, llame de nuevo a {business} un poco más tarde. Adiós."
         ),
+        callback_opening="Hola{name}, le llamamos de {business} por {reason}.",
+        callback_reason="su última llamada",
     ),
     "ca": Language(
         name="Catalan",
@@ -129,6 +138,8 @@ LANGUAGES: Mapping[str, Language] = {
             "Disculpeu, tenim un problema tècnic i no us podem atendre ara. "
             "Si us plau, torneu a trucar a {business} una mica més tard. Adéu."
         ),
+        callback_opening="Hola{name}, us truquem de {business} per {reason}.",
+        callback_reason="la vostra última trucada",
     ),
 }
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from memory.backend.connect import open_redis
-from memory.privacy.identity import CallerIdentity, identify, load_pepper
+from memory.privacy.identity import CallerIdentity, identify, load_pepper, normalize_number
+from memory.privacy.numbers import NumberVault, load_number_vault
 from memory.recall.embeddings import Embedder
 from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
@@ -23,19 +24,44 @@ from memory.store.queue import AnalysisQueue
 
 @dataclass(slots=True)
 class MemoryRuntime:
-    """A connected store and what is needed to identify callers for it."""
+    """A connected store and what is needed to identify callers for it.
+
+    ``numbers`` seals callers' numbers for calling back; None when that is off
+    (``RAPPORT_CALLBACK_NUMBERS=false``).
+    """
 
     settings: MemorySettings
     redis: Redis
     store: MemoryStore
     pepper: bytes
     _close: Callable[[], Awaitable[None]]
+    numbers: NumberVault | None = None
 
     def identify(self, raw: str | None, *, agent_id: str) -> CallerIdentity | None:
         """The caller behind a caller id, or None when anonymous."""
         return identify(
             raw, agent_id=agent_id, pepper=self.pepper, default_region=self.settings.default_region
         )
+
+    def sealed_number(self, raw: str | None, caller: CallerIdentity) -> bytes | None:
+        """``caller``'s number sealed for storage, from the raw caller id the call came with.
+
+        None when numbers are not kept, or the caller id is not a number.
+        """
+        if self.numbers is None:
+            return None
+        e164 = normalize_number(raw, default_region=self.settings.default_region)
+        return None if e164 is None else self.numbers.seal(e164, bound_to=caller.hash_tag)
+
+    async def callback_number(self, caller: CallerIdentity) -> str | None:
+        """The number to call ``caller`` back on (E.164), or None when there is none to open.
+
+        Never log it: it is for placing a call, or for showing to the person who asked.
+        """
+        if self.numbers is None:
+            return None
+        sealed = await self.store.sealed_number(caller)
+        return None if sealed is None else self.numbers.open(sealed, bound_to=caller.hash_tag)
 
     async def aclose(self) -> None:
         """Close the client (and stop using the embedded server)."""
@@ -47,7 +73,7 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
 
     Raises:
         ConfigurationError: The data folder cannot be used (embedded Redis), ``REDIS_URL`` is
-            set without ``RAPPORT_PEPPER``, or similar.
+            set without ``RAPPORT_PEPPER``, the number key file cannot be read, or similar.
         MemoryUnavailableError: The embedded server did not start.
     """
     settings = settings or MemorySettings()
@@ -58,6 +84,7 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
         data_dir=settings.data_dir,
         pepper_file=settings.pepper_file,
     )
+    numbers = load_number_vault(settings.number_key_file) if settings.callback_numbers else None
     redis, close = await open_redis(
         redis_url=settings.redis_url,
         data_dir=settings.data_dir,
@@ -75,7 +102,9 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
         tombstone_seconds=round(settings.tombstone_hours * 3600),
         erasure_rewrite_s=settings.erasure_rewrite_s,
     )
-    return MemoryRuntime(settings=settings, redis=redis, store=store, pepper=pepper, _close=close)
+    return MemoryRuntime(
+        settings=settings, redis=redis, store=store, pepper=pepper, _close=close, numbers=numbers
+    )
 
 
 @asynccontextmanager

@@ -69,6 +69,12 @@ class MemorySettings(BaseSettings):
     #: The generated pepper's file (used without ``RAPPORT_PEPPER``); default: a per-user
     #: config path outside the data folder (see ``memory.privacy.identity.default_pepper_file``).
     pepper_file: Path | None = Field(default=None, alias="RAPPORT_PEPPER_FILE")
+    #: Keep each remembered caller's number, sealed, so the business can call them back
+    #: (off: no number is kept and nobody can be called back).
+    callback_numbers: bool = Field(default=True, alias="RAPPORT_CALLBACK_NUMBERS")
+    #: The key file that seals callers' numbers (default: beside the generated pepper, outside
+    #: the data folder; see ``memory.privacy.numbers``).
+    number_key_file: Path | None = Field(default=None, alias="RAPPORT_NUMBER_KEY_FILE")
     #: The price table calls are costed by (default: the list prices in ``memory/prices.json``).
     prices_file: Path | None = Field(default=None, alias="RAPPORT_PRICES_FILE")
     #: Bearer token ``GET /metrics`` requires when set (the metrics name no caller).

@@ -28,9 +28,11 @@ from redis.asyncio import Redis
 from twilio.request_validator import RequestValidator
 
 from bot.call_control import AGENT_ENDED
-from bot.trust import ATTESTED, StreamTokens, stream_token_secret
+from bot.trust import ATTESTED, CALLBACK_ATTESTATION, StreamTokens, stream_token_secret
 from memory.models import CallRecord, CallTrust, Fact
 from memory.privacy.identity import CallerIdentity, identify
+from memory.privacy.numbers import load_number_vault
+from memory.store.callbacks import AgentCallback, AgentCallbacks
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
@@ -106,6 +108,8 @@ async def server(
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_API_BASE_URL": twilio_api.base_url,
+        "RAPPORT_CALLBACK_FROM": DIALLED,
+        "RAPPORT_NUMBER_KEY_FILE": str(tmp_path / "number_key"),
         SPOKEN_LOG: str(spoken),
         KEYPAD: json.dumps({"1": BYE}),
     }
@@ -127,18 +131,21 @@ def call_form(verstat: str | None = ATTESTED) -> dict[str, str]:
 
 
 async def post_webhook(
-    server: str, form: dict[str, str], headers: dict[str, str]
+    server: str, form: dict[str, str], headers: dict[str, str], *, path: str = "/"
 ) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{server}/", data=form, headers=headers) as response,
+        session.post(f"{server}{path}", data=form, headers=headers) as response,
     ):
         return response.status, await response.text()
 
 
-async def stream_parameters(server: str, form: dict[str, str]) -> dict[str, str]:
-    """What Twilio learns from our TwiML for a signed webhook: the stream's parameters."""
-    status, xml = await post_webhook(server, form, {"X-Twilio-Signature": signature(form)})
+async def stream_parameters(
+    server: str, form: dict[str, str], *, url: str = WEBHOOK_URL
+) -> dict[str, str]:
+    """What Twilio learns from our TwiML for a webhook to ``url``: the stream's parameters."""
+    headers = {"X-Twilio-Signature": signature(form, url=url)}
+    status, xml = await post_webhook(server, form, headers, path=url.split(PUBLIC_HOST, 1)[1])
     assert status == 200, xml
     stream = ElementTree.fromstring(xml).find("./Connect/Stream")
     assert stream is not None
@@ -351,6 +358,53 @@ async def _call(
             pass  # the bot closed the stream after hanging up
     await asyncio.wait_for(until.wait(), 10)
     return spoken
+
+
+async def test_rapport_calls_a_follow_up_back_and_the_call_opens_with_why(
+    server: str,
+    twilio_api: FakeTwilioAPI,
+    ana: CallerIdentity,
+    redis_client: Redis,
+    key_prefix: str,
+    spoken: Path,
+    tmp_path: Path,
+) -> None:
+    # Ana's number was kept, sealed, by an earlier call; someone asked Rapport to call back.
+    vault = load_number_vault(tmp_path / "number_key")  # the bot generated it at start
+    store = MemoryStore(redis_client, prefix=key_prefix)
+    await store.keep_number(ana, vault.seal(CALLER, bound_to=ana.hash_tag))
+    opening = "Hi Ana Puig, this is the bakery calling back about the birthday cake."
+    request = AgentCallback(call_id="CA-earlier", requested_by="Marta", due_at=0, opening=opening)
+    await AgentCallbacks(redis_client, prefix=key_prefix).save(ana, request)
+
+    # The bot places it from the business's number; Twilio will fetch the TwiML from our URL.
+    await eventually(lambda: twilio_api.created)
+    (created,) = twilio_api.created
+    assert (created.form["To"], created.form["From"]) == (CALLER, DIALLED)
+    url = created.form["Url"]
+    assert url.startswith(f"https://{PUBLIC_HOST}/callback-answer?") and CALLER[1:] not in url
+
+    # Ana picks up: Twilio's signed request for the outbound call (From: the business).
+    form = {"From": DIALLED, "To": CALLER, "CallSid": CALL_SID, "AccountSid": ACCOUNT_SID}
+    forged = signature(form, url=url.replace("CA-earlier", "CA-other"))
+    path = url.split(PUBLIC_HOST, 1)[1]
+    assert await post_webhook(server, form, {"X-Twilio-Signature": forged}, path=path) == (403, "")
+    parameters = await stream_parameters(server, form, url=url)
+    assert parameters["from_number"] == CALLER and parameters["to_number"] == DIALLED
+    assert parameters["attestation"].startswith(CALLBACK_ATTESTATION)
+    await _call(ws_url(server), parameters, until=twilio_api.updated)
+
+    # A normal Rapport call, opening with why we call, recorded as Ana's, trusted.
+    assert (await heard(spoken))[0] == opening
+    await eventually(
+        lambda: redis_client.xlen(AnalysisQueue(redis_client, prefix=key_prefix).stream_key)
+    )
+    record = await store.get_call(ana, CALL_SID)
+    assert record is not None and record.trust == CallTrust.VERIFIED
+    assert record.transcript[0].text == opening
+    # A caller's own webhook cannot claim to be a call back.
+    inbound = await stream_parameters(server, call_form(f"{CALLBACK_ATTESTATION}x|y"))
+    assert inbound["attestation"] == ""
 
 
 async def test_end_call_speaks_the_goodbye_in_full_before_twilio_is_told_to_hang_up(

@@ -74,6 +74,9 @@ class CallRecorder:
         report: Builds the call's report when the call closes (None: no report).
         started_at: When the call began (default: now); a platform call taken up by another
             process keeps the start its first process noted.
+        sealed_number: The caller's number sealed for calling back
+            (:meth:`memory.runtime.MemoryRuntime.sealed_number`), kept with the call's first
+            write; None keeps none.
     """
 
     _unfinished: ClassVar[set[CallRecorder]] = set()
@@ -88,6 +91,7 @@ class CallRecorder:
         trust: CallTrust | None = None,
         report: Callable[[], CallReport] | None = None,
         started_at: float | None = None,
+        sealed_number: bytes | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -95,6 +99,7 @@ class CallRecorder:
         self._call_id = call_id
         self._trust = trust
         self._report = report
+        self._sealed_number = sealed_number
         self._started_at = now() if started_at is None else started_at
         self._pending: asyncio.Queue[_Said | _Finish] = asyncio.Queue()
         self._held_back: list[Turn] = []
@@ -161,6 +166,10 @@ class CallRecorder:
                 await asyncio.sleep(WRITE_DELAY_S)
                 while not self._pending.empty():
                     items.append(self._pending.get_nowait())
+                if self._sealed_number is not None:
+                    # With the call's first write, under the same forget check as its turns.
+                    await self._attempt(self._keep_number, self._sealed_number)
+                    self._sealed_number = None
                 for item in items:
                     if isinstance(item, _Said) and (turn := self._turn(item)):
                         self._held_back.append(turn)
@@ -200,6 +209,9 @@ class CallRecorder:
 
     async def _store_turns(self, turns: list[Turn]) -> None:
         await self._store.append_turns(self._caller, turns, call_started_at=self._started_at)
+
+    async def _keep_number(self, sealed: bytes) -> None:
+        await self._store.keep_number(self._caller, sealed, call_started_at=self._started_at)
 
     async def _close(self, finish: _Finish) -> None:
         record = CallRecord(

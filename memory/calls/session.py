@@ -209,6 +209,7 @@ async def open_call(
             call_id=call_id,
             trust=trust,
             started_at=session.started_at,
+            sealed_number=runtime.sealed_number(number, caller),
         )
     spec = call_start_spec(
         purpose=policy.purpose,

@@ -1,7 +1,8 @@
 """The audit list: every change a person made to an agent's memory, newest first.
 
 Each entry says who (the name a dashboard user logged in with), when, what (``fact_edited``,
-``fact_deleted``, ``name_set``, ``caller_forgotten``, ``follow_up_done``, ``dead_letter_retried``)
+``fact_deleted``, ``name_set``, ``caller_forgotten``, ``follow_up_done``, ``dead_letter_retried``,
+``called_back``, ``number_shown``, ``agent_callback_requested``)
 and to whom: the caller's masked number and ids (call id, fact id), never a raw number or the
 words of a memory. One capped Redis list per agent, ``{prefix}:{agent:A}:audit``.
 """
@@ -30,6 +31,12 @@ class AuditAction(StrEnum):
     CALLER_FORGOTTEN = "caller_forgotten"
     FOLLOW_UP_DONE = "follow_up_done"
     DEAD_LETTER_RETRIED = "dead_letter_retried"
+    #: A person's phone was bridged to the caller (the number used, not shown).
+    CALLED_BACK = "called_back"
+    #: The caller's number was shown to a person, once.
+    NUMBER_SHOWN = "number_shown"
+    #: A person asked Rapport to call the caller back.
+    AGENT_CALLBACK_REQUESTED = "agent_callback_requested"
 
 
 class AuditEntry(BaseModel):

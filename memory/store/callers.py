@@ -625,6 +625,31 @@ class MemoryStore:
             call_start_reads=True,
         )
 
+    async def keep_number(
+        self, caller: CallerIdentity, sealed: bytes, *, call_started_at: float | None = None
+    ) -> None:
+        """Keep the caller's number, sealed (:mod:`memory.privacy.numbers`), for calling back.
+
+        Never exported: :meth:`export` leaves it out, and :meth:`forget` deletes it with the rest.
+
+        Raises:
+            ForgottenCallerError: The caller was forgotten after the call began.
+        """
+        await self._hset(
+            caller,
+            ["contact"],
+            [(1, "number", sealed)],
+            call_started_at=call_started_at,
+            call_start_reads=False,  # a call start never reads it
+        )
+
+    async def sealed_number(self, caller: CallerIdentity) -> bytes | None:
+        """The caller's sealed number, or None (anonymous, not kept, forgotten or expired)."""
+        sealed: bytes | None = await redis_reply(
+            self._redis.hget(self.key_for(caller, "contact"), "number")
+        )
+        return sealed
+
     async def get_call(self, caller: CallerIdentity, call_id: str) -> CallRecord | None:
         """One call record with its transcript, or None if unknown (or expired)."""
         record_key, transcript_key = self._keys.call(caller, call_id)

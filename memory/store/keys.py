@@ -9,13 +9,18 @@ carries a hash tag, so each multi-key step runs atomically on Redis Cluster too:
   ``analysed``), ``turns`` (list: recent turns), ``kv`` (hash of JSON values), ``done`` (hash:
   call id -> who marked its follow-up done, and when), ``platform`` (hash: an open platform
   call -> the memory block it started with, see :mod:`memory.calls.session`), ``digest`` (what
-  the next call start needs, ready-made: see :mod:`memory.store.digest`), and per call
+  the next call start needs, ready-made: see :mod:`memory.store.digest`), ``contact`` (hash:
+  ``number``, the caller's number sealed for calling back, see :mod:`memory.privacy.numbers`),
+  ``callbacks`` (hash: call id -> the agent's call back of that follow-up, see
+  :mod:`memory.store.callbacks`), and per call
   ``call:<id>`` (the record, JSON) and ``call:<id>:turns`` (list: the transcript).
 - ``{prefix}:{agent:<agent id>}:<part>``: agent-wide indexes, ``callers`` (caller keys by last
   call), ``calls`` and ``open`` (calls ended, and calls with turns but no end, by time),
   ``followups`` and its companions (see :mod:`memory.store.followup_index`), ``audit`` (the
   dashboard's changes, see :mod:`memory.store.audit`), ``callstart`` (how the agent's call
-  start chooses facts, for the worker that builds digests). Members of the call indexes are
+  start chooses facts, for the worker that builds digests), ``staff_phones`` (the dashboard
+  users' own phones, sealed) and ``callbacks_due`` (agent call backs waiting, by when they are
+  due). Members of the call indexes are
   ``callerkey|callid``.
 - ``{prefix}:platform-call:<door>:<call id>``: an open platform call (JSON, no memory content),
   read by whichever process serves its next request.
@@ -46,6 +51,8 @@ CALLER_PARTS = (
     "done",
     "platform",
     "digest",
+    "contact",
+    "callbacks",
 )
 _SEPARATOR = "|"
 

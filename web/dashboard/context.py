@@ -19,6 +19,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from bot.callback import CallbackDesk
 from memory.privacy.identity import CallerIdentity
 from memory.store.audit import AuditAction, AuditEntry, AuditLog
 from memory.store.callers import MemoryStore
@@ -44,6 +45,7 @@ class DashboardMemory:
         queue: The analysis queue.
         audit: The audit list.
         identify: Turns a typed number into the caller (None: anonymous or not a number).
+        callbacks: Calling callers back (None: not offered here).
     """
 
     agent_id: str
@@ -51,6 +53,7 @@ class DashboardMemory:
     queue: AnalysisQueue
     audit: AuditLog
     identify: Callable[[str], CallerIdentity | None]
+    callbacks: CallbackDesk | None = None
 
 
 def _when(epoch: float | None) -> str:

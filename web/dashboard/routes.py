@@ -12,12 +12,13 @@ from collections.abc import Callable
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from bot.callback import CallbackDesk
 from memory.runtime import MemoryRuntime
 from memory.store.audit import AuditLog
 from memory.store.queue import AnalysisQueue
 from web.dashboard.access import DashboardAccess
 from web.dashboard.context import HERE, PREFIX, DashboardMemory, PageContext
-from web.dashboard.pages import audit, call, callers, followups, login, queue
+from web.dashboard.pages import audit, call, callback, callers, followups, login, queue
 
 #: Every page's routes, in the order they are matched; a new page is one more entry.
 PAGES: tuple[Callable[[PageContext], APIRouter], ...] = (
@@ -27,19 +28,28 @@ PAGES: tuple[Callable[[PageContext], APIRouter], ...] = (
     callers.router,
     queue.router,
     audit.router,
+    callback.router,
 )
 
 
 def dashboard_memory(
-    runtime: MemoryRuntime, queue: AnalysisQueue, *, agent_id: str
+    runtime: MemoryRuntime,
+    queue: AnalysisQueue,
+    *,
+    agent_id: str,
+    callbacks: CallbackDesk | None = None,
 ) -> DashboardMemory:
-    """What the dashboard of one agent reads, from an open memory runtime and its queue."""
+    """What the dashboard of one agent reads, from an open memory runtime and its queue.
+
+    ``callbacks`` offers calling callers back (None: not offered).
+    """
     return DashboardMemory(
         agent_id=agent_id,
         store=runtime.store,
         queue=queue,
         audit=AuditLog(runtime.redis, prefix=runtime.settings.key_prefix),
         identify=lambda raw: runtime.identify(raw, agent_id=agent_id),
+        callbacks=callbacks,
     )
 
 
