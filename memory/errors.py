@@ -24,6 +24,13 @@ class MemoryRefusedError(MemoryUnavailableError):
     """
 
 
+class HistoryUnavailableError(RapportMemoryError):
+    """The call history's database (``RAPPORT_HISTORY_URL``) could not be reached or did not answer.
+
+    Nothing was written or deleted: the analysis worker keeps the call's job until it answers.
+    """
+
+
 class ForgottenCallerError(RapportMemoryError):
     """A write was refused because the caller was forgotten after the call it belongs to began."""
 

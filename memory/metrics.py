@@ -52,6 +52,11 @@ DEAD_LETTERS = Gauge(
     "rapport_analysis_dead_letters", "Analysis jobs that failed for good.", registry=REGISTRY
 )
 REDIS_UP = Gauge("rapport_redis_up", "1 when Redis answered the last check.", registry=REGISTRY)
+HISTORY_UP = Gauge(
+    "rapport_history_up",
+    "1 when the call history's database answered the last check or write, 0 when it did not.",
+    registry=REGISTRY,
+)
 REDIS_ERRORS = Counter(
     "rapport_redis_errors", "Redis commands that failed, by kind.", ["kind"], registry=REGISTRY
 )
