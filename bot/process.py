@@ -239,6 +239,7 @@ class RapportBot:
         return await check_health(
             self._memory.queue,
             heartbeat_max_age=self._settings.memory.worker_heartbeat_max_age,
+            history=self._memory.runtime.store.history,
         )
 
     async def stop(self, *, drain_timeout: float = DRAIN_TIMEOUT_S) -> None:

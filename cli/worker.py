@@ -95,7 +95,11 @@ async def _work(
             return
 
         async def check() -> ServiceHealth:
-            return await check_health(queue, heartbeat_max_age=memory.worker_heartbeat_max_age)
+            return await check_health(
+                queue,
+                heartbeat_max_age=memory.worker_heartbeat_max_age,
+                history=runtime.store.history,
+            )
 
         http = serve_health(
             check=check,

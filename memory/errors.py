@@ -31,6 +31,13 @@ class HistoryUnavailableError(RapportMemoryError):
     """
 
 
+class HistoryRefusedError(RapportMemoryError):
+    """The call history's database refused a write as invalid (a constraint, a value too long).
+
+    Retrying the same write will not help; the call stays in Redis as it is.
+    """
+
+
 class ForgottenCallerError(RapportMemoryError):
     """A write was refused because the caller was forgotten after the call it belongs to began."""
 

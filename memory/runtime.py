@@ -1,7 +1,8 @@
-"""Opening memory from settings: one Redis client, the pepper and a store, closed together.
+"""Opening memory from settings: one Redis client, the pepper, the call history and a store.
 
 The bot, the analysis worker and the CLI all start here, so they share one Redis (the embedded
-server of the data folder, or ``REDIS_URL``) and one pepper.
+server of the data folder, or ``REDIS_URL``), one pepper and one call history
+(``RAPPORT_HISTORY_URL``), closed together.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from memory.backend.connect import open_redis
+from memory.history.store import CallHistory, history_database_url
 from memory.privacy.identity import CallerIdentity, identify, load_pepper, normalize_number
 from memory.privacy.numbers import NumberVault, load_number_vault
 from memory.recall.embeddings import Embedder
@@ -71,13 +73,17 @@ class MemoryRuntime:
 async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
     """Connect to the configured Redis and build the store.
 
+    The call history connects on first use: a database that is down does not stop the start.
+
     Raises:
         ConfigurationError: The data folder cannot be used (embedded Redis), ``REDIS_URL`` is
-            set without ``RAPPORT_PEPPER``, the number key file cannot be read, or similar.
+            set without ``RAPPORT_PEPPER``, the number key file cannot be read, a bad
+            ``RAPPORT_HISTORY_URL``, or similar.
         MemoryUnavailableError: The embedded server did not start.
     """
     settings = settings or MemorySettings()
     settings.check_data_dir()
+    history_url = history_database_url(settings.history_url, data_dir=settings.data_dir)
     pepper = load_pepper(
         redis_url=settings.redis_url,
         pepper=settings.pepper,
@@ -85,12 +91,30 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
         pepper_file=settings.pepper_file,
     )
     numbers = load_number_vault(settings.number_key_file) if settings.callback_numbers else None
-    redis, close = await open_redis(
+    redis, close_redis = await open_redis(
         redis_url=settings.redis_url,
         data_dir=settings.data_dir,
         connect_timeout=settings.redis_connect_timeout,
         command_timeout=settings.redis_command_timeout,
     )
+    tombstone_seconds = round(settings.tombstone_hours * 3600)
+    history = (
+        CallHistory(
+            history_url,
+            retention_days=settings.history_retention_days,
+            tombstone_seconds=tombstone_seconds,
+        )
+        if history_url
+        else None
+    )
+
+    async def close() -> None:
+        try:
+            await close_redis()
+        finally:
+            if history is not None:
+                await history.aclose()
+
     store = MemoryStore(
         redis,
         prefix=settings.key_prefix,
@@ -99,8 +123,9 @@ async def open_memory(settings: MemorySettings | None = None) -> MemoryRuntime:
         max_facts=settings.max_facts,
         max_text_chars=settings.max_text_chars,
         max_value_bytes=settings.max_value_bytes,
-        tombstone_seconds=round(settings.tombstone_hours * 3600),
+        tombstone_seconds=tombstone_seconds,
         erasure_rewrite_s=settings.erasure_rewrite_s,
+        history=history,
     )
     return MemoryRuntime(
         settings=settings, redis=redis, store=store, pepper=pepper, _close=close, numbers=numbers

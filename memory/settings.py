@@ -77,6 +77,11 @@ class MemorySettings(BaseSettings):
     number_key_file: Path | None = Field(default=None, alias="RAPPORT_NUMBER_KEY_FILE")
     #: The price table calls are costed by (default: the list prices in ``memory/prices.json``).
     prices_file: Path | None = Field(default=None, alias="RAPPORT_PRICES_FILE")
+    #: The call history's database: unset for SQLite in the data folder, ``postgresql://…`` for
+    #: Postgres, ``none`` for no history (see ``memory.history.store.history_database_url``).
+    history_url: str | None = Field(default=None, alias="RAPPORT_HISTORY_URL", repr=False)
+    #: Calls older than this many days leave the history (0: kept until forgotten).
+    history_retention_days: int = Field(default=0, ge=0, alias="RAPPORT_HISTORY_RETENTION_DAYS")
     #: Bearer token ``GET /metrics`` requires when set (the metrics name no caller).
     metrics_token: SecretStr | None = Field(default=None, alias="RAPPORT_METRICS_TOKEN", repr=False)
     #: ``GET /health`` fails when no analysis worker has reported in for this long.

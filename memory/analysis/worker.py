@@ -24,6 +24,13 @@ A sweeper (one worker at a time, every ``sweep_interval``) closes and queues cal
 died mid-call (turns stored, no end, silent for ``idle_timeout``) and finishes hang-ups whose
 process died between closing the call and queueing it.
 
+With a call history (:mod:`memory.history`), each call is written to it when a worker takes
+its job (the closed call, transcript scrubbed) and again, before the job is acknowledged, once
+analysed or dead-lettered: the job is acknowledged only when both Redis and the history have the
+call. A history that does not answer is retried with backoff while the worker keeps its claim on
+the job, so calls wait in the queue and arrive once the database is back; the call path never
+waits for it. The sweeper also drops history past ``RAPPORT_HISTORY_RETENTION_DAYS``.
+
 Every worker also runs the erasure scheduler (:mod:`memory.privacy.erasure`): once a forget's
 deadline has passed, one of them has Redis rewrite its append-only file, so erased data leaves
 the disk.
@@ -58,6 +65,8 @@ from memory.calls.closing import end_call
 from memory.errors import (
     AnalysisError,
     ForgottenCallerError,
+    HistoryRefusedError,
+    HistoryUnavailableError,
     InvalidAnalysisError,
     MemoryUnavailableError,
     PermanentAnalysisError,
@@ -86,6 +95,8 @@ _MERGE_ATTEMPTS = 5
 HEARTBEAT_EVERY_S = 5.0
 #: How often a worker rebuilds the call-start digests that writes asked for.
 DIGEST_EVERY_S = 1.0
+#: How often one worker deletes the history past its retention.
+_HISTORY_EXPIRY_EVERY_S = 3600.0
 
 
 class JobOutcome(StrEnum):
@@ -151,6 +162,7 @@ class AnalysisWorker:
         self.consumer = consumer or consumer_name()
         self._prices = prices or load_prices()
         self._next_claim = 0.0
+        self._next_history_expiry = 0.0
 
     # -- running -----------------------------------------------------------------------------
 
@@ -252,22 +264,28 @@ class AnalysisWorker:
                     return  # claimed by another worker; results are idempotent either way
 
     async def _process(self, job: AnalysisJob) -> JobOutcome:
-        if job.deliveries > self._settings.max_deliveries:
-            reason = f"delivered {job.deliveries} times and never finished (workers died)"
-            return await self._give_up(job, reason)
         caller = job.caller
         record = await self._store.get_call(caller, job.call_id)
         if record is None:
             await self._queue.ack(job)
             return JobOutcome.MISSING
+        exhausted = job.deliveries > self._settings.max_deliveries
         if record.status == CallStatus.ANALYSED:
-            # A worker may have died between writing the facts and embedding them.
-            audited = {*record.facts_written, *record.facts_confirmed}
-            facts = await self._store.all_facts(caller) if audited else []
-            await self._embed(caller, [fact for fact in facts if fact.id in audited])
+            # A worker may have died between writing the facts and embedding them, or waited
+            # for the history until it stopped. Past max_deliveries the embedding may be what
+            # kills workers: the analysis is written, so only the history is still owed.
+            if not exhausted:
+                audited = {*record.facts_written, *record.facts_confirmed}
+                facts = await self._store.all_facts(caller) if audited else []
+                await self._embed(caller, [fact for fact in facts if fact.id in audited])
+            await self._keep_in_history(caller, record)
             await self._queue.ack(job)
             return JobOutcome.REPLAYED
+        if exhausted:
+            reason = f"delivered {job.deliveries} times and never finished (workers died)"
+            return await self._give_up(job, reason)
         transcript = await self._scrubbed_transcript(job, record.transcript)
+        await self._note_closed(caller, record.model_copy(update={"transcript": transcript}))
         try:
             facts = await self._store.all_facts(caller)
             analysis, usage = await self._analyse(transcript, facts, transfer=record.transfer)
@@ -298,6 +316,9 @@ class AnalysisWorker:
         if written:
             await self._embed(caller, merge.upserts)
             await self.refresh_digest(caller)
+        await self._keep_in_history(
+            caller, analysed.model_copy(update={"status": CallStatus.ANALYSED})
+        )
         await self._queue.ack(job)
         if not written:
             return JobOutcome.REPLAYED
@@ -439,6 +460,9 @@ class AnalysisWorker:
 
     async def _give_up(self, job: AnalysisJob, reason: str) -> JobOutcome:
         await self._store.mark_failed(job.caller, job.call_id, reason)
+        failed = await self._store.get_call(job.caller, job.call_id)
+        if failed is not None and failed.status == CallStatus.FAILED:
+            await self._keep_in_history(job.caller, failed)
         await self._queue.dead_letter(job, reason)
         # The reason is Rapport's own wording (an HTTP status, an error type), never call text.
         logger.warning(
@@ -448,6 +472,68 @@ class AnalysisWorker:
             reason,
         )
         return JobOutcome.DEAD
+
+    # -- the call history --------------------------------------------------------------------
+
+    async def _note_closed(self, caller: CallerIdentity, record: CallRecord) -> None:
+        """Write the closed call to the history now, if it answers (the final write waits)."""
+        history = self._store.history
+        if history is None:
+            return
+        with suppress(HistoryUnavailableError, HistoryRefusedError):
+            await history.save(caller, record)
+
+    async def _keep_in_history(self, caller: CallerIdentity, record: CallRecord) -> None:
+        """Write the call to the history, retrying with backoff until the database answers.
+
+        The job stays claimed (and unacknowledged) meanwhile: a worker stopped while it waits
+        leaves the job for another, which writes it once the database is back. A refused write
+        (the caller was forgotten, or the history holds the call further along) is done too.
+        """
+        history = self._store.history
+        if history is None:
+            return
+        # The history keeps only redacted text, whichever path the record took here.
+        redacted = record.model_copy(update={"transcript": scrub_turns(record.transcript)})
+        attempt = 0
+        while True:
+            try:
+                await history.save(caller, redacted)
+                return
+            except HistoryRefusedError as error:
+                # A bug, not an outage: holding the job would stop every call behind it.
+                logger.error(
+                    "The call history refused a call of {}; it stays in Redis only ({})",
+                    caller.masked,
+                    type(error.__cause__).__name__,
+                )
+                return
+            except HistoryUnavailableError:
+                attempt += 1
+                if attempt == 1:
+                    logger.warning(
+                        "The call history did not answer: a call of {} waits in the queue "
+                        "until it does",
+                        caller.masked,
+                    )
+            settings = self._settings
+            await asyncio.sleep(
+                backoff_delay(attempt, base=settings.backoff_base, cap=settings.backoff_max)
+            )
+
+    async def _expire_history(self) -> None:
+        """Delete the history past its retention, at most once per ``_HISTORY_EXPIRY_EVERY_S``."""
+        history = self._store.history
+        loop = asyncio.get_running_loop()
+        if history is None or loop.time() < self._next_history_expiry:
+            return
+        try:
+            expired = await history.expire()
+        except HistoryUnavailableError:
+            return  # tried again at the next sweep
+        self._next_history_expiry = loop.time() + _HISTORY_EXPIRY_EVERY_S
+        if expired:
+            logger.info("Deleted {} calls past the history's retention", expired)
 
     # -- sweeping ----------------------------------------------------------------------------
 
@@ -496,6 +582,7 @@ class AnalysisWorker:
                     queued += await end_call(self._store, self._queue, caller, _abandoned(record))
         await self._queue.prune_consumers(idle_for=_CONSUMER_RETENTION)
         await self._queue.expire_dead()
+        await self._expire_history()
         await self.embed_requested()
         if queued:
             logger.info("Analysis sweeper queued {} abandoned or stranded calls", queued)

@@ -11,9 +11,11 @@ Forgetting a caller (:meth:`CallHistory.forget`) deletes their rows and leaves a
 the same transaction, so a write of a call begun before the forget is refused. SQLite runs with
 ``PRAGMA secure_delete=ON``: erased text is overwritten in the file, not only unlinked.
 
-Every failure to reach the database is a :class:`~memory.errors.HistoryUnavailableError`; the
-schema is migrated (Alembic, ``migrations/`` beside this module) on first use, so a database
-that is down at start-up is picked up once it answers.
+Every failure to reach the database is a :class:`~memory.errors.HistoryUnavailableError` (retry
+later); a statement it refuses (a constraint, a value out of range) is a
+:class:`~memory.errors.HistoryRefusedError` (retrying will not help). The schema is migrated
+(Alembic, ``migrations/`` beside this module) on first use, so a database that is down at
+start-up is picked up once it answers.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ from alembic.config import Config
 from sqlalchemy import Connection, and_, delete, event, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from memory.errors import ConfigurationError, HistoryUnavailableError
+from memory.errors import ConfigurationError, HistoryRefusedError, HistoryUnavailableError
 from memory.history.tables import analyses, calls, forgotten, turns
 from memory.metrics import HISTORY_UP
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTransfer, Turn, now
@@ -139,8 +147,6 @@ class CallHistory:
 
     def __init__(self, url: str, *, retention_days: int = 0, tombstone_seconds: int) -> None:
         self._url = make_url(url)
-        if self._url.get_backend_name() == "sqlite" and self._url.database:
-            Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args: dict[str, Any] = {"timeout": TIMEOUT_S}
         if self._url.get_backend_name() == "postgresql":
             connect_args["command_timeout"] = TIMEOUT_S
@@ -181,6 +187,10 @@ class CallHistory:
                 async with self._engine.begin() as connection:
                     yield connection
         except (SQLAlchemyError, OSError, TimeoutError) as e:
+            if not _unanswered(e):
+                raise HistoryRefusedError(
+                    f"the call history database refused a statement ({type(e).__name__})"
+                ) from e
             HISTORY_UP.set(0)
             raise HistoryUnavailableError(
                 f"the call history database did not answer ({type(e).__name__})"
@@ -193,6 +203,8 @@ class CallHistory:
         async with self._schema_lock:
             if self._schema_ready:
                 return
+            if self.backend == "sqlite" and self._url.database:
+                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
             async with self._engine.begin() as connection:
                 await connection.run_sync(upgrade_schema)
             self._schema_ready = True
@@ -223,6 +235,7 @@ class CallHistory:
 
         Raises:
             HistoryUnavailableError: The database did not answer; nothing was written.
+            HistoryRefusedError: The database refused the call; nothing was written.
         """
         row = _call_row(caller, record)
         async with self._transaction() as connection:
@@ -419,6 +432,19 @@ class CallHistory:
 
 
 _KEY = frozenset({"agent_id", "call_id"})
+#: SQLSTATE classes of a server that cannot answer now: connection exception, insufficient
+#: resources, operator intervention (shutting down, starting up), transaction rollback.
+_RETRYABLE_SQLSTATE = ("08", "53", "57", "40")
+
+
+def _unanswered(error: BaseException) -> bool:
+    """Whether ``error`` means the database could not answer (retry later), not a refusal."""
+    if isinstance(error, OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    if isinstance(error, DBAPIError):
+        code = str(getattr(error.orig, "pgcode", None) or "")
+        return error.connection_invalidated or code.startswith(_RETRYABLE_SQLSTATE)
+    return False
 
 
 def _dialect_insert(connection: AsyncConnection) -> Any:

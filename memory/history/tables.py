@@ -70,22 +70,24 @@ METADATA = MetaData()
 #: Longest agent id or call id kept (agent ids are at most 64 characters; platform call ids
 #: are UUIDs or similar).
 ID_CHARS = 128
+#: Longest caller key (``v1.`` and 64 hex digits today; room for a longer scheme).
+KEY_CHARS = 80
 
 calls = Table(
     "calls",
     METADATA,
     Column("agent_id", String(ID_CHARS), primary_key=True),
     Column("call_id", String(ID_CHARS), primary_key=True),
-    Column("caller_key", String(64), nullable=False, comment="HMAC of agent and number"),
+    Column("caller_key", String(KEY_CHARS), nullable=False, comment="HMAC of agent and number"),
     Column("masked_number", String(32)),
     Column("status", String(16), nullable=False, comment="ended, analysed or failed"),
     Column("trust", String(16)),
     Column("language", String(35)),
     Column("started_at", UtcTime, nullable=False),
     Column("ended_at", UtcTime),
-    Column("ended_reason", String(64)),
+    Column("ended_reason", Text),
     Column("duration_s", Float),
-    Column("transfer_target", String(255)),
+    Column("transfer_target", Text),
     Column("transfer_reason", Text),
     Column("transferred_at", UtcTime),
     Column("error", Text, comment="why the analysis failed for good (dead letter)"),
@@ -104,7 +106,7 @@ analyses = Table(
     Column("call_id", String(ID_CHARS), primary_key=True),
     Column("summary", Text, nullable=False),
     Column("urgency", SmallInteger, nullable=False),
-    Column("action", String(64), nullable=False),
+    Column("action", Text, nullable=False),
     Column("sentiment", String(16), nullable=False),
     Column("language", String(35), nullable=False),
     Column("caller_name", String(80)),
@@ -135,7 +137,7 @@ forgotten = Table(
     "forgotten_callers",
     METADATA,
     Column("agent_id", String(ID_CHARS), primary_key=True),
-    Column("caller_key", String(64), primary_key=True),
+    Column("caller_key", String(KEY_CHARS), primary_key=True),
     Column("forgotten_at", UtcTime, nullable=False, comment="calls begun before are refused"),
     comment="Tombstones: a late write of a call begun before the forget is refused.",
 )

@@ -29,6 +29,10 @@ bring back a superseded fact.
 Every write that changes what the next call start reads bumps the caller's memory version and
 asks the worker to rebuild their call-start digest (:mod:`memory.store.digest`); appended turns
 bump it too and are followed by the call's close, which asks.
+
+With a call history (:mod:`memory.history`), a forget reaches it too, first: the caller's rows
+go before their Redis keys, and a history that does not answer stops the forget before anything
+is deleted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from redis.asyncio import Redis
 from memory.backend.coalesce import ReadCoalescer
 from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
 from memory.errors import ForgottenCallerError, RapportMemoryError
+from memory.history.store import CallHistory
 from memory.models import (
     MAX_TEXT_CHARS,
     CallerMemory,
@@ -122,6 +127,7 @@ class MemoryStore:
         tombstone_seconds: How long a forget refuses writes of calls that began before it.
         erasure_rewrite_s: Longest time a forgotten caller stays in the append-only file
             (see :mod:`memory.privacy.erasure`).
+        history: The call history in SQL, reached by forget and export (None: off).
     """
 
     def __init__(
@@ -136,8 +142,10 @@ class MemoryStore:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         tombstone_seconds: int = DEFAULT_TOMBSTONE_SECONDS,
         erasure_rewrite_s: float = DEFAULT_ERASURE_REWRITE_S,
+        history: CallHistory | None = None,
     ) -> None:
         self._redis = redis
+        self.history = history
         self._keys = KeyLayout(prefix)
         self._retention_days = retention_days
         self._recent_turns = 2 * recent_exchanges
@@ -807,10 +815,20 @@ class MemoryStore:
         The deletes reach the disk once the append-only file is rewritten, which this schedules
         (after the deletes: see :mod:`memory.privacy.erasure`).
 
+        The call history's rows go first (:meth:`CallHistory.forget`, with its own tombstone):
+        a history that does not answer raises before anything is deleted, so a forget is
+        never half done without saying so.
+
         Returns:
-            How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``), and
-            ``rewrite_by``: the Unix time by which the append-only file rewrite starts.
+            How many of each kind were removed (``keys``, ``facts``, ``calls``, ``turns``,
+            ``history_calls``), and ``rewrite_by``: the Unix time by which the append-only file
+            rewrite starts.
+
+        Raises:
+            HistoryUnavailableError: The call history did not answer; nothing was deleted.
+            MemoryUnavailableError: Redis did not answer.
         """
+        history_calls = await self.history.forget(caller) if self.history is not None else 0
         # Strictly after any call start already seen by this clock (a call starting in this
         # very second begins a new memory).
         await redis_reply(
@@ -845,6 +863,7 @@ class MemoryStore:
             "facts": n_facts,
             "calls": len(ids),
             "turns": n_turns,
+            "history_calls": history_calls,
             "rewrite_by": int(rewrite_by) + 1,
         }
 
@@ -861,7 +880,17 @@ class MemoryStore:
                 return found
 
     async def export(self, caller: CallerIdentity) -> dict[str, Any]:
-        """All of one caller's data as a JSON-serialisable dict (embeddings left out)."""
+        """All of one caller's data as a JSON-serialisable dict (embeddings left out).
+
+        With a call history, ``history`` holds every call it keeps of the caller (older ones
+        than Redis holds included), oldest first.
+
+        Raises:
+            HistoryUnavailableError: The call history did not answer.
+            MemoryUnavailableError: Redis did not answer.
+        """
+        kept = await self.history.caller_calls(caller) if self.history is not None else []
+        history = [found.record.model_dump(mode="json") for found in kept]
         keys = self._keys.caller_keys(caller)
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(keys["profile"])
@@ -883,6 +912,7 @@ class MemoryStore:
             "recent_turns": [t.model_dump(mode="json") for t in parse_turns(turns_raw)],
             "calls": calls,
             "values": {k.decode(errors="replace"): json_value(v) for k, v in kv_raw.items()},
+            "history": history,
         }
 
     async def list_callers(

@@ -81,9 +81,7 @@ class PostgresServer:
         """Create the cluster (its superuser ``postgres``, local connections trusted)."""
         if self._user is not None:
             shutil.chown(self.folder, user=self._user)
-        self._run(
-            "initdb", "-D", str(self._data), "-U", _SUPERUSER, "--auth=trust", "-E", "UTF8"
-        )
+        self._run("initdb", "-D", str(self._data), "-U", _SUPERUSER, "--auth=trust", "-E", "UTF8")
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""

@@ -21,7 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "forgotten_callers",
         sa.Column("agent_id", sa.String(128), primary_key=True),
-        sa.Column("caller_key", sa.String(64), primary_key=True),
+        sa.Column("caller_key", sa.String(80), primary_key=True),
         sa.Column(
             "forgotten_at",
             sa.DateTime(timezone=True),
