@@ -8,6 +8,11 @@ by ``tests/support/postgres.py`` (installed first when missing).
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -493,3 +498,50 @@ async def test_the_export_of_a_caller_the_history_never_saw_has_an_empty_history
 ) -> None:
     nobody = CallerIdentity(agent_id=AGENT, key="0" * 64, masked="+1•••00")
     assert (await history_store.export(nobody))["history"] == []
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.mark.slow
+def test_the_migrations_ship_in_the_package_and_run_from_an_installed_copy(tmp_path: Path) -> None:
+    # Built from a copy of the sources, so the build leaves nothing in the work tree.
+    root, source = Path(__file__).resolve().parents[1], _mkdir(tmp_path / "source")
+    for name in ("pyproject.toml", "README.md", "runner.py"):
+        shutil.copy2(root / name, source / name)
+    for package in ("memory", "bot", "processors", "cli", "web"):
+        ignored = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(root / package, source / package, ignore=ignored)
+    wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", _mkdir(tmp_path / "else")
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", wheels, source], check=True, timeout=600)
+    [wheel] = wheels.glob("rapport-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=600)
+    script = (
+        "import asyncio, memory\n"
+        "from pathlib import Path\n"
+        "from memory.history.store import CallHistory, history_database_url\n"
+        "async def main():\n"
+        "    history = CallHistory(history_database_url(None, data_dir=Path('data')),"
+        " tombstone_seconds=60)\n"
+        "    assert await history.ping()\n"
+        "    await history.aclose()\n"
+        "    print(memory.__file__)\n"
+        "asyncio.run(main())\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert ran.stdout.strip() == str(site / "memory" / "__init__.py")
+    connection = sqlite3.connect(elsewhere / "data" / "history.sqlite3")
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    connection.close()
+    assert {"calls", "analyses", "turns", "forgotten_callers", "alembic_version"} <= tables
