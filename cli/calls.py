@@ -1,4 +1,4 @@
-"""``python runner.py calls …``: the follow-up list and analysed calls.
+"""``python runner.py calls …``: the follow-up list, analysed calls and the call history.
 
     python runner.py calls list --agent A [--action call_back] [--since 7d]
         [--field appointment_type=cleaning] [--columns appointment_type,preferred_time]
@@ -6,18 +6,24 @@
     python runner.py calls stats --agent A [--since 7d]
     python runner.py calls callback CALL_ID --agent A (--to STAFF_PHONE | --agent-calls)
         [--reason "the burst pipe"]
+    python runner.py calls export --agent A --since 1y [--format csv|jsonl] [--output FILE]
 
-Numbers are always shown masked; transcripts are shown scrubbed. ``callback`` calls the caller
-back from the business's Twilio number (see :mod:`bot.callback`): ``--to`` rings that phone and
-puts it through to the caller, ``--agent-calls`` has Rapport call (within business hours). Both
-are written to the dashboard's audit list.
+``list``, ``show`` and ``stats`` read Redis, and the call history for anything older than Redis
+holds (``--since 1y``); ``export`` writes the history. Numbers are always shown masked;
+transcripts are shown scrubbed. ``callback`` calls the caller back from the business's Twilio
+number (see :mod:`bot.callback`): ``--to`` rings that phone and puts it through to the caller,
+``--agent-calls`` has Rapport call (within business hours). Both are written to the dashboard's
+audit list.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -26,10 +32,11 @@ from bot.settings import BotSettings
 from bot.targets import phone_number
 from cli.format import add_row, console, print_error, when
 from memory.analysis.fields import shown
-from memory.analysis.followups import follow_ups
+from memory.analysis.followups import follow_ups, merged, older_calls
 from memory.analysis.settings import AnalysisSettings
 from memory.calls.stats import summarise
-from memory.errors import ConfigurationError, RapportMemoryError
+from memory.errors import ConfigurationError, HistoryUnavailableError, RapportMemoryError
+from memory.history.export import ExportFormat, write_export
 from memory.models import CallRecord, CallStatus, Fact, now
 from memory.privacy.identity import mask_number
 from memory.privacy.scrub import scrub_turns
@@ -100,6 +107,13 @@ def add_calls_commands(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--agent", required=True)
     _add_since(stats)
     stats.add_argument("--limit", type=int, default=10_000, help="calls looked at, newest first")
+    export = actions.add_parser("export", help="every call in the history, as CSV or JSON lines")
+    export.add_argument("--agent", required=True)
+    _add_since(export)
+    export.add_argument(
+        "--format", choices=[f.value for f in ExportFormat], default=ExportFormat.CSV.value
+    )
+    export.add_argument("--output", type=Path, help="write to this file (default: standard out)")
     calls.set_defaults(handler=run_calls_command)
 
 
@@ -146,6 +160,8 @@ async def run_calls_command(args: argparse.Namespace) -> int:
                 return await _stats(runtime, args)
             if args.action == "callback":
                 return await _callback(runtime, args)
+            if args.action == "export":
+                return await _export(runtime, args)
             return await _show(runtime, args)
     except ConfigurationError:
         raise  # cli.main names the setting in one line, exit code 2
@@ -199,7 +215,7 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     except ValueError as e:
         print_error(str(e))
         return 2
-    records = await follow_ups(
+    recent = await follow_ups(
         runtime.store,
         args.agent,
         since=since,
@@ -207,6 +223,16 @@ async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
         fields=wanted,
         limit=args.limit,
     )
+    older = await _older(
+        runtime,
+        args.agent,
+        since=since,
+        action=args.follow_up,
+        fields=wanted,
+        follow_ups_only=True,
+        limit=args.limit,
+    )
+    records = merged(recent, older)[: args.limit]
     title = f"Follow-ups of {args.agent} since {when(since)}"
     table = Table(title=title + (f" (action {args.follow_up})" if args.follow_up else ""))
     for column in ("urgency", "action", "caller", "name", "ended", "sentiment", "summary"):
@@ -258,14 +284,29 @@ def _field_options(filters: Sequence[str], columns: str) -> tuple[dict[str, str]
     return wanted, names
 
 
+async def _older(runtime: MemoryRuntime, agent_id: str, **query: Any) -> list[CallRecord]:
+    """:func:`older_calls`, or none with a warning when the history does not answer."""
+    try:
+        return await older_calls(runtime.store, agent_id, **query)
+    except HistoryUnavailableError:
+        print_error("The call history did not answer: only the calls Redis holds are shown.")
+        return []
+
+
 def _pending(record: CallRecord) -> str:
     return "(analysis failed)" if record.status == CallStatus.FAILED else "(not analysed yet)"
 
 
 async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
-    ref = await runtime.store.find_call(args.agent, args.call_id)
-    record = await runtime.store.get_call(ref.caller, ref.call_id) if ref else None
-    if ref is None or record is None:
+    store = runtime.store
+    ref = await store.find_call(args.agent, args.call_id)
+    caller = ref.caller if ref else None
+    record = await store.get_call(ref.caller, ref.call_id) if ref else None
+    if record is None and store.history is not None:
+        # Older than Redis holds: the history has it, transcript already redacted.
+        kept = await store.history.call(args.agent, args.call_id)
+        caller, record = (kept.caller, kept.record) if kept else (None, None)
+    if caller is None or record is None:
         print_error(f"No call {args.call_id} for agent {args.agent}.")
         return 1
     console.print(
@@ -296,7 +337,7 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     console.print(details)
     if record.report is not None:
         console.print(report_table(record.report))
-    facts = {fact.id: fact for fact in await runtime.store.all_facts(ref.caller)}
+    facts = {fact.id: fact for fact in await store.all_facts(caller)}
     memories = Table(title="Memories this call changed")
     for column in ("change", "fact", "confidence", "now"):
         memories.add_column(column)
@@ -319,8 +360,9 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
 
 async def _stats(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     since: float = args.since
-    records = await follow_ups(runtime.store, args.agent, since=since, limit=args.limit)
-    stats = summarise(records)
+    recent = await follow_ups(runtime.store, args.agent, since=since, limit=args.limit)
+    older = await _older(runtime, args.agent, since=since, limit=args.limit)
+    stats = summarise(merged(recent, older)[: args.limit])
     table = Table(title=f"Calls of {args.agent} since {when(since)}", show_header=False)
     currency = f" {stats.currency}" if stats.currency else ""
     add_row(table, "calls", f"{stats.calls} ({stats.reported} with a report)")
@@ -333,6 +375,22 @@ async def _stats(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     add_row(table, "memory load p99", _millis(stats.memory_load_p99_ms))
     add_row(table, "analyses failed", str(stats.analyses_failed))
     console.print(table)
+    return 0
+
+
+async def _export(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
+    history = runtime.store.history
+    if history is None:
+        print_error("The call history is off (RAPPORT_HISTORY_URL=none): nothing to export.")
+        return 2
+    calls = history.export(args.agent, since=args.since)
+    chosen = ExportFormat(args.format)
+    if args.output is None:
+        await write_export(calls, sys.stdout, format=chosen)
+        return 0
+    with args.output.open("w", encoding="utf-8", newline="") as out:
+        written = await write_export(calls, out, format=chosen)
+    console.print(f"Wrote {written} calls of {args.agent} since {when(args.since)} to {args.output}")
     return 0
 
 

@@ -47,6 +47,16 @@ def _own_config_home(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
 
 
+@pytest.fixture(autouse=True)
+def _own_call_history(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's call history is a SQLite file of its own, never the repository's data folder
+    (call ids repeat between tests, and a history keeps them)."""
+    folder = tmp_path_factory.mktemp("history")
+    monkeypatch.setenv("RAPPORT_HISTORY_URL", f"sqlite:///{folder / 'history.sqlite3'}")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """Fail the test in which any LLM request broke the real API's rules.

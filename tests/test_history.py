@@ -8,6 +8,8 @@ by ``tests/support/postgres.py`` (installed first when missing).
 from __future__ import annotations
 
 import asyncio
+import csv
+import json
 import os
 import shutil
 import sqlite3
@@ -45,12 +47,14 @@ from tests.support.worker import (
     AGENT,
     BOB,
     EMBEDDER,
+    ROOT,
     TURNS,
     analysed_reply,
     analysis_settings,
     caller,
     hang_up,
     process_next,
+    subprocess_env,
 )
 
 DAY = 86_400.0
@@ -545,3 +549,60 @@ def test_the_migrations_ship_in_the_package_and_run_from_an_installed_copy(tmp_p
     tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
     connection.close()
     assert {"calls", "analyses", "turns", "forgotten_callers", "alembic_version"} <= tables
+
+
+@pytest.mark.slow
+async def test_the_calls_commands_reach_back_into_the_history_and_export_it(
+    redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    # The test's own SQLite history (tests/conftest.py), which the commands open too.
+    url = history_database_url(os.environ["RAPPORT_HISTORY_URL"], data_dir=tmp_path)
+    assert url is not None
+    history = CallHistory(url, tombstone_seconds=TOMBSTONE_S)
+    alice, bob = caller(), caller(BOB)
+    old = _analysed(_record("call-last-spring", ended=now() - 200 * DAY), action="call_back")
+    await history.save(alice, old)
+    formula = _record("call-formula", ended=now() - 150 * DAY)
+    await history.save(bob, _analysed(formula, summary="=HYPERLINK(1)", action="none"))
+    await history.aclose()
+    env = subprocess_env(redis_url, key_prefix, COLUMNS="250")
+
+    async def cli(*args: str) -> str:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "runner.py",
+            *args,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        assert process.returncode == 0, err.decode()
+        return out.decode()
+
+    assert "call-last-spring" not in await cli("calls", "list", "--agent", AGENT)
+    listed = await cli("calls", "list", "--agent", AGENT, "--since", "1y")
+    assert "call-last-spring" in listed and alice.masked in listed
+    assert "call-formula" not in listed  # its action is none: not a follow-up
+    shown = await cli("calls", "show", "call-last-spring", "--agent", AGENT)
+    assert "About my order call-last-spring" in shown and "call_back" in shown
+    stats = await cli("calls", "stats", "--agent", AGENT, "--since", "1y")
+    assert "2 (0 with a report)" in stats
+
+    exported = tmp_path / "calls.csv"
+    await cli("calls", "export", "--agent", AGENT, "--since", "1y", "--output", str(exported))
+    with exported.open(newline="", encoding="utf-8") as rows:
+        table = list(csv.DictReader(rows))
+    assert [row["call_id"] for row in table] == ["call-formula", "call-last-spring"]
+    assert table[0]["summary"] == "'=HYPERLINK(1)"  # text, never a formula
+    assert table[1]["action"] == "call_back" and table[1]["caller"] == alice.masked
+    assert table[1]["transcript"] == "caller: About my order call-last-spring\nagent: Of course."
+    lines = await cli("calls", "export", "--agent", AGENT, "--since", "1y", "--format", "jsonl")
+    calls = [json.loads(line) for line in lines.splitlines()]
+    assert [(c["call_id"], c["caller_key"]) for c in calls] == [
+        ("call-formula", bob.key),
+        ("call-last-spring", alice.key),
+    ]
+    assert calls[1]["analysis"]["summary"] == answer()["summary"]
+    assert "4155550123" not in lines.replace(" ", "")

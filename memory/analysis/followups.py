@@ -1,15 +1,19 @@
-"""The follow-up list: analysed calls the business acts on, filtered by its own fields."""
+"""The follow-up list: analysed calls the business acts on, filtered by its own fields.
+
+Redis holds the calls of the memory's retention; :func:`older_calls` reads the ones before it
+from the call history (:mod:`memory.history`), for lists and figures that reach further back.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from memory.analysis.fields import matches
-from memory.models import CallRecord
+from memory.models import CallRecord, now
 from memory.privacy.identity import CallerIdentity
 from memory.store.callers import MemoryStore
-from memory.store.followup_index import FollowUpDone
+from memory.store.followup_index import NO_ACTION, FollowUpDone
 from memory.store.keys import agent_call_member
 
 
@@ -86,6 +90,67 @@ async def follow_ups(
         store, agent_id, since=since, action=action, fields=fields, offset=offset, limit=limit
     )
     return [follow_up.record for follow_up in page]
+
+
+async def older_calls(
+    store: MemoryStore,
+    agent_id: str,
+    *,
+    since: float,
+    action: str | None = None,
+    fields: Mapping[str, str] | None = None,
+    follow_ups_only: bool = False,
+    limit: int = 500,
+) -> list[CallRecord]:
+    """The calls of an agent that ended since ``since`` but before Redis's retention, newest first.
+
+    Read from the call history; empty when there is none or Redis reaches back to ``since``.
+
+    Args:
+        store: The memory store (its ``history`` and retention horizon).
+        agent_id: Whose calls.
+        since: Oldest end time included.
+        action: Only calls whose analysis chose this action.
+        fields: Only calls whose business fields match these values (see :func:`follow_ups`).
+        follow_ups_only: Leave out calls that need no action (and unanalysed ones: the history
+            does not know which were marked done, so only analysed calls are listed).
+        limit: Calls read at most.
+
+    Raises:
+        HistoryUnavailableError: The call history did not answer.
+    """
+    horizon = min(store.horizon, now())
+    if store.history is None or since >= horizon:
+        return []
+    found = await store.history.calls(
+        agent_id, since=since, until=horizon, action=action, limit=limit
+    )
+    return [
+        call.record
+        for call in found
+        if _fields_match(call.record, fields or {})
+        and not (
+            follow_ups_only
+            and (call.record.analysis is None or call.record.analysis.action == NO_ACTION)
+        )
+    ]
+
+
+def merged(recent: Sequence[CallRecord], older: Sequence[CallRecord]) -> list[CallRecord]:
+    """Redis's calls and the history's older ones, each call once (Redis's copy kept).
+
+    In follow-up order: most urgent, then newest first; unanalysed calls last.
+    """
+    seen = {record.call_id for record in recent}
+    calls = [*recent, *(record for record in older if record.call_id not in seen)]
+    return sorted(
+        calls,
+        key=lambda record: (
+            record.analysis is None,
+            -(record.analysis.urgency if record.analysis else 0),
+            -(record.ended_at or record.started_at),
+        ),
+    )
 
 
 def _fields_match(record: CallRecord, fields: Mapping[str, str]) -> bool:

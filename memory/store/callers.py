@@ -199,6 +199,14 @@ class MemoryStore:
     def _cutoff(self) -> float:
         return now() - self.ttl_seconds if self.ttl_seconds else float("-inf")
 
+    @property
+    def horizon(self) -> float:
+        """The oldest time Redis is sure to hold calls from (``-inf`` when kept for ever).
+
+        Anything older is read from the call history, if there is one.
+        """
+        return self._cutoff()
+
     # -- the call path ----------------------------------------------------------------------
 
     async def load(self, caller: CallerIdentity) -> CallerMemory:

@@ -117,5 +117,7 @@ async def snapshot(redis: Redis, prefix: str) -> dict[bytes, Any]:
 def subprocess_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, str]:
     """The environment of a ``runner.py`` subprocess on this test's Redis and prefix."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPPORT_", "ANTHROPIC_"))}
+    # The test's own call history (see tests/conftest.py), not the repository's data folder.
+    env["RAPPORT_HISTORY_URL"] = os.environ.get("RAPPORT_HISTORY_URL", "none")
     env.update(REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix, **extra)
     return env
