@@ -24,7 +24,7 @@ from playwright.async_api import Dialog, Page, async_playwright
 from redis.asyncio import Redis
 
 from cli.main import main as cli_main
-from memory.models import CallAnalysis, CallRecord, CallTrust, Fact, Turn, now
+from memory.models import CallAnalysis, CallRecord, CallStatus, CallTrust, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.render import render_memory
 from memory.runtime import MemoryRuntime
@@ -415,6 +415,51 @@ async def test_the_queue_shows_dead_letters_and_retries_one(dashboard: Dashboard
     assert (await queue.counts()).dead == 0
     (entry,) = await dashboard.memory.audit.recent(AGENT)
     assert entry.action.value == "dead_letter_retried" and entry.caller == who.masked
+
+
+async def test_calls_older_than_redis_holds_are_listed_and_opened_from_the_history(
+    dashboard: Dashboard,
+) -> None:
+    history = dashboard.memory.store.history
+    assert history is not None
+    who = dashboard.caller("+1 415 555 0151")
+    old = CallRecord(
+        call_id="c-last-spring",
+        agent_id=AGENT,
+        status=CallStatus.ANALYSED,
+        started_at=now() - 200 * DAY - 60,
+        ended_at=now() - 200 * DAY,
+        ended_reason="hangup",
+        transcript=[Turn(role="user", text=XSS, at=now() - 200 * DAY - 30)],
+        analysis=CallAnalysis(
+            summary="Asked about a wedding cake.",
+            urgency=5,
+            action="call_back",
+            sentiment="neutral",
+            language="en",
+        ),
+    )
+    await history.save(who, old)
+    calm = old.model_copy(update={"call_id": "c-calm", "analysis": None, "transcript": []})
+    await history.save(who, calm)
+    await dashboard.log_in()
+    page = dashboard.page
+    await page.goto(f"{dashboard.url}/dashboard/history?period=all")
+    listed = await page.locator("#history").inner_text()
+    assert "Asked about a wedding cake." in listed and who.masked in listed
+    assert await page.locator("#history li").count() == 2
+    await page.goto(f"{dashboard.url}/dashboard/history?period=all&urgent=true")
+    assert await page.locator("#history li").count() == 1
+    await dashboard.shot("history")
+    await page.locator("#history a", has_text="Open call").click()
+    transcript = page.locator("#transcript")
+    assert XSS in await transcript.inner_text()
+    assert await transcript.locator("img").count() == 0
+    assert "call back" in await page.locator("#analysis").inner_text()
+    # Another caller's key does not open it.
+    other = dashboard.caller("+1 415 555 0152")
+    response = await page.goto(f"{dashboard.url}/dashboard/calls/{other.key}/c-last-spring")
+    assert response is not None and response.status == 404
 
 
 def test_the_dashboard_refuses_to_listen_beyond_loopback_without_a_password(

@@ -18,7 +18,7 @@ from memory.store.audit import AuditLog
 from memory.store.queue import AnalysisQueue
 from web.dashboard.access import DashboardAccess
 from web.dashboard.context import HERE, PREFIX, DashboardMemory, PageContext
-from web.dashboard.pages import audit, call, callback, callers, followups, login, queue
+from web.dashboard.pages import audit, call, callback, callers, followups, history, login, queue
 
 #: Every page's routes, in the order they are matched; a new page is one more entry.
 PAGES: tuple[Callable[[PageContext], APIRouter], ...] = (
@@ -26,6 +26,7 @@ PAGES: tuple[Callable[[PageContext], APIRouter], ...] = (
     followups.router,
     call.router,
     callers.router,
+    history.router,
     queue.router,
     audit.router,
     callback.router,

@@ -1,4 +1,7 @@
-"""One call (``/dashboard/calls/{caller}/{call}``): analysis, memories changed, transcript."""
+"""One call (``/dashboard/calls/{caller}/{call}``): analysis, memories changed, transcript.
+
+A call Redis no longer holds is read from the call history (:mod:`memory.history`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+from memory.errors import HistoryUnavailableError
 from memory.models import CallRecord
+from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
-from web.dashboard.context import PREFIX, PageContext
+from web.dashboard.context import PREFIX, DashboardMemory, PageContext
 
 
 def router(context: PageContext) -> APIRouter:
@@ -21,7 +26,7 @@ def router(context: PageContext) -> APIRouter:
         session = context.signed_in(request)
         mem = context.need_memory()
         caller = await context.caller_of(mem, caller_key)
-        record = await mem.store.get_call(caller, call_id)
+        record = await mem.store.get_call(caller, call_id) or await _kept(mem, caller, call_id)
         if record is None:
             raise HTTPException(404, "no such call")
         facts = {fact.id: fact for fact in await mem.store.all_facts(caller)}
@@ -48,6 +53,17 @@ def router(context: PageContext) -> APIRouter:
         )
 
     return routes
+
+
+async def _kept(mem: DashboardMemory, caller: CallerIdentity, call_id: str) -> CallRecord | None:
+    """The call from the history, when Redis no longer holds it (and it is this caller's)."""
+    if mem.store.history is None:
+        return None
+    try:
+        kept = await mem.store.history.call(mem.agent_id, call_id)
+    except HistoryUnavailableError as e:
+        raise HTTPException(503, "the call history did not answer") from e
+    return kept.record if kept is not None and kept.caller.key == caller.key else None
 
 
 def _report_fields(record: CallRecord) -> list[tuple[str, Any]]:
