@@ -27,6 +27,7 @@ from tests.support.call_harness import (
     OTHER,
     Line,
     analyse_queued,
+    analysed_in_history,
     caller_of,
     open_line,
     queued_calls,
@@ -126,6 +127,9 @@ async def test_the_opening_line_the_analysis_prepared_is_spoken_before_any_llm_r
         fake,
         answer(language="es-ES", caller_name="Lucía", opening_line=line_es, facts=[]),
     )
+    kept = await analysed_in_history(line, "call-1")  # the phone door reaches the history
+    assert kept.analysis is not None and kept.analysis.caller_name == "Lucía"
+    assert kept.transcript[1].text.startswith("Hola, soy Lucía.")
     # The analysis request itself passed the strict fake.
     assert fake.requests[-1].body["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
     before = len(fake.requests)

@@ -23,6 +23,7 @@ from tests.support.call_harness import (
     OTHER,
     Line,
     analyse_queued,
+    analysed_in_history,
     caller_of,
     queued_calls,
     runtime_of,
@@ -91,6 +92,9 @@ async def test_two_calls_of_one_caller_through_the_http_api(
             facts=[{"text": "Caller orders cakes for Fridays", "confidence": 0.9}],
         ),
     )
+    kept = await analysed_in_history(line, "vb-1")  # the /v1 door reaches the history
+    assert kept.ended_reason == "caller hung up" and kept.trust == "verified"
+    assert "4111" not in kept.transcript[1].text
 
     second = (await api.post("/v1/calls", json={**start, "platform_call_id": "vb-2"})).json()
     assert (second["returning"], second["opening_line"]) == (True, opening)

@@ -29,6 +29,7 @@ from tests.support.call_harness import (
     OTHER,
     Line,
     analyse_queued,
+    analysed_in_history,
     caller_of,
     queued_calls,
     runtime_of,
@@ -172,6 +173,9 @@ async def test_a_vapi_caller_is_remembered_from_one_call_to_the_next(line: Line,
             facts=[{"text": "Caller collects a sourdough loaf on Saturdays", "confidence": 0.9}],
         ),
     )
+    kept = await analysed_in_history(line, "vapi-1")  # the Vapi door reaches the history
+    assert kept.analysis is not None and kept.analysis.caller_name == "Ana Puig"
+    assert (kept.ended_reason, kept.trust) == ("customer-ended-call", "unverified")
 
     # Call 2: a new Vapi call id, the same number: the new facts are in the prompt.
     fake.script(Reply.text("Hello again, Ana!"))

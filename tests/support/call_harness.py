@@ -30,7 +30,7 @@ from bot.wording import opening_line, prompt_template
 from memory.analysis.analyzer import TOOL_NAME
 from memory.analysis.settings import AnalysisSettings
 from memory.analysis.worker import JobOutcome, analysis_worker
-from memory.models import CallTrust
+from memory.models import CallRecord, CallStatus, CallTrust
 from memory.privacy.identity import CallerIdentity
 from memory.runtime import MemoryAccess, MemoryRuntime, open_memory
 from memory.settings import MemorySettings
@@ -172,6 +172,15 @@ async def queued_calls(line: Line) -> list[str]:
     assert line.memory is not None
     entries = await line.memory.runtime.redis.xrange(line.memory.queue.stream_key)
     return [fields[b"call"].decode() for _, fields in entries]
+
+
+async def analysed_in_history(line: Line, call_id: str, agent: str = "bakery") -> CallRecord:
+    """The call as the SQL call history keeps it once analysed (it must be there, analysed)."""
+    history = runtime_of(line).store.history
+    assert history is not None
+    kept = await history.call(agent, call_id)
+    assert kept is not None and kept.record.status == CallStatus.ANALYSED
+    return kept.record
 
 
 async def analyse_queued(line: Line, fake: FakeAnthropic, answer: dict[str, Any]) -> None:

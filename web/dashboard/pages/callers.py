@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from memory.errors import InvalidIdentityError
+from memory.errors import HistoryUnavailableError, InvalidIdentityError
 from memory.models import MAX_TEXT_CHARS, clean_text
 from memory.store.audit import AuditAction
 from memory.store.corrections import FactRefusedError, UnknownFactError, delete_fact, edit_fact
@@ -109,7 +109,10 @@ def router(context: PageContext) -> APIRouter:
         context.signed_in(request)
         mem = context.need_memory()
         caller = await context.caller_of(mem, caller_key)
-        data = await mem.store.export(caller)
+        try:
+            data = await mem.store.export(caller)
+        except HistoryUnavailableError as e:
+            raise HTTPException(503, "the call history did not answer; try again shortly") from e
         return Response(
             json.dumps(data, indent=2, ensure_ascii=False),
             media_type="application/json",
@@ -133,7 +136,13 @@ def router(context: PageContext) -> APIRouter:
         caller = await context.caller_of(mem, caller_key)
         if form.get("confirm") != "forget":
             return back(f"{PREFIX}/callers/{caller.key}/forget")
-        await mem.store.forget(caller)
+        try:
+            await mem.store.forget(caller)
+        except HistoryUnavailableError as e:
+            # Raised before anything was deleted: the caller is intact, the forget can be redone.
+            raise HTTPException(
+                503, "the call history did not answer: nothing was forgotten; try again shortly"
+            ) from e
         await context.audit(mem, session, AuditAction.CALLER_FORGOTTEN, caller)
         return back(f"{PREFIX}/callers")
 
