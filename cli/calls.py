@@ -390,7 +390,8 @@ async def _export(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
         return 0
     with args.output.open("w", encoding="utf-8", newline="") as out:
         written = await write_export(calls, out, format=chosen)
-    console.print(f"Wrote {written} calls of {args.agent} since {when(args.since)} to {args.output}")
+    since = when(args.since)
+    console.print(f"Wrote {written} calls of {args.agent} since {since} to {args.output}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``compose.yaml``: Redis with its append-only file, two bots, one worker, a round-robin proxy.
+"""``compose.yaml``: Redis with its append-only file, Postgres for the call history, two bots,
+one worker, a round-robin proxy.
 
 No Docker engine runs here. The file is checked as data (what each service runs and how they
 reach each other), and by ``docker compose config`` (or the older ``docker-compose config``)
@@ -53,6 +54,21 @@ def test_two_bots_and_a_worker_share_that_redis(compose: dict[str, Any]) -> None
         services["bot-1"]["volumes"] == services["bot-2"]["volumes"] == ["rapport-keys:/app/pepper"]
     )
     assert "RAPPORT_DASHBOARD_KEY_FILE=/app/pepper/" in (REPO / "Dockerfile").read_text()
+
+
+def test_every_process_shares_one_postgres_call_history(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:15")
+    (volume,) = postgres["volumes"]
+    assert volume.split(":")[0] in compose["volumes"]
+    assert volume.endswith(":/var/lib/postgresql/data")
+    assert "ports" not in postgres  # reached by the services only
+    urls = {services[name]["environment"]["RAPPORT_HISTORY_URL"] for name in (*BOTS, "worker")}
+    (url,) = urls
+    assert url.startswith("postgresql://rapport:") and url.endswith("@postgres:5432/rapport")
+    for name in (*BOTS, "worker"):
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 def test_the_proxy_spreads_requests_over_both_bots_round_robin(compose: dict[str, Any]) -> None:
