@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
+from collections.abc import Awaitable
 
 import pytest
 from redis.asyncio import Redis
@@ -18,11 +17,11 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.support.worker import (
     AGENT,
     BOB,
-    ROOT,
     analysed_reply,
     caller,
     hang_up,
     process_next,
+    run_cli,
     subprocess_env,
 )
 
@@ -76,19 +75,8 @@ async def test_calls_cli_lists_and_shows_with_masked_numbers(
     # No ANTHROPIC_API_KEY: re-queueing dead letters does not need one.
     env = subprocess_env(redis_url, key_prefix, COLUMNS="200")
 
-    async def cli(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "runner.py",
-            *args,
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate()
-        assert process.returncode == 0, err.decode()
-        return out.decode()
+    def cli(*args: str) -> Awaitable[str]:
+        return run_cli(env, *args)
 
     listed = await cli("calls", "list", "--agent", AGENT, "--action", "call_back")
     assert "call-urgent" in listed and "call-quote" not in listed

@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,13 @@ from tests.support.worker import (
     AGENT,
     BOB,
     EMBEDDER,
-    ROOT,
     TURNS,
     analysed_reply,
     analysis_settings,
     caller,
     hang_up,
     process_next,
+    run_cli,
     subprocess_env,
 )
 
@@ -567,19 +567,8 @@ async def test_the_calls_commands_reach_back_into_the_history_and_export_it(
     await history.aclose()
     env = subprocess_env(redis_url, key_prefix, COLUMNS="250")
 
-    async def cli(*args: str) -> str:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "runner.py",
-            *args,
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await process.communicate()
-        assert process.returncode == 0, err.decode()
-        return out.decode()
+    def cli(*args: str) -> Awaitable[str]:
+        return run_cli(env, *args)
 
     assert "call-last-spring" not in await cli("calls", "list", "--agent", AGENT)
     listed = await cli("calls", "list", "--agent", AGENT, "--since", "1y")

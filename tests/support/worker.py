@@ -6,7 +6,9 @@ The fixtures built on these (``worker_settings``, ``make_worker``, ``worker``) a
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -121,3 +123,19 @@ def subprocess_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, s
     env["RAPPORT_HISTORY_URL"] = os.environ.get("RAPPORT_HISTORY_URL", "none")
     env.update(REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix, **extra)
     return env
+
+
+async def run_cli(env: dict[str, str], *args: str) -> str:
+    """Run ``python runner.py ARGS`` from the repository in ``env``; what it printed (exit 0)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "runner.py",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
