@@ -34,6 +34,7 @@ from memory.privacy.identity import normalize_number
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.call_harness import Line, open_line
 from tests.support.values import API_KEY
 from tests.support.worker import EMBEDDER, WorkerFactory, analysis_settings
@@ -187,6 +188,13 @@ async def line(
         yield Line(fake, client, memory)
     finally:
         await memory.runtime.aclose()
+
+
+@pytest.fixture
+async def twilio_api() -> AsyncIterator[FakeTwilioAPI]:
+    """Twilio's REST API (call updates), on a local port."""
+    async with FakeTwilioAPI() as server:
+        yield server
 
 
 @pytest.fixture

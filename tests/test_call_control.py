@@ -10,24 +10,32 @@ joined room, and is the unit boundary of these tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pipecat.frames.frames import CancelFrame, EndFrame, TranscriptionFrame
 
 from bot.call_control import AGENT_ENDED, TRANSFERRED
-from bot.transfer import DailyHandoff, TwilioCallSerializer, TwilioHandoff
+from bot.transfer import DailyHandoff
 from bot.wording import PUTTING_THROUGH
 from memory.models import CallRecord
 from processors.tool_silence import DEFAULT_PHRASES
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.phone_line import DailyLine, PhoneLine
 from tests.fakes.twilio_api import FakeTwilioAPI
-from tests.support.call_harness import ANA, Line, RunningCall, caller_of, queued_calls, runtime_of
+from tests.support.call_harness import (
+    ACCOUNT_SID,
+    ANA,
+    AUTH_TOKEN,
+    CALL_SID,
+    Line,
+    RunningCall,
+    caller_of,
+    queued_calls,
+    runtime_of,
+    twilio_handoff,
+)
 
-ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token"
-CALL_SID = "CA0123456789abcdef0123456789abcdef"
 TARGETS = {"emergency": "+14155550199", "sales": "sip:sales@pbx.example.com"}
 ALWAYS_OPEN = {
     "timezone": "Europe/Madrid",
@@ -37,31 +45,6 @@ ALWAYS_OPEN = {
 }
 NEVER_OPEN = {"timezone": "Europe/Madrid", "weekly": {}}
 GOODBYE = "Thank you for calling Bella's Bakery. Have a lovely day, goodbye!"
-
-
-@pytest.fixture
-async def twilio_api() -> AsyncIterator[FakeTwilioAPI]:
-    async with FakeTwilioAPI() as server:
-        yield server
-
-
-def twilio_handoff(api: FakeTwilioAPI) -> tuple[TwilioCallSerializer, TwilioHandoff]:
-    """A call's serializer and hand-off, as ``bot.twilio.twilio_transport`` builds them."""
-    serializer = TwilioCallSerializer(
-        stream_sid="MZ0123",
-        call_sid=CALL_SID,
-        account_sid=ACCOUNT_SID,
-        auth_token=AUTH_TOKEN,
-        base_url=api.base_url,
-    )
-    handoff = TwilioHandoff(
-        serializer=serializer,
-        account_sid=ACCOUNT_SID,
-        auth_token=AUTH_TOKEN,
-        call_sid=CALL_SID,
-        base_url=api.base_url,
-    )
-    return serializer, handoff
 
 
 async def last_words(call: RunningCall, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from pipecat.frames.frames import CancelFrame, TranscriptionFrame
 from pipecat.services.azure.tts import AzureTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
-from bot.transfer import DailyHandoff
+from bot.transfer import DailyHandoff, TwilioHandoff
 from bot.wording import SERVICE_DOWN_CALL_BACK, SERVICE_DOWN_PUTTING_THROUGH
 from memory.analysis.followups import follow_ups
 from memory.health import ServiceHealth
@@ -33,17 +34,17 @@ from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.analysis_answers import answer
 from tests.support.call_harness import (
     ANA,
+    CALL_SID,
     GREETING,
     OTHER,
     Line,
+    RunningCall,
     analyse_queued,
     caller_of,
     runtime_of,
+    twilio_handoff,
 )
-from tests.test_call_control import CALL_SID, twilio_api, twilio_handoff
 from web.health import health_router
-
-__all__ = ["twilio_api"]
 
 DEEPGRAM_KEY = "dg-test-key"
 TARGET = "+34600111222"
@@ -67,6 +68,13 @@ async def azure() -> AsyncIterator[FakeAzureSpeech]:
         yield server
 
 
+def twilio_call(
+    line: Line, handoff: TwilioHandoff, **extra: Any
+) -> AbstractAsyncContextManager[RunningCall]:
+    """Ana's Twilio call, handed on through ``handoff`` (``extra``: services and settings)."""
+    return line.call(ANA, CALL_SID, transport=PhoneLine(), kind="twilio", handoff=handoff, **extra)
+
+
 def deepgram_stt(server: FakeDeepgram, key: str) -> DeepgramSTTService:
     return DeepgramSTTService(api_key=key, base_url=server.base_url)
 
@@ -75,14 +83,8 @@ async def test_a_twilio_call_whose_stt_refuses_the_key_is_put_through_in_twilio_
     line: Line, twilio_api: FakeTwilioAPI, deepgram: FakeDeepgram
 ) -> None:
     _, handoff = twilio_handoff(twilio_api)
-    async with line.call(
-        ANA,
-        CALL_SID,
-        transport=PhoneLine(),
-        kind="twilio",
-        handoff=handoff,
-        stt=deepgram_stt(deepgram, "wrong-key"),
-        RAPPORT_TRANSFER_TO=TARGET,
+    async with twilio_call(
+        line, handoff, stt=deepgram_stt(deepgram, "wrong-key"), RAPPORT_TRANSFER_TO=TARGET
     ) as call:
         await call.finished()
 
@@ -108,14 +110,7 @@ async def test_a_twilio_call_whose_stt_dies_mid_call_apologises_hangs_up_and_top
     await analyse_queued(line, line.fake, answer(urgency=5, action="call_back"))
 
     serializer, handoff = twilio_handoff(twilio_api)
-    async with line.call(
-        ANA,
-        CALL_SID,
-        transport=PhoneLine(),
-        kind="twilio",
-        handoff=handoff,
-        stt=deepgram_stt(deepgram, DEEPGRAM_KEY),
-    ) as call:
+    async with twilio_call(line, handoff, stt=deepgram_stt(deepgram, DEEPGRAM_KEY)) as call:
         await asyncio.wait_for(deepgram.connected.wait(), 10)
         assert await call.call.worker.flush_pipeline()  # the greeting is spoken and recorded
         await deepgram.drop()
@@ -145,15 +140,8 @@ async def test_a_call_whose_tts_refuses_the_key_is_handed_on_in_the_caller_s_lan
         private_endpoint=azure.endpoint,
         settings=AzureTTSService.Settings(voice="es-ES-ElviraNeural", language="es-ES"),
     )
-    async with line.call(
-        ANA,
-        CALL_SID,
-        transport=PhoneLine(),
-        kind="twilio",
-        handoff=handoff,
-        tts=tts,
-        RAPPORT_DEFAULT_LANGUAGE="es",
-        RAPPORT_TRANSFER_TO=TARGET,
+    async with twilio_call(
+        line, handoff, tts=tts, RAPPORT_DEFAULT_LANGUAGE="es", RAPPORT_TRANSFER_TO=TARGET
     ) as call:
         await call.finished()
 
@@ -230,14 +218,7 @@ async def test_a_call_whose_llm_refuses_the_key_is_put_through_after_the_caller_
     _, handoff = twilio_handoff(twilio_api)
     async with AsyncAnthropic(api_key="a-stale-key", base_url=line.fake.base_url) as stale:
         stale_line = Line(line.fake, stale, line.memory)
-        async with stale_line.call(
-            ANA,
-            CALL_SID,
-            transport=PhoneLine(),
-            kind="twilio",
-            handoff=handoff,
-            RAPPORT_TRANSFER_TO=TARGET,
-        ) as call:
+        async with twilio_call(stale_line, handoff, RAPPORT_TRANSFER_TO=TARGET) as call:
             said = TranscriptionFrame("Are you open today?", "caller", "2026-03-02T10:00:00Z")
             await call.call.worker.queue_frame(said)
             await call.finished()

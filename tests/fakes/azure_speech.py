@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from aiohttp import WSCloseCode, web
 
+from tests.fakes.local_server import LocalServer
+
 #: The message Azure's 401 carries.
 ACCESS_DENIED = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
@@ -20,7 +22,7 @@ ACCESS_DENIED = (
 )
 
 
-class FakeAzureSpeech:
+class FakeAzureSpeech(LocalServer):
     """Azure's ``/cognitiveservices/websocket/v1``; ``async with`` starts it on 127.0.0.1.
 
     Args:
@@ -28,30 +30,19 @@ class FakeAzureSpeech:
     """
 
     def __init__(self, *, api_key: str) -> None:
+        super().__init__()
         self._api_key = api_key
         self.refused = 0
         self.accepted = 0
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
     @property
     def endpoint(self) -> str:
         """What ``AzureTTSService(private_endpoint=...)`` takes (plain ``ws://``, local)."""
-        return f"ws://127.0.0.1:{self._port}/cognitiveservices/websocket/v1"
+        return f"ws://127.0.0.1:{self.port}/cognitiveservices/websocket/v1"
 
-    async def __aenter__(self) -> FakeAzureSpeech:
-        app = web.Application()
+    def route(self, app: web.Application) -> None:
+        """``GET /cognitiveservices/websocket/v1`` (the WebSocket handshake)."""
         app.router.add_get("/cognitiveservices/websocket/v1", self._synthesis)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _synthesis(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Ocp-Apim-Subscription-Key") != self._api_key:

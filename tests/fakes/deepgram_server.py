@@ -17,8 +17,10 @@ import uuid
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from tests.fakes.local_server import LocalServer
 
-class FakeDeepgram:
+
+class FakeDeepgram(LocalServer):
     """Deepgram's ``/v1/listen``; ``async with`` starts it on 127.0.0.1, ephemeral port.
 
     Args:
@@ -26,34 +28,26 @@ class FakeDeepgram:
     """
 
     def __init__(self, *, api_key: str) -> None:
+        super().__init__()
         self._api_key = api_key
         self.refused = 0
         self.connected = asyncio.Event()
         self.audio_bytes = 0
         self._open: set[web.WebSocketResponse] = set()
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
     @property
     def base_url(self) -> str:
         """What ``DeepgramSTTService(base_url=...)`` takes (plain ``ws://``, local)."""
-        return f"ws://127.0.0.1:{self._port}"
+        return f"ws://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeDeepgram:
-        app = web.Application()
+    def route(self, app: web.Application) -> None:
+        """``GET /v1/listen`` (the WebSocket handshake)."""
         app.router.add_get("/v1/listen", self._listen)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         for socket in list(self._open):
             await socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().__aexit__(*exc_info)
 
     async def drop(self) -> None:
         """Break every open stream (close code 1011, an internal error on Deepgram's side)."""

@@ -34,6 +34,8 @@ from xml.etree import ElementTree
 
 from aiohttp import web
 
+from tests.fakes.local_server import LocalServer
+
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 _API = "/2010-04-01/Accounts/{account}"
 
@@ -70,7 +72,7 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
-class FakeTwilioAPI:
+class FakeTwilioAPI(LocalServer):
     """Records call updates and created calls; ``async with`` starts it on 127.0.0.1.
 
     Args:
@@ -91,31 +93,20 @@ class FakeTwilioAPI:
         #: Numbers the account may not call (Twilio's 21215, geographic permissions).
         self.unreachable: set[str] = set()
         self.updated = asyncio.Event()
+        super().__init__()
         self._account_sid = account_sid
         self._auth_token = auth_token
         self._numbers = set(numbers) if numbers is not None else None
-        self._runner: web.AppRunner | None = None
-        self._port = 0
 
     @property
     def base_url(self) -> str:
         """The REST API root to configure."""
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeTwilioAPI:
-        app = web.Application()
+    def route(self, app: web.Application) -> None:
+        """``POST .../Calls.json`` (place a call) and ``.../Calls/{CallSid}.json`` (update one)."""
         app.router.add_post(f"{_API}/Calls.json", self._create)
         app.router.add_post(f"{_API}/Calls/{{call}}.json", self._update)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self._port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def _authenticated(self, request: web.Request) -> tuple[str, str] | web.Response:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")

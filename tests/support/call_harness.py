@@ -25,7 +25,7 @@ from bot.identify import CallOrigin
 from bot.pipeline import Call, build_call, prepare_call
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
-from bot.transfer import LineHandoff
+from bot.transfer import LineHandoff, TwilioCallSerializer, TwilioHandoff
 from bot.wording import opening_line, prompt_template
 from memory.analysis.analyzer import TOOL_NAME
 from memory.analysis.settings import AnalysisSettings
@@ -37,12 +37,37 @@ from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_speech import SilentTTS, TextSTT
+from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.polling import eventually
 from tests.support.values import PEPPER
 
 ANA = "+1 (415) 555-0123"
 OTHER = "+14155550188"
 GREETING = opening_line(None, "en", business_name="Bella's Bakery")
+
+
+#: The Twilio account and call of the hand-off tests (the REST fake checks neither).
+ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token"
+CALL_SID = "CA0123456789abcdef0123456789abcdef"
+
+
+def twilio_handoff(api: FakeTwilioAPI) -> tuple[TwilioCallSerializer, TwilioHandoff]:
+    """A call's serializer and hand-off, as ``bot.twilio.twilio_transport`` builds them."""
+    serializer = TwilioCallSerializer(
+        stream_sid="MZ0123",
+        call_sid=CALL_SID,
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        base_url=api.base_url,
+    )
+    handoff = TwilioHandoff(
+        serializer=serializer,
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        call_sid=CALL_SID,
+        base_url=api.base_url,
+    )
+    return serializer, handoff
 
 
 async def open_line(redis_url: str, key_prefix: str) -> MemoryAccess:
