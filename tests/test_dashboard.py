@@ -23,6 +23,8 @@ import uvicorn
 from playwright.async_api import Dialog, Page, async_playwright
 from redis.asyncio import Redis
 
+from bot.callback import CallbackDesk
+from bot.settings import BotSettings
 from cli.main import main as cli_main
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTrust, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
@@ -151,11 +153,26 @@ def chromium() -> str:
 
 
 @pytest.fixture
+def callback_settings() -> BotSettings | None:
+    """The business and Twilio account call backs use; None: the dashboard offers none."""
+    return None
+
+
+@pytest.fixture
 async def dashboard(
-    redis_url: str, key_prefix: str, tmp_path: Path, chromium: str
+    redis_url: str,
+    key_prefix: str,
+    tmp_path: Path,
+    chromium: str,
+    callback_settings: BotSettings | None,
 ) -> AsyncIterator[Dashboard]:
     line = await open_line(redis_url, key_prefix)
-    memory = dashboard_memory(line.runtime, line.queue, agent_id=AGENT)
+    callbacks = (
+        CallbackDesk(runtime=line.runtime, agent_id=AGENT, settings=callback_settings)
+        if callback_settings is not None
+        else None
+    )
+    memory = dashboard_memory(line.runtime, line.queue, agent_id=AGENT, callbacks=callbacks)
     app = dashboard_app(
         access=DashboardAccess(password=PASSWORD, key=secrets.token_bytes(32)),
         memory=lambda: memory,
