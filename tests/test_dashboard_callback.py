@@ -6,7 +6,6 @@ calling back set up against the local fake of Twilio's REST API, reached through
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from xml.etree import ElementTree
 
 import phonenumbers
@@ -16,24 +15,14 @@ from bot.settings import BotSettings
 from memory.models import now
 from memory.privacy.identity import CallerIdentity
 from tests.fakes.twilio_api import FakeTwilioAPI
+from tests.test_callback import ACCOUNT_SID, AUTH_TOKEN, BUSINESS, STAFF, twilio
 from tests.test_dashboard import Dashboard, chromium, dashboard
 
 pytestmark = pytest.mark.slow
 
 ANA = "+1 415 555 0147"
 ANA_E164 = "+14155550147"
-STAFF = "+34 600 111 333"
-BUSINESS = "+34930001122"
-ACCOUNT_SID, AUTH_TOKEN = "AC00112233445566778899aabbccddeeff", "dashboard-auth-token"
-__all__ = ["chromium", "dashboard"]  # the fixtures this module's tests use
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[FakeTwilioAPI]:
-    async with FakeTwilioAPI(
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, numbers={BUSINESS}
-    ) as server:
-        yield server
+__all__ = ["chromium", "dashboard", "twilio"]  # the fixtures this module's tests use
 
 
 @pytest.fixture

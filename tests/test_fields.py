@@ -37,6 +37,7 @@ from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.support.analysis_answers import answer
 from tests.support.call_harness import ANA, Line, caller_of, runtime_of
+from tests.support.stored import keys_holding
 from tests.support.values import API_KEY, PEPPER
 from tests.support.worker import analysis_settings
 
@@ -515,26 +516,3 @@ async def test_forget_removes_personal_values_and_no_index_holds_them(
 
     assert await keys_holding(redis_client, key_prefix, ("Zyxwv Mutual", "qwerty ache")) == set()
     assert await follow_ups(store, AGENT, since=0) == []
-
-
-async def keys_holding(redis: Redis, prefix: str, needles: tuple[str, ...]) -> set[bytes]:
-    """Every key under ``prefix`` (queue included) whose name or value holds one of ``needles``."""
-    found = set()
-    async for key in redis.scan_iter(match=f"{prefix}:*"):
-        kind = (await redis.type(key)).decode()
-        if kind == "hash":
-            values = [v for pair in (await redis.hgetall(key)).items() for v in pair]
-        elif kind == "list":
-            values = await redis.lrange(key, 0, -1)
-        elif kind == "zset":
-            values = await redis.zrange(key, 0, -1)
-        elif kind == "set":
-            values = list(await redis.smembers(key))
-        elif kind == "stream":
-            values = [v for _, f in await redis.xrange(key) for pair in f.items() for v in pair]
-        else:
-            values = [await redis.get(key) or b""]
-        text = b"\n".join([key, *values]).decode("utf-8", "replace")
-        if any(needle in text for needle in needles):
-            found.add(key)
-    return found
