@@ -43,6 +43,7 @@ from memory.privacy.scrub import scrub_turns
 from memory.report import CallReport, Latency
 from memory.runtime import MemoryRuntime, memory_runtime
 from memory.store.audit import AuditAction, AuditEntry, AuditLog
+from memory.store.callbacks import AgentCallback, AgentCallbacks, CallbackStatus
 
 #: Who the audit list names for what these commands did.
 CLI_USER = "cli"
@@ -208,6 +209,14 @@ async def _callback(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     return 0
 
 
+def _callback_state(callback: AgentCallback) -> str:
+    if callback.status == CallbackStatus.QUEUED:
+        return f"queued for {when(callback.due_at)} (asked by {callback.requested_by})"
+    if callback.status == CallbackStatus.FAILED:
+        return f"failed after {callback.attempts} attempt(s): {callback.error}"
+    return f"placed (asked by {callback.requested_by})"
+
+
 async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     since: float = args.since
     try:
@@ -322,6 +331,10 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
         add_row(details, "transferred", f"to {record.transfer.target}: {record.transfer.reason}")
     if record.error:
         add_row(details, "analysis error", record.error)
+    callbacks = AgentCallbacks(runtime.redis, prefix=runtime.settings.key_prefix)
+    callback = await callbacks.get(ref.caller, ref.call_id)
+    if callback is not None:
+        add_row(details, "Rapport's call back", _callback_state(callback))
     analysis = record.analysis
     if analysis is not None:
         add_row(details, "summary", analysis.summary)

@@ -304,7 +304,7 @@ async def test_rapport_calls_back_outside_hours_at_the_next_opening_only(
 
 
 async def test_rapport_calls_back_within_hours_and_a_failed_attempt_is_kept(
-    line: Line, twilio: FakeTwilioAPI
+    line: Line, twilio: FakeTwilioAPI, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     await analysed_ana(line)
     await analysed_ana(line, "call-2")
@@ -331,25 +331,46 @@ async def test_rapport_calls_back_within_hours_and_a_failed_attempt_is_kept(
     assert failed is not None and failed.status == CallbackStatus.FAILED
     assert failed.attempts == 1 and failed.error is not None and "geographic" in failed.error
     assert ANA_E164[1:] not in failed.error
+    # Kept on the follow-up: ``calls show`` says so too.
+    assert "failed after 1 attempt(s)" in await shown("call-2", monkeypatch, line, capsys)
     # Forgotten: the call backs go with the rest.
     await runtime_of(line).store.forget(ana)
     assert await desk.agent_callbacks.of_caller(ana) == {}
 
 
+def command_line_of(line: Line, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
+    """Point the in-process command line at the line's Redis and prefix (and ``extra``)."""
+    settings = runtime_of(line).settings
+    variables = {
+        "REDIS_URL": settings.redis_url or "",
+        "RAPPORT_PEPPER": PEPPER,
+        "RAPPORT_KEY_PREFIX": settings.key_prefix,
+    }
+    for name, value in (variables | extra).items():
+        monkeypatch.setenv(name, value)
+
+
+async def shown(call_id: str, monkeypatch: pytest.MonkeyPatch, line: Line, capsys: Any) -> str:
+    """What ``calls show CALL_ID`` prints for the line's agent."""
+    command_line_of(line, monkeypatch)
+    args = command_parser().parse_args(["calls", "show", call_id, "--agent", "bakery"])
+    capsys.readouterr()
+    assert await args.handler(args) == 0
+    return str(capsys.readouterr().out)
+
+
 async def test_calls_callback_from_the_command_line_rings_the_phone_given_and_is_audited(
-    line: Line, twilio: FakeTwilioAPI, redis_url: str, key_prefix: str, monkeypatch: Any
+    line: Line, twilio: FakeTwilioAPI, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await analysed_ana(line)
-    for name, value in {
-        "REDIS_URL": redis_url,
-        "RAPPORT_PEPPER": PEPPER,
-        "RAPPORT_KEY_PREFIX": key_prefix,
-        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TWILIO_API_BASE_URL": twilio.base_url,
-        "RAPPORT_CALLBACK_FROM": BUSINESS,
-    }.items():
-        monkeypatch.setenv(name, value)
+    command_line_of(
+        line,
+        monkeypatch,
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_API_BASE_URL=twilio.base_url,
+        RAPPORT_CALLBACK_FROM=BUSINESS,
+    )
     args = command_parser().parse_args(
         ["calls", "callback", "call-1", "--agent", "bakery", "--to", STAFF]
     )
