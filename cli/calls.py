@@ -332,7 +332,7 @@ async def _show(runtime: MemoryRuntime, args: argparse.Namespace) -> int:
     if record.error:
         add_row(details, "analysis error", record.error)
     callbacks = AgentCallbacks(runtime.redis, prefix=runtime.settings.key_prefix)
-    callback = await callbacks.get(ref.caller, ref.call_id)
+    callback = await callbacks.get(caller, record.call_id)
     if callback is not None:
         add_row(details, "Rapport's call back", _callback_state(callback))
     analysis = record.analysis
