@@ -48,6 +48,7 @@ import websockets
 from anthropic import AsyncAnthropic
 from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection
+from tests.fakes.text_speech import SilentTTS, TextSTT
 from twilio.request_validator import RequestValidator
 
 from bot.services import CallServices, build_llm
@@ -58,7 +59,6 @@ from memory.backend.embedded import EmbeddedRedis
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import bot_env, running_bot
-from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.polling import eventually
 

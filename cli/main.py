@@ -1,9 +1,9 @@
 """The dispatch behind ``python runner.py`` and ``rapport``: a command, or else the bot.
 
-The first argument names a command (``memory``, ``calls``, ``worker``, ``dashboard``); without
-one, the arguments are Pipecat's runner options and the bot serves calls. :func:`run` is the
-whole process (``.env``, logging, then :func:`main`); a setting a command refuses is one line
-naming it on stderr and exit code 2, whichever command it is.
+The first argument names a command (``memory``, ``calls``, ``worker``, ``dashboard``,
+``demo``); without one, the arguments are Pipecat's runner options and the bot serves calls.
+:func:`run` is the whole process (``.env``, logging, then :func:`main`); a setting a command
+refuses is one line naming it on stderr and exit code 2, whichever command it is.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic_settings import SettingsError
 
 from cli.calls import add_calls_commands
 from cli.dashboard import add_dashboard_command
+from cli.demo import add_demo_command
 from cli.environment import read_env_file
 from cli.logs import configure_logging, log_level
 from cli.memory import add_memory_commands
@@ -36,6 +37,7 @@ def command_parser() -> argparse.ArgumentParser:
     add_calls_commands(subparsers)
     add_worker_command(subparsers)
     add_dashboard_command(subparsers)
+    add_demo_command(subparsers)
     return parser
 
 

@@ -21,7 +21,7 @@ from bot.wording import PUTTING_THROUGH
 from memory.models import CallRecord
 from processors.tool_silence import DEFAULT_PHRASES
 from tests.fakes.anthropic_server import Reply
-from tests.fakes.phone_line import DailyLine, PhoneLine
+from tests.fakes.phone_line import DailyLine
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.call_harness import (
     ACCOUNT_SID,
@@ -64,7 +64,7 @@ async def test_end_call_speaks_the_goodbye_then_ends_the_call_as_the_agent(line:
         Reply.text("Yes, we're open until six."),
         Reply.tool_call("end_call", {"reason": "caller said goodbye"}, text=GOODBYE),
     )
-    phone = PhoneLine()
+    phone = TextLine()
     async with line.call(ANA, "call-bye", transport=phone) as call:
         await call.say("Are you open today?", replies=1)
         await last_words(call, "Great, that's all. Bye!")
@@ -82,7 +82,7 @@ async def test_end_call_with_nothing_said_gets_a_goodbye_not_the_closing_questio
     line: Line,
 ) -> None:
     line.fake.script(Reply.tool_call("end_call"))
-    async with line.call(ANA, "call-mute-bye", transport=PhoneLine()) as call:
+    async with line.call(ANA, "call-mute-bye", transport=TextLine()) as call:
         await last_words(call, "Bye.")
 
     record = await record_of(line, "call-mute-bye")
@@ -100,7 +100,7 @@ async def test_a_twilio_transfer_dials_the_reason_s_target_after_the_line_is_hea
     async with line.call(
         ANA,
         CALL_SID,
-        transport=PhoneLine(),
+        transport=TextLine(),
         kind="twilio",
         handoff=handoff,
         RAPPORT_TRANSFER_TO="+34600111222",
@@ -182,7 +182,7 @@ async def test_a_transfer_that_cannot_happen_is_declined_in_words_and_the_call_g
     )
     _, handoff = twilio_handoff(twilio_api)
     async with line.call(
-        ANA, "call-no-transfer", transport=PhoneLine(), handoff=handoff, **settings
+        ANA, "call-no-transfer", transport=TextLine(), handoff=handoff, **settings
     ) as call:
         await call.say("Can I speak to a person?", replies=2)
         assert not call._task.done()

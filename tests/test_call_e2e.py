@@ -2,7 +2,7 @@
 
 Calls are assembled by the bot's own code (``prepare_call`` + ``build_call``) with the real
 ``AnthropicLLMService`` pointed at the local Anthropic fake, a real Redis, and the real memory,
-recorder and analysis queue. Only the STT and TTS are replaced (``tests/fakes/text_speech.py``):
+recorder and analysis queue. Only the STT and TTS are replaced (``bot/text_line.py``):
 the caller's words arrive as ``TranscriptionFrame``s.
 """
 

@@ -64,11 +64,11 @@ async def speak(call: RunningCall, text: str, *, replies: int) -> None:
 async def test_a_call_is_reported_with_the_fakes_usage_frame_latencies_and_its_cost(
     line: Line, prices_file: Path
 ) -> None:
-    from tests.fakes.phone_line import PhoneLine
+    from bot.text_line import TextLine
 
     fake = line.fake
     fake.script(Reply.text("We open at eight."), Reply.text("Yes, every day."))
-    async with line.call(ANA, "call-report", transport=PhoneLine()) as call:
+    async with line.call(ANA, "call-report", transport=TextLine()) as call:
         await asyncio.sleep(0.3)  # the greeting is played
         await speak(call, "When do you open?", replies=1)
         await asyncio.sleep(0.3)
@@ -149,10 +149,10 @@ async def test_metrics_after_a_call_parse_and_name_no_caller(line: Line, prices_
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.fakes.phone_line import PhoneLine
+    from bot.text_line import TextLine
 
     line.fake.script(Reply.text("We open at eight."))
-    async with line.call(ANA, "call-metrics", transport=PhoneLine(), kind="twilio") as call:
+    async with line.call(ANA, "call-metrics", transport=TextLine(), kind="twilio") as call:
         await asyncio.sleep(0.2)
         await speak(call, "When do you open?", replies=1)
         await asyncio.sleep(0.2)

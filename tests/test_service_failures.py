@@ -29,7 +29,7 @@ from memory.health import ServiceHealth
 from memory.upstream import UPSTREAM, Service
 from tests.fakes.azure_speech import FakeAzureSpeech
 from tests.fakes.deepgram_server import FakeDeepgram
-from tests.fakes.phone_line import DailyLine, PhoneLine
+from tests.fakes.phone_line import DailyLine
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.analysis_answers import answer
 from tests.support.call_harness import (
@@ -72,7 +72,7 @@ def twilio_call(
     line: Line, handoff: TwilioHandoff, **extra: Any
 ) -> AbstractAsyncContextManager[RunningCall]:
     """Ana's Twilio call, handed on through ``handoff`` (``extra``: services and settings)."""
-    return line.call(ANA, CALL_SID, transport=PhoneLine(), kind="twilio", handoff=handoff, **extra)
+    return line.call(ANA, CALL_SID, transport=TextLine(), kind="twilio", handoff=handoff, **extra)
 
 
 def deepgram_stt(server: FakeDeepgram, key: str) -> DeepgramSTTService:

@@ -1,6 +1,6 @@
 """A silent caller is asked once whether they are still there, then let go at the idle timeout.
 
-Calls run on a stand-in line (``tests/fakes/phone_line.py``) whose output is Pipecat's own
+Calls run on a stand-in line (``bot/text_line.py``) whose output is Pipecat's own
 output transport: the agent's speech starts and stops as it would on a phone, which is what the
 user aggregator's idle timer and the worker's idle timeout run on.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 
 from bot.silence import IDLE_REASON
+from bot.text_line import TextLine
 from bot.wording import IDLE_GOODBYES, STILL_THERE
 from tests.fakes.anthropic_server import Reply
-from tests.fakes.phone_line import PhoneLine
 from tests.support.call_harness import (
     ANA,
     GREETING,
@@ -29,7 +29,7 @@ async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle
     line: Line,
 ) -> None:
     started = time.monotonic()
-    async with line.call(ANA, "call-quiet", transport=PhoneLine(), **QUICK) as call:
+    async with line.call(ANA, "call-quiet", transport=TextLine(), **QUICK) as call:
         await call.finished()  # nobody speaks: the call ends by itself
     took = time.monotonic() - started
 
@@ -49,7 +49,7 @@ async def test_the_check_in_and_the_goodbye_are_in_the_call_s_language(
     line: Line,
 ) -> None:
     line.fake.script(Reply.text("Sí, hasta las seis."), Reply.text("Perfecto."))
-    async with line.call(ANA, "call-es", transport=PhoneLine(), **QUICK) as call:
+    async with line.call(ANA, "call-es", transport=TextLine(), **QUICK) as call:
         await call.say("Hola, ¿abren hoy por la tarde?", replies=1, language="es")
         await call.say("Vale, gracias por todo.", replies=1, language="es")
         await call.finished()

@@ -51,7 +51,7 @@ ACCOUNT_SID, AUTH_TOKEN = "AC0123456789abcdef0123456789abcdef", "test-auth-token
 CALL_SID, STREAM_SID = "CA0123456789abcdef0123456789abcdef", "MZ0123456789abcdef0123456789abcdef"
 PUBLIC_HOST = "voice.example.test"
 WEBHOOK_URL = f"https://{PUBLIC_HOST}/"
-#: What the caller says (by pressing 1: see ``tests/fakes/text_speech.py``), and the agent's answer.
+#: What the caller says (by pressing 1: see ``bot/text_line.py``), and the agent's answer.
 BYE = "That's all, thank you. Bye!"
 GOODBYE = "Thank you for calling, Ana, and goodbye!"
 # 20 ms of µ-law silence at 8 kHz, as Twilio sends it.

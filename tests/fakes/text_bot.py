@@ -2,7 +2,7 @@
 
 Everything is the bot's own serving path (settings check, Pipecat's development runner, our
 TwiML route, ``bot()`` from ``runner.py``, the pipeline, memory, the Anthropic service at
-``ANTHROPIC_BASE_URL``); only the STT and TTS are ``tests.fakes.text_speech``'s, injected through
+``ANTHROPIC_BASE_URL``); only the STT and TTS are ``bot.text_line``'s, injected through
 ``run_bot(services=...)``. Tests start it with :func:`serving`, configured by environment.
 """
 
@@ -24,10 +24,10 @@ from anthropic import AsyncAnthropic
 
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from bot.text_line import SilentTTS, TextSTT
 from cli.environment import read_env_file
 from cli.serve import run_bot
 from runner import bot  # noqa: F401 - the development runner calls ``__main__.bot``
-from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.support.polling import eventually
 from tests.support.values import PEPPER
 

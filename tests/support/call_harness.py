@@ -2,7 +2,7 @@
 
 Calls are assembled by the bot's own code (``prepare_call`` + ``build_call``) with the real
 ``AnthropicLLMService`` pointed at the local Anthropic fake, a real Redis, and the real memory,
-recorder and analysis queue. Only the STT and TTS are replaced (``tests/fakes/text_speech.py``):
+recorder and analysis queue. Only the STT and TTS are replaced (``bot/text_line.py``):
 the caller's words arrive as ``TranscriptionFrame``s. The ``line`` fixture (``conftest.py``)
 gives a :class:`Line`.
 """
@@ -25,6 +25,7 @@ from bot.identify import CallOrigin
 from bot.pipeline import Call, build_call, prepare_call
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from bot.text_line import SilentTTS, TextSTT
 from bot.transfer import LineHandoff, TwilioCallSerializer, TwilioHandoff
 from bot.wording import opening_line, prompt_template
 from memory.analysis.analyzer import TOOL_NAME
@@ -36,7 +37,6 @@ from memory.runtime import MemoryAccess, MemoryRuntime, open_memory
 from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
-from tests.fakes.text_speech import SilentTTS, TextSTT
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.polling import eventually
 from tests.support.values import PEPPER
@@ -116,7 +116,7 @@ class Line:
     ) -> AsyncIterator[RunningCall]:
         """A connected call (its opening queued); cancelled if the test leaves it running.
 
-        ``transport`` (a stand-in from ``tests/fakes/phone_line.py``) and ``kind`` (the
+        ``transport`` (a stand-in line: ``bot.text_line.TextLine``) and ``kind`` (the
         ``CallOrigin.transport``) put a line around the pipeline; ``handoff`` is how that line
         transfers a caller; ``stt`` and ``tts`` replace the text stand-ins (a failing service).
         """
