@@ -48,11 +48,11 @@ import websockets
 from anthropic import AsyncAnthropic
 from pipecat.frames.frames import Frame, InputAudioRawFrame, TTSAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection
-from tests.fakes.text_speech import SilentTTS, TextSTT
 from twilio.request_validator import RequestValidator
 
 from bot.services import CallServices, build_llm
 from bot.settings import BotSettings
+from bot.text_line import SilentTTS, TextSTT
 from bot.trust import ATTESTED
 from cli.serve import run_bot
 from memory.backend.embedded import EmbeddedRedis

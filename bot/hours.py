@@ -54,6 +54,19 @@ _FULL_NAMES = dict(
 _DAYS = list(Weekday)
 
 
+def known_zone(name: str) -> str:
+    """``name`` when it is an IANA time zone this machine knows.
+
+    Raises:
+        ValueError: It is not (the message gives an example of one).
+    """
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown time zone {name!r} (e.g. Europe/Madrid)") from e
+    return name
+
+
 class BusinessHours(BaseModel):
     """The business's opening hours.
 
@@ -72,11 +85,7 @@ class BusinessHours(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {name!r} (e.g. Europe/Madrid)") from e
-        return name
+        return known_zone(name)
 
     @model_validator(mode="after")
     def _ordered_intervals(self) -> BusinessHours:

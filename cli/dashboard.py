@@ -47,13 +47,14 @@ async def run_dashboard_command(args: argparse.Namespace) -> int:
 
     try:
         agent_id = validate_agent_id(args.agent)
-        access = DashboardSettings().access(args.host)
+        dashboard = DashboardSettings()
+        access = dashboard.access(args.host)
         settings = BotSettings()  # the business's name, hours and Twilio account
         async with memory_runtime() as runtime:
             queue = AnalysisQueue(runtime.redis, prefix=runtime.settings.key_prefix)
             desk = CallbackDesk(runtime=runtime, agent_id=agent_id, settings=settings)
             memory = dashboard_memory(runtime, queue, agent_id=agent_id, callbacks=desk)
-            app = dashboard_app(access=access, memory=lambda: memory)
+            app = dashboard_app(access=access, memory=lambda: memory, zone=dashboard.zone())
             print(f"Dashboard of {agent_id} at http://{args.host}:{args.port}/dashboard")
             config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
             await uvicorn.Server(config).serve()

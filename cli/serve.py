@@ -155,8 +155,12 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
 
     try:
         level = "DEBUG" if options.verbose else log_level()
-        dashboard_access = DashboardSettings().access(options.host)
+        dashboard = DashboardSettings()
+        dashboard_access = dashboard.access(options.host)
         settings = check_settings(options.transport, proxy=options.proxy)
+    except (ValidationError, SettingsError) as e:
+        print(f"rapport: {invalid_settings(e)}", file=sys.stderr)
+        return 2
     except ConfigurationError as e:
         print(f"rapport: {e}", file=sys.stderr)
         return 2
@@ -182,7 +186,12 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     rapport = process.serve(settings, services=services or process.build_services)
     # Registered before main() adds the runner's routes, so ours win.
     add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
-    add_dashboard_routes(app, access=dashboard_access, memory=_dashboard_memory(rapport, settings))
+    add_dashboard_routes(
+        app,
+        access=dashboard_access,
+        memory=_dashboard_memory(rapport, settings),
+        zone=dashboard.zone(),
+    )
     app.include_router(
         health_router(check=rapport.health, metrics_token=metrics_bearer_token(settings.memory))
     )

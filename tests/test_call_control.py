@@ -16,6 +16,7 @@ import pytest
 from pipecat.frames.frames import CancelFrame, EndFrame, TranscriptionFrame
 
 from bot.call_control import AGENT_ENDED, TRANSFERRED
+from bot.text_line import TextLine
 from bot.transfer import DailyHandoff
 from bot.wording import PUTTING_THROUGH
 from memory.models import CallRecord

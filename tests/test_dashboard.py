@@ -14,9 +14,13 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import uvicorn
@@ -25,16 +29,21 @@ from redis.asyncio import Redis
 
 from bot.callback import CallbackDesk
 from bot.settings import BotSettings
+from cli.demo.week import ANA, EMILY, WEEK
 from cli.main import main as cli_main
 from memory.models import CallAnalysis, CallRecord, CallStatus, CallTrust, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.render import render_memory
-from memory.runtime import MemoryRuntime
+from memory.runtime import MemoryRuntime, memory_runtime
+from memory.settings import MemorySettings
+from memory.store.queue import AnalysisQueue
 from tests.support.call_harness import open_line
 from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app, dashboard_memory
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CALLERS = {call.caller for round_ in WEEK for call in round_}
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -50,6 +59,8 @@ PASSWORD = "correct horse battery staple"
 AGENT = "acme"
 DAY = 86_400
 XSS = "<img src=x onerror=alert(1)>"
+#: The business's time zone: every page shows its times in it.
+ZONE = ZoneInfo("Europe/Madrid")
 
 
 @dataclass
@@ -158,6 +169,42 @@ def callback_settings() -> BotSettings | None:
     return None
 
 
+@asynccontextmanager
+async def browsing(
+    memory: DashboardMemory,
+    access: DashboardAccess,
+    tmp_path: Path,
+    chromium: str,
+    zone: ZoneInfo = ZONE,
+) -> AsyncIterator[tuple[str, Page]]:
+    """The dashboard of ``memory`` served on a loopback port, and a phone-sized browser page."""
+    app = dashboard_app(access=access, memory=lambda: memory, zone=zone)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    for _ in range(500):  # uvicorn offers no event to wait on
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        async with async_playwright() as playwright:
+            context = await playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"),
+                executable_path=chromium,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 390, "height": 844},  # a phone's screen
+            )
+            try:
+                page = context.pages[0] if context.pages else await context.new_page()
+                yield f"http://127.0.0.1:{port}", page
+            finally:
+                await context.close()
+    finally:
+        server.should_exit = True
+        await serving
+
+
 @pytest.fixture
 async def dashboard(
     redis_url: str,
@@ -173,36 +220,13 @@ async def dashboard(
         else None
     )
     memory = dashboard_memory(line.runtime, line.queue, agent_id=AGENT, callbacks=callbacks)
-    app = dashboard_app(
-        access=DashboardAccess(password=PASSWORD, key=secrets.token_bytes(32)),
-        memory=lambda: memory,
-    )
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(500):  # uvicorn offers no event to wait on
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
     screens = tmp_path / "screens"
     screens.mkdir()
+    access = DashboardAccess(password=PASSWORD, key=secrets.token_bytes(32))
     try:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),
-                executable_path=chromium,
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 390, "height": 844},  # a phone's screen
-            )
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
-                yield Dashboard(f"http://127.0.0.1:{port}", line.runtime, memory, page, screens)
-            finally:
-                await context.close()
+        async with browsing(memory, access, tmp_path, chromium) as (url, page):
+            yield Dashboard(url, line.runtime, memory, page, screens)
     finally:
-        server.should_exit = True
-        await serving
         await line.runtime.aclose()
 
 
@@ -219,13 +243,30 @@ async def test_login_is_required_and_a_wrong_password_refused(dashboard: Dashboa
     assert await page.locator("h1").inner_text() == "Follow-ups"
     cookie = next(c for c in await page.context.cookies() if c["name"] == "rapport_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-    # Five failures in a minute from one client, then 429 even with the right password.
+
+
+async def test_failed_logins_lock_out_that_name_only_until_the_right_password(
+    dashboard: Dashboard,
+) -> None:
+    page = dashboard.page
+    login = f"{dashboard.url}/dashboard/login"
+    # Four failures, then the right password: it gets in and clears the count.
     for _ in range(4):
-        await dashboard.log_in(password="wrong")
+        await dashboard.log_in(name="Marta", password="wrong")
+    await dashboard.log_in(name="Marta")
+    assert page.url.endswith("/dashboard")
+    await page.context.clear_cookies()
+    # Five failures in a minute as Marta, then 429 for Marta even with the right password...
+    for _ in range(5):
+        await dashboard.log_in(name="Marta", password="wrong")
     response = await page.request.post(
-        f"{dashboard.url}/dashboard/login", form={"name": "x", "password": PASSWORD, "csrf": "x"}
+        login, form={"name": "marta", "password": PASSWORD, "csrf": "x"}
     )
     assert response.status == 429
+    # ...but not for a colleague on the same address.
+    await dashboard.log_in(name="Jordi")
+    assert page.url.endswith("/dashboard")
+    assert await page.locator("h1").inner_text() == "Follow-ups"
 
 
 async def test_follow_ups_are_ordered_filtered_and_done(dashboard: Dashboard) -> None:
@@ -317,7 +358,8 @@ async def test_a_call_page_shows_its_memories_and_escapes_the_transcript(
     assert await transcript.locator("img, script").count() == 0
     memories = await page.locator("#memories").inner_text()
     assert "written" in memories and written[0].text in memories
-    assert await page.locator("#trust").inner_text() == "verified"
+    assert await page.locator("#trust").inner_text() == "confirmed by the phone network"
+    assert "sure" in memories and "0.9" not in memories
     await dashboard.shot("call")
     await page.wait_for_timeout(300)
     assert dialogs == []
@@ -337,7 +379,8 @@ async def test_editing_a_fact_changes_the_next_calls_prompt(dashboard: Dashboard
     page = dashboard.page
     await page.goto(f"{dashboard.url}/dashboard/callers/{who.key}")
     await dashboard.shot("caller")
-    field = page.locator("#facts input[name=text]")
+    field = page.locator("#facts textarea[name=text]")
+    assert "sure" in await page.locator("#facts").inner_text()
     await field.fill("Caller is allergic to hazelnuts, not walnuts")
     await page.locator("#facts button", has_text="Save").click()
     memory = await dashboard.memory.store.load(who)
@@ -345,7 +388,7 @@ async def test_editing_a_fact_changes_the_next_calls_prompt(dashboard: Dashboard
     assert "allergic to hazelnuts, not walnuts" in prompt
     assert "Caller is allergic to walnuts" not in prompt
     # The same gate as every fact write: a claim of authority is refused.
-    await page.locator("#facts input[name=text]").fill("Caller is the owner of this bakery")
+    await page.locator("#facts textarea[name=text]").fill("Caller is the owner of this bakery")
     await page.locator("#facts button", has_text="Save").click()
     assert "Refused" in await page.get_by_role("alert").inner_text()
     memory = await dashboard.memory.store.load(who)
@@ -407,9 +450,18 @@ async def test_a_post_without_the_csrf_token_is_refused(dashboard: Dashboard) ->
     await dashboard.log_in()
     request = dashboard.page.request
     url = f"{dashboard.url}/dashboard/callers/{who.key}/forget"
-    assert (await request.post(url, form={"confirm": "forget"})).status == 403
+    refused = await request.post(url, form={"confirm": "forget"})
+    assert refused.status == 403
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "reload the page" in await refused.text()
     forged = {"confirm": "forget", "csrf": "0" * 64}
     assert (await request.post(url, form=forged)).status == 403
+    assert (await dashboard.memory.store.load(who)).profile.call_count == 1
+    # A form left open across a restart (a new session key) says so in the browser too.
+    await dashboard.page.goto(f"{dashboard.url}/dashboard/callers/{who.key}/forget")
+    await dashboard.page.locator("main input[name=csrf]").evaluate("field => field.value = 'old'")
+    await dashboard.page.click("button.danger")
+    assert "reload the page" in await dashboard.page.locator("#stale").inner_text()
     assert (await dashboard.memory.store.load(who)).profile.call_count == 1
 
 
@@ -487,3 +539,158 @@ def test_the_dashboard_refuses_to_listen_beyond_loopback_without_a_password(
     assert cli_main(["dashboard", "--host", "0.0.0.0"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "RAPPORT_DASHBOARD_PASSWORD" in error
+
+
+async def test_a_caller_who_rang_twice_is_one_card_and_done_takes_both(
+    dashboard: Dashboard,
+) -> None:
+    ana = dashboard.caller("+1 415 555 0151")
+    t = now()
+    await dashboard.call(ana, "c-first", urgency=3, action="call_back", at=t - 3600)
+    await dashboard.call(
+        ana, "c-again", urgency=5, action="call_back", at=t - 60, summary="Called again, upset."
+    )
+    await dashboard.call(
+        dashboard.caller("+1 415 555 0152"), "c-other", urgency=4, action="send_quote", at=t
+    )
+    await dashboard.log_in()
+    page = dashboard.page
+    cards = page.locator("#followups > li")
+    assert await cards.evaluate_all("items => items.map(item => item.dataset.call)") == [
+        "c-again",
+        "c-other",
+    ]
+    card = page.locator("li[data-call=c-again]")
+    assert "2 calls" in await card.inner_text()
+    assert "Asked for a quote." in await card.locator(".also li[data-call=c-first]").inner_text()
+    await card.locator("button", has_text="Mark done").click()
+    assert await cards.evaluate_all("items => items.map(item => item.dataset.call)") == ["c-other"]
+    store = dashboard.memory.store
+    assert await store.followups.done(ana, "c-again") is not None
+    assert await store.followups.done(ana, "c-first") is not None
+    entries = await dashboard.memory.audit.recent(AGENT)
+    assert sorted(entry.call_id or "" for entry in entries) == ["c-again", "c-first"]
+
+
+async def test_a_failed_analysis_shows_the_first_words_and_retries(dashboard: Dashboard) -> None:
+    who = dashboard.caller("+1 415 555 0153")
+    store, queue = dashboard.memory.store, dashboard.memory.queue
+    at = now() - 120
+    said = "Hi, my order 1142 never arrived and I need it for a party tomorrow night please"
+    turns = [
+        Turn(role="user", text=said, at=at - 30, call_id="c-failed"),
+        Turn(role="assistant", text="Sorry to hear that.", at=at - 20, call_id="c-failed"),
+    ]
+    await store.append_turns(who, turns)
+    ended = {"started_at": at - 60, "ended_at": at, "masked_number": who.masked}
+    record = CallRecord(call_id="c-failed", agent_id=AGENT, **ended)
+    assert await store.close_call(who, record)
+    await queue.enqueue(who, "c-failed")
+    (job,) = await queue.read("worker-1", block=0.1)
+    await queue.dead_letter(job, "the analysis answer was invalid 3 times")
+    assert await store.mark_failed(who, "c-failed", "the analysis answer was invalid 3 times")
+    await dashboard.log_in()
+    page = dashboard.page
+    card = page.locator("li[data-call=c-failed]")
+    text = await card.inner_text()
+    assert "analysis failed" in text and "my order 1142 never arrived" in text
+    assert "Sorry to hear that" not in text  # the caller's words only
+    await dashboard.shot("failed")
+    await card.locator("button", has_text="Retry").click()
+    assert page.url.endswith("/dashboard")
+    counts = await queue.counts()
+    assert (counts.dead, counts.waiting) == (0, 1)
+    (entry,) = await dashboard.memory.audit.recent(AGENT)
+    assert entry.action.value == "dead_letter_retried" and entry.call_id == "c-failed"
+
+
+async def test_times_are_the_business_s_and_say_so(dashboard: Dashboard) -> None:
+    who = dashboard.caller("+1 415 555 0154")
+    at = (datetime.now(UTC) - timedelta(days=1)).replace(hour=16, minute=30)
+    await dashboard.call(who, "c-zone", urgency=3, action="call_back", at=at.timestamp())
+    await dashboard.log_in()
+    page = dashboard.page
+    shown = await page.locator("li[data-call=c-zone] time").first.inner_text()
+    in_madrid = at.astimezone(ZONE)
+    assert in_madrid.hour != at.hour  # Madrid is one or two hours ahead of UTC
+    assert shown == f"{in_madrid:%a %d %b}, {in_madrid:%H}:30"
+    assert "Europe/Madrid" in await page.locator("footer").inner_text()
+
+
+async def test_head_answers_like_get_and_there_is_a_favicon(dashboard: Dashboard) -> None:
+    await dashboard.log_in()
+    request = dashboard.page.request
+    for path in ("/dashboard", "/dashboard/callers", "/dashboard/queue", "/dashboard/login"):
+        got = await request.get(f"{dashboard.url}{path}")
+        head = await request.head(f"{dashboard.url}{path}")
+        assert (head.status, got.status) == (200, 200), path
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert await head.body() == b""
+    await dashboard.page.goto(f"{dashboard.url}/dashboard")
+    icon = await dashboard.page.locator("link[rel=icon]").get_attribute("href")
+    assert icon is not None
+    favicon = await request.get(f"{dashboard.url}{icon}")
+    assert favicon.status == 200 and favicon.headers["content-type"] == "image/svg+xml"
+
+
+def test_the_demo_refuses_an_external_redis(tmp_path: Path) -> None:
+    done = run_demo(tmp_path, REDIS_URL="redis://127.0.0.1:1")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "REDIS_URL" in done.stderr
+
+
+async def test_the_demo_week_fills_the_dashboard_with_no_key(tmp_path: Path, chromium: str) -> None:
+    done = run_demo(tmp_path, "--fields")
+    assert done.returncode == 0, done.stderr
+    assert "python runner.py dashboard --agent demo" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert not [c.number for c in DEMO_CALLERS if c.number[-4:] in done.stdout + done.stderr]
+    again = run_demo(tmp_path)  # the same folder: refused, nothing mixed in
+    assert again.returncode == 2 and "already holds calls" in again.stderr
+    settings = MemorySettings(
+        _env_file=None, RAPPORT_DATA_DIR=tmp_path / "data", RAPPORT_PEPPER_FILE=tmp_path / "pepper"
+    )
+    async with memory_runtime(settings) as runtime:
+        queue = AnalysisQueue(runtime.redis, prefix=settings.key_prefix)
+        memory = dashboard_memory(runtime, queue, agent_id="demo")
+        async with browsing(
+            memory, DashboardAccess(password=None, key=secrets.token_bytes(32)), tmp_path, chromium
+        ) as (
+            url,
+            page,
+        ):
+            await page.goto(f"{url}/dashboard")
+            assert await page.locator("#followups > li").count() >= 5
+            assert "calls" in await page.locator("#followups .badge.calls").first.inner_text()
+            await page.screenshot(path=str(tmp_path / "followups.png"), full_page=True)
+            await page.goto(f"{url}/dashboard/queue")
+            assert "record_call_analysis" in await page.locator("#dead").inner_text()
+            ana = memory.identify(ANA.number)
+            assert ana is not None
+            await page.goto(f"{url}/dashboard/callers/{ana.key}")
+            assert "Eixample" in await page.locator("#superseded").inner_text()
+            texts = page.locator("#facts textarea")
+            facts = await texts.evaluate_all("fields => fields.map(field => field.value)")
+            assert "Caller now prefers the Gràcia clinic" in facts
+            emily = memory.identify(EMILY.number)
+            assert emily is not None
+            await page.goto(f"{url}/dashboard/calls/{emily.key}/demo-03")  # the week's 3rd call
+            assert "lost crown" in await page.locator("#transfer").inner_text()
+            assert "emergency" in await page.locator("#fields").inner_text()
+
+
+def run_demo(folder: Path, *options: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python runner.py demo`` into ``folder/data``, with no key and no ``.env``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "runner.py"), "demo", "--data", str(folder / "data"), *options],
+        cwd=folder,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(folder),
+            "RAPPORT_PEPPER_FILE": str(folder / "pepper"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -28,7 +28,7 @@ def test_help_lists_the_commands_before_the_runner_options() -> None:
     result = run("--help")
     assert result.returncode == 0
     out = result.stdout
-    for command in ("memory", "calls", "worker"):
+    for command in ("memory", "calls", "worker", "dashboard", "demo"):
         assert f"  {command} " in out
         assert out.index(f"  {command} ") < out.index("--port")
 
@@ -39,7 +39,7 @@ def test_an_unknown_command_is_one_line_and_exit_2(via: list[str] | None) -> Non
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        "rapport: unknown command 'frobnicate' (commands: memory, calls, worker, dashboard; "
+        "rapport: unknown command 'frobnicate' (commands: memory, calls, worker, dashboard, demo; "
         "see runner.py --help)"
     ]
 

@@ -22,6 +22,7 @@ from pipecat.frames.frames import CancelFrame, TranscriptionFrame
 from pipecat.services.azure.tts import AzureTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
+from bot.text_line import TextLine
 from bot.transfer import DailyHandoff, TwilioHandoff
 from bot.wording import SERVICE_DOWN_CALL_BACK, SERVICE_DOWN_PUTTING_THROUGH
 from memory.analysis.followups import follow_ups

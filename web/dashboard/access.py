@@ -8,7 +8,7 @@
   once like the pepper): every process with the same key accepts the session, and a restart
   logs nobody out.
 - Every POST carries a CSRF token bound to the session (the login form's to a login cookie).
-- Five failed logins in a minute from one client address answer 429 until the minute passes.
+- Failed logins are throttled per client address and login name (:mod:`web.dashboard.throttle`).
 """
 
 from __future__ import annotations
@@ -19,26 +19,25 @@ import hmac
 import json
 import secrets
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bot.hours import BusinessHours, known_zone
 from bot.trust import is_loopback
 from memory.errors import ConfigurationError
 from memory.privacy.identity import config_file, generated_secret
+from web.dashboard.throttle import InProcessThrottle, LoginThrottle
 
 SESSION_COOKIE = "rapport_session"
 LOGIN_COOKIE = "rapport_login"
 #: How long a session lasts without logging in again.
 SESSION_SECONDS = 12 * 3600
-#: Failed logins allowed per client address per window before 429.
-MAX_FAILURES = 5
-FAILURE_WINDOW_SECONDS = 60.0
 #: The name used for changes made on an open (loopback, password-less) dashboard.
 LOCAL_USER = "local"
 PASSWORD_VARIABLE = "RAPPORT_DASHBOARD_PASSWORD"
@@ -54,13 +53,26 @@ MIN_PASSWORD_CHARS = 12
 
 
 class DashboardSettings(BaseSettings):
-    """The dashboard's password and session key, from the environment."""
+    """The dashboard's password, session key and time zone, from the environment."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     password: SecretStr | None = Field(default=None, alias=PASSWORD_VARIABLE, repr=False)
     session_key: SecretStr | None = Field(default=None, alias=SESSION_KEY_VARIABLE, repr=False)
     key_file: Path | None = Field(default=None, alias=KEY_FILE_VARIABLE)
+    #: The business's opening hours: their time zone is the dashboard's.
+    business_hours: BusinessHours | None = Field(default=None, alias="RAPPORT_BUSINESS_HOURS")
+    #: The time zone pages show times in when no business hours are set (IANA name).
+    timezone: str = Field(default="UTC", alias="RAPPORT_TIMEZONE")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        return known_zone(name)
+
+    def zone(self) -> ZoneInfo:
+        """The business's time zone: its opening hours', else ``RAPPORT_TIMEZONE``."""
+        return ZoneInfo(self.business_hours.timezone if self.business_hours else self.timezone)
 
     def access(self, host: str) -> DashboardAccess:
         """The access checks of a server listening on ``host``.
@@ -142,13 +154,12 @@ class DashboardAccess:
     Args:
         password: The dashboard password; None opens the dashboard (loopback servers only).
         key: Signs sessions and CSRF tokens (:meth:`DashboardSettings.signing_key`).
+        throttle: Where failed logins are counted.
     """
 
     password: str | None
     key: bytes = field(repr=False)
-    _failures: defaultdict[str, deque[float]] = field(
-        default_factory=lambda: defaultdict(deque), repr=False
-    )
+    throttle: LoginThrottle = field(default_factory=InProcessThrottle, repr=False)
 
     @property
     def open(self) -> bool:
@@ -160,22 +171,18 @@ class DashboardAccess:
 
     # -- logins ------------------------------------------------------------------------------
 
-    def throttled(self, client: str) -> bool:
-        """True when ``client`` failed too many logins within the window."""
-        failures = self._failures[client]
-        cutoff = time.monotonic() - FAILURE_WINDOW_SECONDS
-        while failures and failures[0] < cutoff:
-            failures.popleft()
-        if not failures:
-            del self._failures[client]
-            return False
-        return len(failures) >= MAX_FAILURES
+    async def check_password(self, address: str, name: str, password: str) -> bool:
+        """Compare in constant time; the throttle counts a failure, or clears on success.
 
-    def check_password(self, client: str, password: str) -> bool:
-        """Compare in constant time; a wrong password counts against ``client``."""
+        Args:
+            address: The client's address.
+            name: The name typed to log in with.
+            password: The password typed.
+        """
         if self.password and hmac.compare_digest(password.encode(), self.password.encode()):
+            await self.throttle.succeeded(address, name)
             return True
-        self._failures[client].append(time.monotonic())
+        await self.throttle.failed(address, name)
         return False
 
     def login_token(self, nonce: str) -> str:

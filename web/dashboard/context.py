@@ -11,15 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from bot.callback import CallbackDesk
+from memory.models import CONFIDENCE_FLOOR, CallTrust
 from memory.privacy.identity import CallerIdentity
 from memory.store.audit import AuditAction, AuditEntry, AuditLog
 from memory.store.callers import MemoryStore
@@ -56,19 +57,57 @@ class DashboardMemory:
     callbacks: CallbackDesk | None = None
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+class StaleFormError(Exception):
+    """A form came back without this session's CSRF token: a page left open, or a forgery."""
 
 
-def _templates() -> Environment:
+class PageRouter(APIRouter):
+    """The routes of one page, under ``/dashboard``; pages answer ``HEAD`` as they do ``GET``."""
+
+    def __init__(self, *, under: str = "") -> None:
+        """Routes at ``/dashboard`` + ``under`` + their own path."""
+        super().__init__(prefix=PREFIX + under, include_in_schema=False)
+
+    def page(self, path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a page: ``GET`` and ``HEAD`` (the same headers, no body) of ``path``."""
+        return self.api_route(path, methods=["GET", "HEAD"])
+
+
+def _templates(zone: tzinfo) -> Environment:
     environment = Environment(
         loader=FileSystemLoader(HERE / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
-    environment.filters["when"] = _when
+
+    def when(epoch: float | None) -> str:
+        if epoch is None:
+            return "-"
+        return datetime.fromtimestamp(epoch, tz=UTC).astimezone(zone).strftime("%a %d %b, %H:%M")
+
+    environment.filters["when"] = when
+    environment.filters["certainty"] = certainty
+    environment.filters["trust"] = lambda trust: _TRUST.get(trust, "not recorded")
+    environment.globals["zone"] = str(zone)
     return environment
+
+
+#: How far a call's caller id could be believed, in a business owner's words.
+_TRUST = {
+    CallTrust.VERIFIED: "confirmed by the phone network",
+    CallTrust.UNVERIFIED: "not confirmed (it could be spoofed)",
+    CallTrust.ANONYMOUS: "withheld",
+}
+#: A fact's confidence from which it counts as sure.
+SURE = 0.85
+
+
+def certainty(confidence: float) -> str:
+    """A fact's confidence in words: sure, fairly sure, or unsure (then unused in calls)."""
+    if confidence >= SURE:
+        return "sure"
+    if confidence >= CONFIDENCE_FLOOR:
+        return "fairly sure"
+    return "unsure, not used in calls"
 
 
 def back(url: str) -> RedirectResponse:
@@ -83,11 +122,16 @@ class PageContext:
     Args:
         access: The password and sessions.
         memory: Returns what the pages read (None while memory is not open: pages answer 503).
+        zone: The business's time zone: every time on a page is shown in it.
     """
 
     access: DashboardAccess
     memory: Callable[[], DashboardMemory | None]
-    _templates: Environment = field(default_factory=_templates, repr=False)
+    zone: tzinfo = UTC
+    _templates: Environment = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._templates = _templates(self.zone)
 
     def render(
         self, request: Request, name: str, session: DashboardSession | None, **values: Any
@@ -126,12 +170,28 @@ class PageContext:
         return session
 
     async def posted(self, request: Request) -> tuple[DashboardSession, dict[str, str]]:
-        """The session and form of a POST, refused (403) without this session's CSRF token."""
+        """The session and form of a POST.
+
+        Raises:
+            StaleFormError: The form lacks this session's CSRF token (answered with a page
+                asking to reload, see :meth:`stale_form`).
+        """
         session = self.signed_in(request)
-        form = {key: str(value) for key, value in (await request.form()).items()}
+        form = await self.form(request)
         if not self.access.csrf_valid(session, form.get("csrf", "")):
-            raise HTTPException(403, "missing or wrong CSRF token")
+            raise StaleFormError
         return session, form
+
+    @staticmethod
+    async def form(request: Request) -> dict[str, str]:
+        """A POSTed form, one value per field (the last one of a repeated field)."""
+        return {key: str(value) for key, value in (await request.form()).items()}
+
+    def stale_form(self, request: Request, _error: Exception) -> HTMLResponse:
+        """The 403 page of a form that lost its CSRF token: reload and try again."""
+        response = self.render(request, "stale.html", None)
+        response.status_code = 403
+        return response
 
     @staticmethod
     async def caller_of(mem: DashboardMemory, caller_key: str) -> CallerIdentity:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
-from web.dashboard.context import PREFIX, PageContext
+from web.dashboard.context import PageContext, PageRouter
 
 
-def router(context: PageContext) -> APIRouter:
+def router(context: PageContext) -> PageRouter:
     """The audit page."""
-    routes = APIRouter(prefix=PREFIX, include_in_schema=False)
+    routes = PageRouter()
 
-    @routes.get("/audit")
+    @routes.page("/audit")
     async def audit_page(request: Request) -> Any:
         session = context.signed_in(request)
         mem = context.need_memory()

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from pydantic import BaseModel
 
 from memory.errors import HistoryUnavailableError
 from memory.models import CallRecord
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.scrub import scrub_turns
-from web.dashboard.context import PREFIX, DashboardMemory, PageContext
+from web.dashboard.context import DashboardMemory, PageContext, PageRouter
 
 
-def router(context: PageContext) -> APIRouter:
+def router(context: PageContext) -> PageRouter:
     """The page of one call."""
-    routes = APIRouter(prefix=PREFIX, include_in_schema=False)
+    routes = PageRouter()
 
-    @routes.get("/calls/{caller_key}/{call_id}")
+    @routes.page("/calls/{caller_key}/{call_id}")
     async def call_page(request: Request, caller_key: str, call_id: str) -> Any:
         session = context.signed_in(request)
         mem = context.need_memory()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 
 from bot.callback import CallbackDesk, CallbackError
 from bot.targets import phone_number
@@ -24,7 +24,7 @@ from memory.privacy.identity import CallerIdentity, mask_number
 from memory.store.audit import AuditAction
 from memory.store.keys import CallRef
 from web.dashboard.access import Session
-from web.dashboard.context import PREFIX, DashboardMemory, PageContext, back
+from web.dashboard.context import PREFIX, DashboardMemory, PageContext, PageRouter, back
 
 #: What the page says once an action went through, by the ``done`` query value.
 _DONE = {
@@ -34,9 +34,9 @@ _DONE = {
 }
 
 
-def router(context: PageContext) -> APIRouter:
+def router(context: PageContext) -> PageRouter:
     """The call-back page of one follow-up and its four actions."""
-    routes = APIRouter(prefix=f"{PREFIX}/callback", include_in_schema=False)
+    routes = PageRouter(under="/callback")
 
     async def follow_up(
         caller_key: str, call_id: str
@@ -78,7 +78,7 @@ def router(context: PageContext) -> APIRouter:
             done=_DONE.get(done),
         )
 
-    @routes.get("/{caller_key}/{call_id}")
+    @routes.page("/{caller_key}/{call_id}")
     async def callback_page(request: Request, caller_key: str, call_id: str, done: str = "") -> Any:
         session = context.signed_in(request)
         return await page(request, session, caller_key, call_id, done=done)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import Response
 
 from memory.errors import HistoryUnavailableError, InvalidIdentityError
 from memory.models import MAX_TEXT_CHARS, clean_text
 from memory.store.audit import AuditAction
 from memory.store.corrections import FactRefusedError, UnknownFactError, delete_fact, edit_fact
-from web.dashboard.context import PAGE_SIZE, PREFIX, PageContext, back
+from web.dashboard.context import PAGE_SIZE, PREFIX, PageContext, PageRouter, back
 
 _MAX_NAME = 80
 _ERRORS = {
@@ -23,11 +23,11 @@ _ERRORS = {
 }
 
 
-def router(context: PageContext) -> APIRouter:
+def router(context: PageContext) -> PageRouter:
     """The caller list and search, one caller's memory and every change made to it."""
-    routes = APIRouter(prefix=PREFIX, include_in_schema=False)
+    routes = PageRouter()
 
-    @routes.get("/callers")
+    @routes.page("/callers")
     async def callers_page(request: Request, number: str = "", page: int = 1) -> Any:
         session = context.signed_in(request)
         mem = context.need_memory()
@@ -48,7 +48,7 @@ def router(context: PageContext) -> APIRouter:
             request, "callers.html", session, rows=rows, error=error, page=number_page
         )
 
-    @routes.get("/callers/{caller_key}")
+    @routes.page("/callers/{caller_key}")
     async def caller_page(request: Request, caller_key: str, error: str = "") -> Any:
         session = context.signed_in(request)
         mem = context.need_memory()
@@ -104,7 +104,7 @@ def router(context: PageContext) -> APIRouter:
             await context.audit(mem, session, AuditAction.NAME_SET, caller)
         return back(f"{PREFIX}/callers/{caller.key}")
 
-    @routes.get("/callers/{caller_key}/export")
+    @routes.page("/callers/{caller_key}/export")
     async def caller_export(request: Request, caller_key: str) -> Any:
         context.signed_in(request)
         mem = context.need_memory()
@@ -122,7 +122,7 @@ def router(context: PageContext) -> APIRouter:
             },
         )
 
-    @routes.get("/callers/{caller_key}/forget")
+    @routes.page("/callers/{caller_key}/forget")
     async def forget_confirmation(request: Request, caller_key: str) -> Any:
         session = context.signed_in(request)
         mem = context.need_memory()

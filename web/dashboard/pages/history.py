@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from memory.errors import HistoryUnavailableError
 from memory.history.store import HistoryCall
 from memory.models import now
-from web.dashboard.context import PAGE_SIZE, PREFIX, PageContext
+from web.dashboard.context import PAGE_SIZE, PageContext, PageRouter
 
 #: The history's periods, by the name the filter shows.
 PERIODS = {"30d": 30 * 86_400.0, "90d": 90 * 86_400.0, "1y": 365 * 86_400.0, "all": None}
@@ -22,11 +22,11 @@ DEFAULT_PERIOD = "1y"
 URGENT = 4
 
 
-def router(context: PageContext) -> APIRouter:
+def router(context: PageContext) -> PageRouter:
     """The history page, filtered by period and urgency."""
-    routes = APIRouter(prefix=PREFIX, include_in_schema=False)
+    routes = PageRouter()
 
-    @routes.get("/history")
+    @routes.page("/history")
     async def history_page(
         request: Request, period: str = DEFAULT_PERIOD, urgent: str = "", page: int = 1
     ) -> Any:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from memory.models import clean_text
 from web.dashboard.access import LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS
-from web.dashboard.context import PREFIX, PageContext, back
+from web.dashboard.context import PREFIX, PageContext, PageRouter, StaleFormError, back
 
 
-def router(context: PageContext) -> APIRouter:
+def router(context: PageContext) -> PageRouter:
     """The login form, the login itself and the logout."""
-    routes = APIRouter(prefix=PREFIX, include_in_schema=False)
+    routes = PageRouter()
     access = context.access
 
-    @routes.get("/login")
+    @routes.page("/login")
     async def login_form(request: Request) -> Any:
         nonce = secrets.token_hex(16)
         response = context.render(request, "login.html", None, login_csrf=access.login_token(nonce))
@@ -27,16 +27,17 @@ def router(context: PageContext) -> APIRouter:
 
     @routes.post("/login")
     async def login(request: Request) -> Any:
-        client = request.client.host if request.client else "unknown"
-        if access.throttled(client):
+        address = request.client.host if request.client else "unknown"
+        form = await context.form(request)
+        user = clean_text(form.get("name", ""), 40) or "dashboard"
+        if await access.throttle.blocked(address, user):
             return HTMLResponse("Too many failed logins: wait a minute.", status_code=429)
-        form = {key: str(value) for key, value in (await request.form()).items()}
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or form.get("csrf", "") != access.login_token(nonce):
-            raise HTTPException(403, "missing or wrong CSRF token")
+            raise StaleFormError
         if access.open:
             return back(PREFIX)
-        if not access.check_password(client, form.get("password", "")):
+        if not await access.check_password(address, user, form.get("password", "")):
             response = context.render(
                 request,
                 "login.html",
@@ -46,7 +47,6 @@ def router(context: PageContext) -> APIRouter:
             )
             response.status_code = 401
             return response
-        user = clean_text(form.get("name", ""), 40) or "dashboard"
         signed = back(PREFIX)
         access.set_cookie(
             signed, request, SESSION_COOKIE, access.session_cookie(user), SESSION_SECONDS
