@@ -59,6 +59,15 @@ RING_TIMEOUT_S = 30
 PLACE_EVERY_S = 5.0
 #: The webhook Twilio fetches a call back's TwiML from.
 ANSWER_PATH = "/callback-answer"
+#: The webhook Twilio tells how a call back ended (``StatusCallback``).
+STATUS_PATH = "/callback-status"
+#: A call back that ended with one of these Twilio statuses did not reach the caller: why.
+UNANSWERED = {
+    "busy": "the caller's line was busy",
+    "no-answer": "the caller did not answer",
+    "failed": "Twilio could not connect the call",
+    "canceled": "the call was cancelled before it was answered",
+}
 #: Said to the person who answers before they are bridged to the caller.
 BRIDGE_NOTICE = "Connecting you to the caller you are calling back."
 #: Why a call back failed, by Twilio's error code: the reason a person is shown.
@@ -118,13 +127,21 @@ class TwilioAccount:
             base_url=settings.twilio_api_base_url,
         )
 
-    async def place_call(self, *, to: str, twiml: str | None = None, url: str | None = None) -> str:
+    async def place_call(
+        self,
+        *,
+        to: str,
+        twiml: str | None = None,
+        url: str | None = None,
+        status_url: str | None = None,
+    ) -> str:
         """Have Twilio call ``to`` from the business's number; the call's sid.
 
         Args:
             to: The number to ring (E.164).
             twiml: What the call runs once answered; or
             url: where Twilio fetches it (a signed webhook).
+            status_url: Where Twilio says how the call ended (a signed webhook).
 
         Raises:
             CallbackError: Twilio refused the call or could not be reached.
@@ -134,6 +151,8 @@ class TwilioAccount:
         if self.base_url:
             client.api.base_url = self.base_url.rstrip("/")
         instructions = {"twiml": twiml} if twiml is not None else {"url": url or ""}
+        if status_url is not None:
+            instructions["status_callback"] = status_url
         try:
             call = await client.calls.create_async(
                 to=to, from_=self.business_number, timeout=RING_TIMEOUT_S, **instructions
@@ -151,10 +170,13 @@ class TwilioAccount:
         return str(call.sid)
 
 
-def answer_url(public_host: str, ref: CallRef) -> str:
-    """The webhook Twilio fetches a call back's TwiML from (signed by Twilio with its query)."""
-    query = urlencode({"agent": ref.agent_id, "caller": ref.caller_key, "call": ref.call_id})
-    return f"https://{public_host}{ANSWER_PATH}?{query}"
+def callback_url(public_host: str, path: str, ref: CallRef) -> str:
+    """A call back's webhook (:data:`ANSWER_PATH`, :data:`STATUS_PATH`) for Twilio to call.
+
+    Twilio signs the whole URL, query included, so the follow-up it names cannot be changed.
+    """
+    query = urlencode({"caller": ref.caller_key, "call": ref.call_id})
+    return f"https://{public_host}{path}?{query}"
 
 
 @dataclass(slots=True)
@@ -318,7 +340,11 @@ class CallbackPlacer:
                 await desk.agent_callbacks.save(caller, callback.model_copy(update={"due_at": due}))
                 return 0
             number = await desk.number(caller)
-            sid = await desk.account().place_call(to=number, url=answer_url(self._public_host, ref))
+            sid = await desk.account().place_call(
+                to=number,
+                url=callback_url(self._public_host, ANSWER_PATH, ref),
+                status_url=callback_url(self._public_host, STATUS_PATH, ref),
+            )
         except CallbackError as e:
             failed = {"status": CallbackStatus.FAILED, "error": str(e)}
             await desk.agent_callbacks.save(
@@ -332,6 +358,23 @@ class CallbackPlacer:
         )
         logger.info("Rapport is calling {} back", caller.masked)
         return 1
+
+    async def ended(self, ref: CallRef, status: str) -> None:
+        """Twilio says how a placed call back ended: one that reached nobody is kept as failed.
+
+        Args:
+            ref: The follow-up the call back was about.
+            status: Twilio's final ``CallStatus`` (``completed``, ``no-answer``, ``busy``...).
+        """
+        if status not in UNANSWERED:
+            return
+        caller = await self._desk.runtime.store.caller_of(ref)
+        callback = await self._desk.agent_callbacks.get(caller, ref.call_id)
+        if callback is None or callback.status != CallbackStatus.PLACED:
+            return
+        failed = {"status": CallbackStatus.FAILED, "error": UNANSWERED[status]}
+        await self._desk.agent_callbacks.save(caller, callback.model_copy(update=failed))
+        logger.info("A call back of {} reached nobody ({})", caller.masked, status)
 
     async def opening(self, caller: CallerIdentity, call_id: str) -> str | None:
         """What a call back opens with, once the caller answered (None: not a queued one)."""

@@ -106,6 +106,11 @@ class RapportBot:
         return self._memory.runtime.redis if self._memory is not None else None
 
     @property
+    def call_backs(self) -> CallbackPlacer | None:
+        """Places the call backs asked for, once memory is open (None: Twilio cannot)."""
+        return self._callbacks
+
+    @property
     def _anthropic(self) -> AsyncAnthropic:
         if self._client is None:
             raise RuntimeError("RapportBot.start() has not run")

@@ -11,7 +11,8 @@ voice webhook (registered before the runner's own routes, it wins over them):
 - The stream's ``start`` message brings them back; :func:`stream_trust` redeems the token
   before anything about the caller is loaded.
 - ``POST /callback-answer`` answers a call back Rapport placed (:mod:`bot.callback`) the same
-  way, the callee as the caller, the token binding the follow-up it calls back about.
+  way, the callee as the caller, the token binding the follow-up it calls back about;
+  ``POST /callback-status`` hears how it ended (unanswered: kept on the follow-up as failed).
 
 The transport is built here rather than by ``create_transport``, which always enables the REST
 hang-up with credentials from the environment and cannot point it anywhere but Twilio: here the
@@ -20,7 +21,7 @@ hang-up is a setting, and its base URL too (``TWILIO_API_BASE_URL``, a local fak
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -31,7 +32,7 @@ from pipecat.runner.types import CallData
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from twilio.request_validator import RequestValidator
 
-from bot.callback import ANSWER_PATH
+from bot.callback import ANSWER_PATH, STATUS_PATH, CallbackPlacer
 from bot.settings import BotSettings
 from bot.transfer import TwilioCallSerializer, TwilioHandoff
 from bot.trust import (
@@ -83,17 +84,25 @@ def _form_text(form: Mapping[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamTokens | None) -> None:
+def add_twilio_routes(
+    app: FastAPI,
+    *,
+    settings: BotSettings,
+    tokens: StreamTokens | None,
+    call_backs: Callable[[], CallbackPlacer | None] = lambda: None,
+) -> None:
     """Register Twilio's webhooks, answering signed requests with our TwiML.
 
     ``POST /`` answers a call coming in; ``POST /callback-answer`` (:data:`ANSWER_PATH`) a call
-    back Rapport placed (:mod:`bot.callback`), once the caller picked up.
+    back Rapport placed (:mod:`bot.callback`), once the caller picked up, and
+    ``POST /callback-status`` (:data:`STATUS_PATH`) hears how it ended.
 
     Args:
         app: The server's app (the runner's, before ``main()`` adds its own routes).
         settings: The auth token that signs webhooks and the public host (``public_url``).
         tokens: Issues the streams' tokens; None without ``TWILIO_AUTH_TOKEN`` (every webhook
             is then refused).
+        call_backs: The process's call back placer, once memory is open (None: none).
     """
     validator = RequestValidator(settings.twilio_auth_token) if tokens is not None else None
 
@@ -148,6 +157,20 @@ def add_twilio_routes(app: FastAPI, *, settings: BotSettings, tokens: StreamToke
             "attestation": f"{CALLBACK_ATTESTATION}{agent_call_member(caller, call)}",
         }
         return stream_answer(request, _form_text(form, "CallSid"), parameters)
+
+    @app.post(STATUS_PATH, include_in_schema=False)
+    async def twilio_callback_status(
+        request: Request, caller: str = "", call: str = ""
+    ) -> Response:
+        form = await signed_form(request)
+        if form is None or not caller or not call:
+            return Response(status_code=403)
+        placer = call_backs()
+        if placer is None:
+            return Response(status_code=503)  # Twilio retries a status callback it could not give
+        ref = agent_call_ref(settings.agent_id, agent_call_member(caller, call).encode())
+        await placer.ended(ref, _form_text(form, "CallStatus"))
+        return Response(status_code=204)
 
 
 async def stream_trust(call_data: CallData, tokens: StreamTokens | None) -> CallTrust | None:

@@ -185,7 +185,12 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
 
     rapport = process.serve(settings, services=services or process.build_services)
     # Registered before main() adds the runner's routes, so ours win.
-    add_twilio_routes(app, settings=settings, tokens=rapport.stream_tokens)
+    add_twilio_routes(
+        app,
+        settings=settings,
+        tokens=rapport.stream_tokens,
+        call_backs=lambda: rapport.call_backs,
+    )
     add_dashboard_routes(
         app,
         access=dashboard_access,

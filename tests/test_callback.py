@@ -20,7 +20,7 @@ import pytest
 from loguru import logger
 from redis.asyncio import Redis
 
-from bot.callback import ANSWER_PATH, CallbackDesk, CallbackError, CallbackPlacer
+from bot.callback import ANSWER_PATH, STATUS_PATH, CallbackDesk, CallbackError, CallbackPlacer
 from bot.hours import BusinessHours
 from cli.main import command_parser
 from memory.errors import ConfigurationError
@@ -30,6 +30,7 @@ from memory.runtime import MemoryAccess, open_memory
 from memory.settings import MemorySettings
 from memory.store.audit import AuditAction, AuditLog
 from memory.store.callbacks import CallbackStatus
+from memory.store.keys import CallRef
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.twilio_api import FakeTwilioAPI
@@ -316,6 +317,7 @@ async def test_rapport_calls_back_within_hours_and_a_failed_attempt_is_kept(
     (created,) = twilio.created
     assert created.form["To"] == ANA_E164 and created.form["From"] == BUSINESS
     assert created.form["Url"].startswith(f"https://{PUBLIC_HOST}{ANSWER_PATH}?")
+    assert created.form["StatusCallback"].startswith(f"https://{PUBLIC_HOST}{STATUS_PATH}?")
     assert "call=call-1" in created.form["Url"] and ANA_E164[1:] not in created.form["Url"]
     placed = await desk.agent_callbacks.get(ana, "call-1")
     assert placed is not None and placed.status == CallbackStatus.PLACED
@@ -323,6 +325,14 @@ async def test_rapport_calls_back_within_hours_and_a_failed_attempt_is_kept(
     assert placed.opening == "Hi Ana, this is Acme Plumbing calling back about your last call."
     assert await placer.opening(ana, "call-1") == placed.opening
     assert await placer.place_due() == 0  # placed once
+    # Answered and over: still placed. Twilio says a later one rang out: kept as failed.
+    ref = CallRef("bakery", ana.key, "call-1")
+    await placer.ended(ref, "completed")
+    assert await desk.agent_callbacks.get(ana, "call-1") == placed
+    await placer.ended(ref, "no-answer")
+    unanswered = await desk.agent_callbacks.get(ana, "call-1")
+    assert unanswered is not None and unanswered.status == CallbackStatus.FAILED
+    assert unanswered.error == "the caller did not answer"
 
     twilio.unreachable.add(ANA_E164)
     await desk.request_agent_callback(ana, "call-2", by="Marta", reason="the boiler")

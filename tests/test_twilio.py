@@ -406,6 +406,21 @@ async def test_rapport_calls_a_follow_up_back_and_the_call_opens_with_why(
     inbound = await stream_parameters(server, call_form(f"{CALLBACK_ATTESTATION}x|y"))
     assert inbound["attestation"] == ""
 
+    # Twilio says how it ended (signed): answered, so the call back stays placed; a status
+    # naming another follow-up, or unsigned, is refused.
+    status_url = created.form["StatusCallback"]
+    status_path = status_url.split(PUBLIC_HOST, 1)[1]
+    ended = form | {"CallStatus": "completed"}
+    refused = signature(ended, url=status_url.replace("CA-earlier", "CA-other"))
+    assert await post_webhook(server, ended, {"X-Twilio-Signature": refused}, path=status_path) == (
+        403,
+        "",
+    )
+    headers = {"X-Twilio-Signature": signature(ended, url=status_url)}
+    assert (await post_webhook(server, ended, headers, path=status_path))[0] == 204
+    kept = await AgentCallbacks(redis_client, prefix=key_prefix).get(ana, "CA-earlier")
+    assert kept is not None and kept.status.value == "placed" and kept.call_sid == created.sid
+
 
 async def test_end_call_speaks_the_goodbye_in_full_before_twilio_is_told_to_hang_up(
     server: str,

@@ -10,7 +10,8 @@
   (``queued``, ``outbound-api``, a fresh ``CA…`` sid). Refused as Twilio refuses: no ``To``
   (21201), no ``From`` (21213), a ``To`` or ``From`` that is not a number (21211, 21212), a
   ``From`` the account does not own (21210, when the fake is given the account's numbers),
-  no instructions (21205), a ``Url`` that is not absolute http(s) (21205), TwiML that is not XML
+  no instructions (21205), a ``Url`` that is not absolute http(s) (21205), nor a
+  ``StatusCallback`` (21609), TwiML that is not XML
   (12100), a number the account may not call (21215, :attr:`FakeTwilioAPI.unreachable`).
 
 Every request needs HTTP Basic auth (Twilio's 401 and error 20003 otherwise); given the
@@ -190,10 +191,10 @@ class FakeTwilioAPI(LocalServer):
         instructions = [name for name in ("Url", "Twiml", "ApplicationSid") if form.get(name)]
         if len(instructions) != 1:
             return _error(400, 21205, "Url parameter is required.")
-        if "Url" in instructions:
-            url = urlsplit(form["Url"])
-            if url.scheme not in ("http", "https") or not url.hostname:
-                return _error(400, 21205, f"Url is not a valid URL: {form['Url']}")
+        if "Url" in instructions and not _absolute(form["Url"]):
+            return _error(400, 21205, f"Url is not a valid URL: {form['Url']}")
+        if "StatusCallback" in form and not _absolute(form["StatusCallback"]):
+            return _error(400, 21609, "Invalid StatusCallbackUrl")
         if "Twiml" in instructions and not _is_xml(form["Twiml"]):
             return _error(400, 12100, "Document parse failure")
         if to in self.unreachable:
@@ -205,6 +206,11 @@ class FakeTwilioAPI(LocalServer):
                 "geo-permissions/low-risk",
             )
         return None
+
+
+def _absolute(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _is_xml(text: str) -> bool:
