@@ -1,11 +1,15 @@
-"""The call's report, measured from its own frames by a Pipecat observer, off the frame path.
+"""The call's report, measured from the frames that reach the end of the call's pipeline.
 
-:class:`CallReportObserver` is given to the call's ``PipelineWorker``. Pipecat hands observers
-each frame on their own task (``WorkerObserver`` queues them), so nothing here delays a frame;
-every time is taken from the pipeline clock stamp of the frame's first push, not from when the
-observer sees it. It measures:
+:class:`CallMeter` watches no frame of its own: an observer would be handed every frame of the
+call, each through a queue and a task switch of its own. It reads the few frames it needs where
+they pass anyway. ``EndOfCallProcessor``, the pipeline's last processor, hands it each frame
+that reaches the end (one dictionary miss for most), and the worker's ``on_pipeline_error``
+event reports the errors, which travel upstream. Times are the process's monotonic clock when a
+frame reaches the end; the frames it times are system frames, which skip the queues on the way.
+It measures:
 
-- pickup to first audio: ``StartFrame`` to the first ``BotStartedSpeakingFrame``;
+- pickup to first audio: the pipeline's start (:meth:`CallMeter.start`) to the first
+  ``BotStartedSpeakingFrame``;
 - voice to voice, per turn: the caller stopped speaking (``VADUserStoppedSpeakingFrame``, its
   ``stop_secs`` of silence taken back, or else ``UserStoppedSpeakingFrame``) to the next
   ``BotStartedSpeakingFrame``;
@@ -14,8 +18,8 @@ observer sees it. It measures:
 - errors reported by the services (``ErrorFrame``), also counted per service and kind in
   ``rapport_service_errors_total`` (:mod:`memory.upstream`); a service's TTFB shows it answered.
 
-:meth:`CallReportObserver.report` builds the priced :class:`~memory.report.CallReport` when the
-call closes; :meth:`CallReportObserver.finish` adds the call to the Prometheus metrics.
+:meth:`CallMeter.report` builds the priced :class:`~memory.report.CallReport` when the call
+closes; :meth:`CallMeter.finish` adds the call to the Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -31,8 +35,8 @@ from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
     ErrorFrame,
+    Frame,
     MetricsFrame,
-    StartFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
@@ -44,7 +48,7 @@ from pipecat.metrics.metrics import (
     TTFBMetricsData,
     TTSUsageMetricsData,
 )
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
@@ -69,6 +73,8 @@ from memory.upstream import UPSTREAM, FailureKind, Service, failure_kind
 AZURE_NEURAL = "azure-neural"
 
 _NS = 1e-9
+
+_Handler = Callable[[Any, int], None]
 
 
 def service_kind(processor: FrameProcessor | None) -> str | None:
@@ -104,8 +110,8 @@ def error_kind(frame: ErrorFrame) -> FailureKind:
     return FailureKind.AUTH if _REFUSED_TEXT.search(frame.error) else FailureKind.OTHER
 
 
-class CallReportObserver(BaseObserver):
-    """Measures one call from its frames and builds its report.
+class CallMeter:
+    """Measures one call from the frames reaching the end of its pipeline; builds its report.
 
     Args:
         transport: The call's transport (a metrics label).
@@ -114,6 +120,7 @@ class CallReportObserver(BaseObserver):
         stt_model: The STT model, as the price table names it.
         llm_model: The LLM model.
         tts_model: The TTS, as the price table names it.
+        services: The call's STT, LLM and TTS: their metrics are told apart by their names.
         memory: The memory processor's stats (None with memory off).
         load_budget_s: The memory load budget, reported beside the load time.
     """
@@ -127,19 +134,18 @@ class CallReportObserver(BaseObserver):
         stt_model: str,
         llm_model: str,
         tts_model: str = AZURE_NEURAL,
+        services: Iterable[FrameProcessor] = (),
         memory: MemoryStats | None = None,
         load_budget_s: float | None = None,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(observe_every_push=False, **kwargs)
         self._transport = transport
         self._trust = trust
         self._prices = prices
+        self._kinds = {p.name: kind for p in services if (kind := service_kind(p)) is not None}
         self._memory = memory
         self._load_budget_s = load_budget_s
         self._usage = Usage(stt_model=stt_model, llm_model=llm_model, tts_model=tts_model)
-        self._started_ns: int | None = None
-        self._started_at = time.monotonic()
+        self._started_ns = time.monotonic_ns()
         self._ended_ns: int | None = None
         self._first_audio_ns: int | None = None
         self._caller_stopped_ns: int | None = None
@@ -150,71 +156,72 @@ class CallReportObserver(BaseObserver):
         self._errors: Counter[str] = Counter()
         self._outcome = "cancelled"
         self._finished = False
-        self._handlers: dict[type, Callable[[Any, FramePushed], None]] = {
+        self._handlers: dict[type, _Handler] = {
             MetricsFrame: self._on_metrics,
             BotStartedSpeakingFrame: self._on_bot_speaking,
             UserStoppedSpeakingFrame: self._on_caller_stopped,
             VADUserStoppedSpeakingFrame: self._on_caller_stopped,
             UserStartedSpeakingFrame: self._on_caller_started,
             VADUserStartedSpeakingFrame: self._on_caller_started,
-            ErrorFrame: self._on_error,
-            StartFrame: self._on_start,
             EndFrame: self._on_end,
             CancelFrame: self._on_end,
         }
 
-    async def on_push_frame(self, data: FramePushed) -> None:
-        """Note what the frame tells about the call (most frames: one dictionary miss)."""
-        handler = self._handlers.get(type(data.frame))
-        if handler is not None:
-            handler(data.frame, data)
+    def attach(self, worker: PipelineWorker) -> None:
+        """Count the errors the call's services report (upstream, to the worker)."""
+        worker.add_event_handler("on_pipeline_error", self._on_error)
+
+    def start(self) -> None:
+        """The pipeline starts now: the caller is on the line (pickup and duration run from it)."""
+        self._started_ns = time.monotonic_ns()
+
+    def frame_reached_end(self, frame: Frame, direction: FrameDirection) -> None:
+        """Note what a frame at the pipeline's end tells about the call (most: one miss)."""
+        handler = self._handlers.get(type(frame))
+        if handler is not None and direction == FrameDirection.DOWNSTREAM:
+            handler(frame, time.monotonic_ns())
 
     # -- frames ------------------------------------------------------------------------------
 
-    def _on_start(self, _frame: StartFrame, data: FramePushed) -> None:
-        if self._started_ns is None:
-            self._started_ns = data.timestamp
-            self._started_at = time.monotonic()
-
-    def _on_end(self, frame: EndFrame | CancelFrame, data: FramePushed) -> None:
+    def _on_end(self, frame: EndFrame | CancelFrame, at: int) -> None:
         if self._ended_ns is None:
-            self._ended_ns = data.timestamp
+            self._ended_ns = at
             if self._outcome != "error":
                 self._outcome = "ended" if isinstance(frame, EndFrame) else "cancelled"
 
-    def _on_caller_started(self, _frame: Any, _data: FramePushed) -> None:
+    def _on_caller_started(self, _frame: Frame, _at: int) -> None:
         self._caller_stopped_ns = None  # the caller speaks on: the turn is not over yet
 
     def _on_caller_stopped(
-        self, frame: UserStoppedSpeakingFrame | VADUserStoppedSpeakingFrame, data: FramePushed
+        self, frame: UserStoppedSpeakingFrame | VADUserStoppedSpeakingFrame, at: int
     ) -> None:
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             # The VAD reports the stop once it has heard stop_secs of silence.
-            self._caller_stopped_ns = data.timestamp - int(frame.stop_secs * 1e9)
+            self._caller_stopped_ns = at - int(frame.stop_secs * 1e9)
         elif self._caller_stopped_ns is None:
-            self._caller_stopped_ns = data.timestamp
+            self._caller_stopped_ns = at
         if self._turn is None:
             self._turn = TurnTiming()
 
-    def _on_bot_speaking(self, _frame: BotStartedSpeakingFrame, data: FramePushed) -> None:
-        if data.direction != FrameDirection.DOWNSTREAM:
-            return  # the output transport sends one each way
+    def _on_bot_speaking(self, _frame: BotStartedSpeakingFrame, at: int) -> None:
         if self._first_audio_ns is None:
-            self._first_audio_ns = data.timestamp
+            self._first_audio_ns = at
         turn, stopped = self._turn, self._caller_stopped_ns
         if turn is None or stopped is None:
             return
-        latency_s = max(0.0, (data.timestamp - stopped) * _NS)
+        latency_s = max(0.0, (at - stopped) * _NS)
         turn.voice_to_voice_ms = round(latency_s * 1000, 2)
         VOICE_TO_VOICE.observe(latency_s)
         self._turns.append(turn)
         self._turn = None
         self._caller_stopped_ns = None
 
-    def _on_metrics(self, frame: MetricsFrame, data: FramePushed) -> None:
-        kind = service_kind(data.source)
+    def _on_metrics(self, frame: MetricsFrame, _at: int) -> None:
         for item in frame.data:
-            if isinstance(item, TTFBMetricsData) and kind is not None and item.value > 0:
+            if isinstance(item, TTFBMetricsData) and item.value > 0:
+                kind = self._kinds.get(item.processor)
+                if kind is None:
+                    continue
                 UPSTREAM.succeeded(Service(kind))  # it answered: a refused key is past
                 ms = round(item.value * 1000, 2)
                 self._ttfb[kind].append(ms)
@@ -232,8 +239,8 @@ class CallReportObserver(BaseObserver):
             elif isinstance(item, STTUsageMetricsData):
                 self._stt_seconds += item.value.audio_seconds
 
-    def _on_error(self, frame: ErrorFrame, data: FramePushed) -> None:
-        kind = service_kind(frame.processor or data.source)
+    async def _on_error(self, _worker: PipelineWorker, frame: ErrorFrame) -> None:
+        kind = service_kind(frame.processor)
         if kind is not None and frame.category is not ErrorCategory.APPLICATION:
             self._errors[kind] += 1
             UPSTREAM.failed(Service(kind), error_kind(frame))
@@ -244,16 +251,14 @@ class CallReportObserver(BaseObserver):
 
     def report(self) -> CallReport:
         """The call's report so far, priced (called once the call has closed)."""
-        if self._started_ns is not None and self._ended_ns is not None:
-            duration = (self._ended_ns - self._started_ns) * _NS
-        else:
-            duration = time.monotonic() - self._started_at
+        ended_ns = self._ended_ns if self._ended_ns is not None else time.monotonic_ns()
+        duration = (ended_ns - self._started_ns) * _NS
         # Streaming STT bills the whole stream: without Pipecat's STT usage, the call's length.
         usage = self._usage.model_copy(
             update={"stt_audio_seconds": round(self._stt_seconds or duration, 3)}
         )
         pickup = None
-        if self._started_ns is not None and self._first_audio_ns is not None:
+        if self._first_audio_ns is not None:
             pickup = round((self._first_audio_ns - self._started_ns) * _NS * 1000, 2)
         report = CallReport(
             duration_s=round(duration, 3),

@@ -1,9 +1,15 @@
 """Assembling one call: memory prefetch at identification, then the call's pipeline.
 
-    transport.in → STT → CallLanguageProcessor → user aggregator (Silero VAD, silence check)
+    transport.in → STT → user aggregator (Silero VAD, silence check)
     → MemoryContextProcessor → LLM → ToolSilenceGuard → TTS → transport.out
     → CallHandoffProcessor (transports that can transfer) → assistant aggregator
-    → EndOfCallProcessor
+    → EndOfCallProcessor (recording, and the call report's meter)
+
+Every frame of a call crosses each processor's queue, so only what must sit on the frame path
+does: the call language and the memory processor read the STT's transcripts as it pushes them
+(no processor of their own), the call report reads the frames that reach the end, and the
+worker runs no observer (Pipecat's turn tracking, which Rapport does not read, is off; the idle
+timeout is the silence check's, fed by turn events).
 
 :func:`prepare_call` runs as soon as the caller is known (while the line rings): it identifies
 the caller and starts loading their memory. :func:`build_call` then builds the pipeline around
@@ -36,7 +42,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
 
 from bot.call_control import END_CALL, CallControlTools
-from bot.call_report import CallReportObserver
+from bot.call_report import CallMeter
 from bot.dialin import connect_dialin_events
 from bot.identify import CallOrigin
 from bot.service_failure import ServiceFailureHandoff
@@ -68,7 +74,7 @@ from memory.recall.call_start import call_start_spec, load_call_start
 from memory.report import load_prices
 from memory.runtime import MemoryAccess, MemoryRuntime
 from memory.store.digest import CallStartSpec
-from processors.call_language import CallLanguageProcessor
+from processors.call_language import CallLanguage
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
@@ -152,13 +158,15 @@ class Call:
         worker: The pipeline worker.
         memory_context: The processor that knows the caller's memory once started.
         recorder: Records turns and closes the call; None when nothing is recorded.
-        report: Measures the call for its report and the service's metrics.
+        meter: Measures the call for its report and the service's metrics.
+        silence: Checks in on a silent caller and ends a call that idles.
     """
 
     worker: PipelineWorker
     memory_context: MemoryContextProcessor
     recorder: CallRecorder | None
-    report: CallReportObserver
+    meter: CallMeter
+    silence: SilenceCheck
     _opened: bool = field(default=False, repr=False)
     _ended: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -194,12 +202,15 @@ class Call:
         runner = WorkerRunner(handle_sigint=handle_sigint)
         await runner.add_workers(self.worker)
         ACTIVE_CALLS.inc()
+        idle_watch = asyncio.create_task(self.silence.watch(), name="idle-watch")
+        self.meter.start()
         try:
             await runner.run()
         finally:
+            idle_watch.cancel()
             self._ended.set()
             ACTIVE_CALLS.dec()
-            self.report.finish()
+            self.meter.finish()
 
 
 def build_call(
@@ -237,9 +248,11 @@ def build_call(
         call_started_at=prepared.started_at,
     ).register(services.llm)
     call_language = _call_language(settings)
+    call_language.follow(services.stt)
     memory_context = _memory_context(settings, prepared, prompt_template, memory)
-    observer = _call_report(settings, prepared, memory_context)
-    recorder = _recorder(memory, prepared, observer)
+    memory_context.listen(services.stt)
+    meter = _call_report(settings, prepared, services, memory_context)
+    recorder = _recorder(memory, prepared, meter)
     line = handoff if transport is not None else None
     control = CallControlTools(
         transfer_to=settings.transfer_to,
@@ -254,8 +267,9 @@ def build_call(
     )
     control.register(services.llm)
     check_in = 0 < settings.silence_check_s < settings.idle_timeout_s
+    check_after_s = settings.silence_check_s if check_in else 0
     user, assistant = _context_aggregators(
-        control, silence_check_s=settings.silence_check_s if check_in else 0
+        control, user_idle_timeout_s=check_after_s or settings.idle_timeout_s
     )
     guard = ToolSilenceGuard(
         filler_after=settings.filler_after_s,
@@ -264,7 +278,6 @@ def build_call(
     )
     processors: list[FrameProcessor] = [
         services.stt,
-        call_language,
         user,
         memory_context,
         services.llm,
@@ -275,7 +288,9 @@ def build_call(
         processors = [transport.input(), *processors, transport.output()]
         if handing_off := control.handoff_processor(lambda: worker):
             processors.append(handing_off)
-    ending = EndOfCallProcessor(recorder=recorder, language=settings.default_language)
+    ending = EndOfCallProcessor(
+        recorder=recorder, language=settings.default_language, watch=meter.frame_reached_end
+    )
     processors += [assistant, ending]
     params = params or PipelineParams()
     params.enable_metrics = True
@@ -283,27 +298,28 @@ def build_call(
     worker = PipelineWorker(
         Pipeline(processors),
         params=params,
-        observers=[observer],
-        idle_timeout_secs=settings.idle_timeout_s,
-        cancel_on_idle_timeout=True,
+        idle_timeout_secs=None,  # SilenceCheck's, without an observer on every frame
+        enable_turn_tracking=False,  # an observer on every frame, and nothing reads it
         enable_rtvi=enable_rtvi,
     )
+    meter.attach(worker)
+    silence = SilenceCheck(
+        worker=worker,
+        check_after_s=check_after_s,
+        end_after_s=settings.idle_timeout_s,
+        language=lambda: call_language.language,
+        still_there=STILL_THERE,
+        goodbyes=IDLE_GOODBYES,
+    )
+    silence.attach(user, assistant)
     call = Call(
         worker=worker,
         memory_context=memory_context,
         recorder=recorder,
-        report=observer,
+        meter=meter,
+        silence=silence,
     )
     _service_failure_handoff(settings, prepared, line, call_language, recorder).attach(worker)
-    if check_in:
-        SilenceCheck(
-            worker=worker,
-            check_after_s=settings.silence_check_s,
-            end_after_s=settings.idle_timeout_s,
-            language=lambda: call_language.language,
-            still_there=STILL_THERE,
-            goodbyes=IDLE_GOODBYES,
-        ).attach(user)
     if transport is not None:
         _connect_events(call, transport)
         if prepared.origin.transport == "daily":
@@ -315,7 +331,7 @@ def _service_failure_handoff(
     settings: BotSettings,
     prepared: PreparedCall,
     line: LineHandoff | None,
-    call_language: CallLanguageProcessor,
+    call_language: CallLanguage,
     recorder: CallRecorder | None,
 ) -> ServiceFailureHandoff:
     return ServiceFailureHandoff(
@@ -333,8 +349,8 @@ def _service_failure_handoff(
     )
 
 
-def _call_language(settings: BotSettings) -> CallLanguageProcessor:
-    return CallLanguageProcessor(
+def _call_language(settings: BotSettings) -> CallLanguage:
+    return CallLanguage(
         voices={
             language: TTSSettings(voice=voice, language=voice_locale(voice))
             for language, voice in settings.voices.items()
@@ -380,21 +396,25 @@ def _memory_context(
 
 
 def _call_report(
-    settings: BotSettings, prepared: PreparedCall, memory_context: MemoryContextProcessor
-) -> CallReportObserver:
-    return CallReportObserver(
+    settings: BotSettings,
+    prepared: PreparedCall,
+    services: CallServices,
+    memory_context: MemoryContextProcessor,
+) -> CallMeter:
+    return CallMeter(
         transport=prepared.origin.transport,
         trust=prepared.origin.trust.value,
         prices=load_prices(settings.memory.prices_file),
         stt_model=settings.stt_model,
         llm_model=settings.llm_model,
+        services=(services.stt, services.llm, services.tts),
         memory=memory_context.stats if prepared.memory is not None else None,
         load_budget_s=settings.memory_load_budget_ms / 1000,
     )
 
 
 def _recorder(
-    memory: MemoryAccess | None, prepared: PreparedCall, observer: CallReportObserver
+    memory: MemoryAccess | None, prepared: PreparedCall, meter: CallMeter
 ) -> CallRecorder | None:
     """The call's recorder; None when nothing is recorded (memory off, anonymous caller)."""
     if memory is None or prepared.caller is None:
@@ -405,13 +425,13 @@ def _recorder(
         caller=prepared.caller,
         call_id=prepared.origin.call_id,
         trust=prepared.origin.trust,
-        report=observer.report,
+        report=meter.report,
         sealed_number=memory.runtime.sealed_number(prepared.origin.caller, prepared.caller),
     )
 
 
 def _context_aggregators(
-    control: CallControlTools, *, silence_check_s: float
+    control: CallControlTools, *, user_idle_timeout_s: float
 ) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
     """The call's context, opened by a user turn so the spoken greeting can follow it."""
     pair = LLMContextAggregatorPair(
@@ -422,7 +442,7 @@ def _context_aggregators(
             ),
         ),
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=silence_check_s
+            vad_analyzer=SileroVADAnalyzer(), user_idle_timeout=user_idle_timeout_s
         ),
     )
     return pair.user(), pair.assistant()

@@ -1,11 +1,17 @@
 """The call's language follows the caller: the voice, the fillers and the reply language switch.
 
-Sits right after STT. Deepgram's nova-3 with ``language=multi`` tags each final transcript with
-the language it heard (``TranscriptionFrame.language``). When that is a language the business
-serves (one with a voice) and not the call's current one, the call switches, once per change:
-a ``TTSUpdateSettingsFrame`` for the voice (the ``ToolSilenceGuard`` follows it too) and a
-:class:`CallLanguageFrame`, on which ``MemoryContextProcessor`` states the reply language in the
-prompt.
+Deepgram's nova-3 with ``language=multi`` tags each final transcript with the language it heard
+(``TranscriptionFrame.language``). When that is a language the business serves (one with a voice)
+and not the call's current one, the call switches, once per change: a ``TTSUpdateSettingsFrame``
+for the voice (the ``ToolSilenceGuard`` follows it too) and a :class:`CallLanguageFrame`, on
+which ``MemoryContextProcessor`` states the reply language in the prompt. Both are pushed from
+the STT right before the transcript that caused them, so that turn is answered in the new
+language.
+
+:class:`CallLanguage` is not a processor of its own: it reads the STT's pushes as they happen
+(Pipecat's synchronous ``on_before_push_frame`` event), where the transcripts are anyway. A
+processor right after the STT did the same, and cost every frame of the call, audio included,
+one more queue and task switch.
 
 The rule against flapping: a switch needs final transcripts in the new language, in a row, of
 at least :data:`SWITCH_WORDS` words together. "OK" or "sí" in a call in another language does
@@ -13,22 +19,21 @@ not switch it; "Hola, quería pedir una cita" does. A transcript in the current 
 the count again; one with no language, or one the business does not serve, leaves it alone.
 
 The call starts in the default language, or in the language a returning caller's memory gives:
-``MemoryContextProcessor`` sends a :class:`CallLanguageFrame` upstream at call start, and this
-processor takes it as the current language without switching anything.
+``MemoryContextProcessor`` sends a :class:`CallLanguageFrame` upstream at call start; the STT
+passes it on, and :class:`CallLanguage` takes it as the current language without switching
+anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from pipecat.frames.frames import ControlFrame, Frame, TranscriptionFrame, TTSUpdateSettingsFrame
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.settings import TTSSettings
 
 from memory.language import LANGUAGES
-from processors.pipecat_options import pipecat_options
 
 #: Words the caller must say in a new language, over consecutive final transcripts, to switch.
 SWITCH_WORDS = 4
@@ -63,7 +68,7 @@ def reply_language_rule(language: str) -> str:
     return f"The caller is now speaking {name}: reply in {name} unless they switch again."
 
 
-class CallLanguageProcessor(FrameProcessor):
+class CallLanguage:
     """Switches the call's voice and reply language when the caller changes language.
 
     Args:
@@ -71,8 +76,7 @@ class CallLanguageProcessor(FrameProcessor):
         language: The language the call starts in (a returning caller's may replace it).
     """
 
-    def __init__(self, *, voices: Mapping[str, TTSSettings], language: str, **kwargs: Any) -> None:
-        super().__init__(**pipecat_options(type(self).__name__, kwargs))
+    def __init__(self, *, voices: Mapping[str, TTSSettings], language: str) -> None:
         self._voices = voices
         self._language = primary_language(language)
         self._candidate: str | None = None
@@ -83,18 +87,19 @@ class CallLanguageProcessor(FrameProcessor):
         """The call's current language (a primary subtag); what the analysis is told."""
         return self._language
 
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Adopt the start language; switch on enough transcripts in another served language."""
-        await super().process_frame(frame, direction)
-        if isinstance(frame, CallLanguageFrame) and direction == FrameDirection.UPSTREAM:
-            self._language = frame.language  # the caller's stored language, at call start
-            self._candidate = None
-            return
-        if isinstance(frame, TranscriptionFrame) and frame.language is not None:
-            await self._heard(primary_language(frame.language), len(frame.text.split()))
-        await self.push_frame(frame, direction)
+    def follow(self, stt: FrameProcessor) -> None:
+        """Read the transcripts ``stt`` pushes; a switch is pushed from it, before them."""
+        stt.add_event_handler("on_before_push_frame", self._on_stt_push)
 
-    async def _heard(self, language: str, words: int) -> None:
+    async def _on_stt_push(self, stt: FrameProcessor, frame: Frame) -> None:
+        # Only the start language goes upstream through the STT; transcripts go downstream.
+        if isinstance(frame, CallLanguageFrame):
+            self._language = frame.language  # the caller's stored language, or a switch
+            self._candidate = None
+        elif isinstance(frame, TranscriptionFrame) and frame.language is not None:
+            await self._heard(stt, primary_language(frame.language), len(frame.text.split()))
+
+    async def _heard(self, stt: FrameProcessor, language: str, words: int) -> None:
         if language == self._language:
             self._candidate = None
             return
@@ -108,5 +113,5 @@ class CallLanguageProcessor(FrameProcessor):
         self._language, self._candidate = language, None
         voice = TTSUpdateSettingsFrame(delta=replace(self._voices[language]))
         voice.interruptible = False
-        await self.push_frame(voice)
-        await self.push_frame(CallLanguageFrame(language=language))
+        await stt.push_frame(voice)
+        await stt.push_frame(CallLanguageFrame(language=language))

@@ -4,10 +4,14 @@ Sits at the very end of the pipeline, after the assistant aggregator, where ever
 turn passes: the caller's (``LLMContextUserTurnFrame``) and the agent's spoken text
 (``LLMContextAssistantTurnFrame``). Storage is the recorder's job, off the frame path, so a
 turn never waits on Redis and shutdown never waits on the analysis queue.
+
+Every frame that reaches the end passes here anyway, so the call report reads the frames it
+times here too (``watch``), instead of an observer being handed every frame of the call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -32,18 +36,28 @@ class EndOfCallProcessor(FrameProcessor):
             makes this processor a pass-through.
         language: The language the call starts in; each ``CallLanguageFrame`` replaces it, and
             the call is recorded with the last one.
+        watch: Told of every frame that reaches the end of the pipeline, before the call is
+            finished with it (the call report's meter); it must not block.
     """
 
     def __init__(
-        self, *, recorder: CallRecorder | None, language: str | None = None, **kwargs: Any
+        self,
+        *,
+        recorder: CallRecorder | None,
+        language: str | None = None,
+        watch: Callable[[Frame, FrameDirection], None] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**pipecat_options(type(self).__name__, kwargs))
         self._recorder = recorder
         self._language = language
+        self._watch = watch
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Record turns going downstream; finish the call on ``EndFrame`` or ``CancelFrame``."""
         await super().process_frame(frame, direction)
+        if self._watch is not None:
+            self._watch(frame, direction)
         recorder = self._recorder
         if recorder is not None and direction == FrameDirection.DOWNSTREAM:
             if isinstance(frame, LLMContextUserTurnFrame):

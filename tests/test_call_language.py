@@ -1,8 +1,8 @@
 """The call's language follows the caller: voice, guard phrases and reply language, once each.
 
-The processors are chained as in the call (language processor, memory processor, guard) and
-fed final ``TranscriptionFrame``s tagged with a language, as Deepgram's nova-3 ``multi`` tags
-them, through ``pipecat.tests.utils.run_test``.
+The processors are chained as in the call (the STT, which the call language follows, memory
+processor, guard) and fed final ``TranscriptionFrame``s tagged with a language, as Deepgram's
+nova-3 ``multi`` tags them, through ``pipecat.tests.utils.run_test``.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from bot.services import build_services, voice_locale
 from bot.settings import BotSettings
 from bot.wording import opening_line
 from memory.models import CallerMemory, CallerProfile
-from processors.call_language import CallLanguageFrame, CallLanguageProcessor, reply_language_rule
+from processors.call_language import CallLanguage, CallLanguageFrame, reply_language_rule
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
+from tests.fakes.text_speech import TextSTT
 from tests.support.values import service_settings
 
 VOICES = BotSettings(_env_file=None).voices
@@ -40,12 +41,14 @@ class Call:
     """The language-aware part of a call's pipeline, starting in English."""
 
     def __init__(self, memory: CallerMemory | None = None) -> None:
-        self.language = CallLanguageProcessor(
+        self.language = CallLanguage(
             voices={
                 lang: TTSSettings(voice=v, language=voice_locale(v)) for lang, v in VOICES.items()
             },
             language="en",
         )
+        stt = TextSTT()
+        self.language.follow(stt)
 
         async def loaded() -> CallerMemory | None:
             return memory
@@ -57,7 +60,7 @@ class Call:
             voices=VOICES,
         )
         self.guard = ToolSilenceGuard(language="en")
-        self.pipeline = Pipeline([self.language, self.memory, self.guard])
+        self.pipeline = Pipeline([stt, self.memory, self.guard])
 
     async def hears(self, *said: tuple[str, str | None]) -> list[Frame]:
         frames: list[Frame] = [SleepFrame(sleep=0.2)]
