@@ -7,7 +7,9 @@ caller-reported data, see :mod:`memory.recall.render`) and switches the voice to
 language. Once the caller is connected the call opens with a spoken line and no LLM request: the
 opening line the last analysis prepared, or a greeting. Before each LLM run it lets
 :class:`memory.recall.turns.TurnRecall` bring up what is relevant to what was just said: the
-processor holds only the frame handling.
+processor holds only the frame handling. So that the dense half of recall is ready when the turn
+is, :meth:`MemoryContextProcessor.listen` hands the recall the caller's words as the STT pushes
+them, interim transcripts included (the user aggregator consumes those before they get here).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
+    InterimTranscriptionFrame,
     LLMContextFrame,
     LLMUpdateSettingsFrame,
     StartFrame,
+    TranscriptionFrame,
     TTSSpeakFrame,
     TTSUpdateSettingsFrame,
 )
@@ -121,6 +125,16 @@ class MemoryContextProcessor(FrameProcessor):
         """Load and recall timings so far (read by the call report when the call closes)."""
         return self._stats
 
+    def listen(self, stt: FrameProcessor) -> None:
+        """Hear the caller's words as ``stt`` pushes them, to embed them while they speak."""
+        stt.add_event_handler("on_before_push_frame", self._on_stt_push)
+
+    async def _on_stt_push(self, _stt: FrameProcessor, frame: Frame) -> None:
+        if isinstance(frame, TranscriptionFrame):
+            self._recall.hear(frame.text, final=True)
+        elif isinstance(frame, InterimTranscriptionFrame):
+            self._recall.hear(frame.text, final=False)
+
     async def opening_frames(self) -> list[Frame]:
         """What to queue once the caller is connected: the opening line, spoken at once.
 
@@ -197,10 +211,11 @@ class MemoryContextProcessor(FrameProcessor):
         await self.push_frame(LLMUpdateSettingsFrame(delta=LLMSettings(system_instruction=prompt)))
 
     async def cleanup(self) -> None:
-        """Stop building the recall index if the call ends first."""
+        """Stop building the recall index if the call ends first, and embedding ahead."""
         await super().cleanup()
         if self._index_task is not None:
             await self.cancel_task(self._index_task)
+        self._recall.close()
 
     async def _select(self, memory: CallerMemory, budget_s: float) -> list[Fact]:
         """The facts for the prompt, or none if choosing them would overrun the call start."""

@@ -25,12 +25,12 @@ from pipecat.transcriptions.language import Language
 
 from bot.services import build_services, voice_locale
 from bot.settings import BotSettings
+from bot.text_line import TextSTT
 from bot.wording import opening_line
 from memory.models import CallerMemory, CallerProfile
 from processors.call_language import CallLanguage, CallLanguageFrame, reply_language_rule
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
-from tests.fakes.text_speech import TextSTT
 from tests.support.values import service_settings
 
 VOICES = BotSettings(_env_file=None).voices

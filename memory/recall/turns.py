@@ -5,9 +5,14 @@ facts do not cover ("my dog Rex"), :class:`TurnRecall` searches the rest of thei
 in process: a turn never waits on the network. The rules, and why:
 
 - The search is lexical and, when an embedder is given, dense too. Embedding the turn is the
-  one costly step, so it runs in a thread under ``budget_s`` and is skipped when the last one
-  took longer than the budget (that estimate decays turn by turn, so one slow moment does not
-  turn dense recall off for the whole call).
+  one costly step (10-20 ms on a small CPU, about the whole budget), so it is done while the
+  caller is still speaking: :meth:`TurnRecall.hear` is given each transcript, interim ones
+  included, and embeds the latest words in a thread. At most one embedding is in flight; words
+  heard meanwhile wait, only the latest of them, and are embedded next. When the turn is over
+  the vector of its words is usually ready. If it is not, the turn waits for it only when it can
+  arrive within ``budget_s`` (from the last embedding's time); otherwise, or if it overruns,
+  the turn is searched lexically. Words the caller did not end up saying (a stale interim)
+  are never used for the turn: a vector is used only for the same last words.
 - A memory already in the prompt is never recalled again, and at most ``MAX_RECALLED`` stay
   recalled over a call: the prompt must stay small.
 - A memory counts only when it shares a word with the turn or is very similar to it.
@@ -18,6 +23,7 @@ in process: a turn never waits on the network. The rules, and why:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from loguru import logger
 
 from memory.models import CallerMemory
 from memory.recall.embeddings import Embedder
-from memory.recall.ranking import Recalled, RecallIndex
+from memory.recall.ranking import QUERY_EMBED_WORDS, Recalled, RecallIndex
 
 #: Facts a call's recall index holds at most (the most confident and recent).
 MAX_RECALL_FACTS = 1000
@@ -37,6 +43,8 @@ MAX_RECALLED = 8
 MIN_SIMILARITY = 0.86
 #: How fast a query-embedding time over the budget is forgotten, one skipped turn at a time.
 ESTIMATE_DECAY = 0.8
+
+_WORD = re.compile(r"\w+")
 
 
 @dataclass(slots=True)
@@ -48,12 +56,34 @@ class MemoryStats:
         load_met_budget: Whether it was ready within the load budget.
         recall_s: Time each recalling turn spent on recall.
         dense_skipped: Turns whose dense (embedding) recall was skipped to keep to the budget.
+        dense_used: Turns searched with their words' vector (the dense half in time).
     """
 
     load_s: float | None = None
     load_met_budget: bool | None = None
     recall_s: list[float] = field(default_factory=list)
     dense_skipped: int = 0
+    dense_used: int = 0
+
+
+def embedded_words(text: str) -> tuple[str, ...]:
+    """The words of ``text`` a query embedding is made of, as compared between transcripts.
+
+    The last :data:`~memory.recall.ranking.QUERY_EMBED_WORDS` words (what
+    :meth:`~memory.recall.ranking.RecallIndex.embed_query` embeds), lower case, without punctuation:
+    an interim transcript and the final one differ in little else.
+    """
+    tail = " ".join(text.split()[-QUERY_EMBED_WORDS:])
+    return tuple(word.lower() for word in _WORD.findall(tail))
+
+
+@dataclass(slots=True)
+class _Embedding:
+    """The one query embedding in flight."""
+
+    words: tuple[str, ...]
+    task: asyncio.Task[np.ndarray | None]
+    started: float
 
 
 class TurnRecall:
@@ -73,6 +103,11 @@ class TurnRecall:
         self._in_prompt: set[str] = set()
         self._recalled: list[str] = []
         self._embed_estimate_s = 0.0
+        self._said: list[str] = []  # the turn's final transcripts so far
+        self._running: _Embedding | None = None
+        self._next: str | None = None  # the latest words heard while an embedding ran
+        self._ready: tuple[tuple[str, ...], np.ndarray | None] | None = None
+        self._closed = False
 
     @property
     def recalled(self) -> list[str]:
@@ -83,6 +118,11 @@ class TurnRecall:
     def ready(self) -> bool:
         """Whether the index is built (recall before that finds nothing)."""
         return self._index is not None
+
+    @property
+    def embedding(self) -> bool:
+        """Whether an embedding of the caller's words is in flight."""
+        return self._running is not None
 
     async def build(self, memory: CallerMemory, *, in_prompt: Iterable[str]) -> None:
         """Index the caller's memory; ``in_prompt`` are the ids the call started with.
@@ -99,8 +139,23 @@ class TurnRecall:
             max_facts=MAX_RECALL_FACTS,
         )
 
+    def hear(self, text: str, *, final: bool) -> None:
+        """What the caller is saying, as transcribed (interim or final): embed it ahead.
+
+        Call on the event loop; returns at once. The turn's words so far are its final
+        transcripts and the latest interim one.
+        """
+        if not text.strip():
+            return
+        words = " ".join([*self._said, text])
+        if final:
+            self._said.append(text)
+        if self._index is not None and self._index.embedder is not None and not self._closed:
+            self._embed_ahead(words)
+
     async def recall(self, query: str) -> bool:
         """Search for what ``query`` (the caller's turn) brings up; True when something new."""
+        self._said = []  # the turn is over: what is heard next belongs to the next one
         index = self._index
         if index is None or not query:
             return False
@@ -116,21 +171,74 @@ class TurnRecall:
         self._recalled = (self._recalled + [result.text for result in fresh])[-MAX_RECALLED:]
         return True
 
+    def close(self) -> None:
+        """Stop embedding (the call is over); an embedding under way is left to its thread."""
+        self._closed = True
+        self._next = None
+        if self._running is not None:
+            self._running.task.cancel()
+
     async def _query_vector(self, index: RecallIndex, query: str) -> np.ndarray | None:
-        """Embed the turn for dense relevance, unless that would not fit the turn's budget."""
+        """The turn's vector: embedded ahead, or now if it fits the budget; else None."""
         if index.embedder is None:
             return None
-        if self._embed_estimate_s > self._budget_s:
-            self._embed_estimate_s *= ESTIMATE_DECAY
+        words = embedded_words(query)
+        vector = await self._vector_of(index, query, words)
+        if vector is None:
             self._stats.dense_skipped += 1
-            return None
+        else:
+            self._stats.dense_used += 1
+        return vector
+
+    async def _vector_of(
+        self, index: RecallIndex, query: str, words: tuple[str, ...]
+    ) -> np.ndarray | None:
+        if self._ready is not None and self._ready[0] == words:
+            return self._ready[1]
+        running = self._running
+        if running is None:
+            if self._embed_estimate_s > self._budget_s:
+                self._embed_estimate_s *= ESTIMATE_DECAY
+                return None
+            running = self._start(index, query, words)
+        elif running.words != words:
+            return None  # one embedding at a time, and that one is of stale words
+        loop = asyncio.get_running_loop()
+        if running.started + self._embed_estimate_s - loop.time() > self._budget_s:
+            return None  # it cannot arrive within the budget: not worth waiting for
         try:
             async with asyncio.timeout(self._budget_s):
-                return await asyncio.to_thread(self._timed_embedding, index, query)
+                return await asyncio.shield(running.task)
         except TimeoutError:
             logger.debug("Dense recall skipped: embedding the turn is over its time budget")
-            self._stats.dense_skipped += 1
             return None
+
+    def _embed_ahead(self, words: str) -> None:
+        key = embedded_words(words)
+        if not key or (self._ready is not None and self._ready[0] == key):
+            return
+        if self._running is not None:
+            if self._running.words != key:
+                self._next = words  # the latest only: older words heard meanwhile are stale
+            return
+        assert self._index is not None
+        self._start(self._index, words, key)
+
+    def _start(self, index: RecallIndex, text: str, words: tuple[str, ...]) -> _Embedding:
+        task = asyncio.create_task(asyncio.to_thread(self._timed_embedding, index, text))
+        running = _Embedding(words=words, task=task, started=asyncio.get_running_loop().time())
+        self._running = running
+        self._next = None
+        task.add_done_callback(self._embedded)
+        return running
+
+    def _embedded(self, task: asyncio.Task[np.ndarray | None]) -> None:
+        running, self._running = self._running, None
+        if running is not None and not task.cancelled() and task.exception() is None:
+            self._ready = (running.words, task.result())
+        following, self._next = self._next, None
+        if following is not None and not self._closed:
+            self._embed_ahead(following)
 
     def _timed_embedding(self, index: RecallIndex, query: str) -> np.ndarray | None:
         started = time.perf_counter()
