@@ -1,13 +1,19 @@
 """What the Rapport processors add to a call's frame path, in one run.
 
-    python -m bench.pipeline_overhead [--turns 300] [--frames 1000] [--starts 100] [--json]
+    python -m bench.pipeline_overhead [--turns 300] [--frames 1000] [--starts 100]
+        [--speech-turns 80] [--json]
 
-The Rapport variants are the bot's own call assembly (``bot.pipeline.build_call``: the call
-language, memory context, tool-silence and end-of-call processors, the call report's observer,
-tools registered, metrics on) with a pass-through STT and TTS and an "LLM" answering every
-request at once. The baselines are the same text pipeline by hand: without the Rapport
-processors, and with as many do-nothing processors in their places. The memory is prefetched and
-calls are recorded on a real Redis (the embedded server in a temporary folder, or ``REDIS_URL``).
+The Rapport variants are the bot's own call assembly (``bot.pipeline.build_call``: the memory
+context, tool-silence and end-of-call processors, the call language and the call report reading
+frames where they pass, the silence check, tools registered, metrics on) with a pass-through STT
+and TTS and an "LLM" answering every request at once. The baselines are the same text pipeline
+by hand, with the worker set up as ``build_call`` sets it up (metrics on, no idle-timeout
+observer, no turn tracking): without the Rapport processors, and with four do-nothing processors
+in their places (where the call language, memory context, tool-silence and end-of-call
+processors sat in the first release). Each piece is also measured alone on the baseline (what
+it adds to a turn), with the observers ``build_call`` no longer runs beside them. The memory is
+prefetched and calls are recorded on a real Redis (the embedded server in a temporary folder, or
+``REDIS_URL``).
 The Rapport variant runs twice: recall lexical only, and with the default E5 embedder (stored
 fact embeddings, as the analysis worker writes them). ``build_call``'s Silero VAD is built but
 never runs: the bench sends text, and a VAD only reads audio. Times are taken from Pipecat's own
@@ -20,11 +26,16 @@ Measured, interleaved so machine noise hits every variant alike:
 - call start: ``StartFrame`` until the opening line reaches the TTS (each start on a quiet
   process: the previous call's background work has settled); and, in the Rapport variants,
   how long the memory processor holds it (``StartFrame`` in to system prompt out);
-- metrics collection: the call report's observer (``bot/call_report.py``) fed, one turn at a
-  time, every frame a real turn of the lexical variant pushed plus the frames a voice turn adds
-  (VAD stop, bot speaking, TTFB and usage metrics of the three services): the CPU time it adds
-  per turn. Pipecat runs observers on their own task, so this is work beside the frame path,
-  not on it;
+- metrics collection: the call report's meter (``bot/call_report.py``) fed, one turn at a
+  time, every frame of a real turn of the lexical variant that reached the pipeline's end plus
+  the frames a voice turn adds (VAD stop, bot speaking, TTFB and usage metrics of the three
+  services): the CPU time it adds per turn, on the frame path (in ``EndOfCallProcessor``);
+- dense recall in time: one call with E5 in which the caller speaks: each turn's words arrive
+  as interim transcripts, one word at a time at speech pace (``WORD_S`` a word, jittered), then
+  the final transcript ``FINAL_AFTER_S`` after the last word, which in ``REVISED_SHARE`` of the
+  turns ends in another word than the last interim (as a final transcript may revise it). The
+  share of turns searched with their words' vector within the recall budget, and the time each
+  turn spent in recall;
 - Redis: commands per turn (the recorder's appends, off the frame path), and round trips *on*
   the frame path, found by adding 5 ms to every Redis round trip through a local proxy and
   seeing how much the turn slows down (turn delay / 5 ms; 0 when nothing awaits Redis).
@@ -36,10 +47,11 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +62,7 @@ from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     DataFrame,
     Frame,
+    InterimTranscriptionFrame,
     LLMContextAssistantTurnFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -76,12 +89,15 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import TTSSettings
+from pipecat.services.stt_service import STTService
+from pipecat.services.tts_service import TTSService
 from pipecat.workers.runner import WorkerRunner
 from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from bot.call_report import CallReportObserver
+from bot.call_report import CallMeter
 from bot.identify import CallOrigin
 from bot.pipeline import Call, PreparedCall, build_call
 from bot.services import CallServices
@@ -97,6 +113,10 @@ from memory.runtime import MemoryAccess, MemoryRuntime, freeze_startup_objects
 from memory.settings import MemorySettings
 from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
+from processors.call_language import CallLanguage
+from processors.end_of_call import EndOfCallProcessor
+from processors.memory_context import MemoryContextProcessor
+from processors.tool_silence import ToolSilenceGuard
 
 PEPPER = b"benchmark-pepper-0123456789abcdef"
 AGENT = "bench"
@@ -134,6 +154,35 @@ BASELINE, PASS, LEXICAL, E5 = (
 )
 VARIANTS = (BASELINE, PASS, LEXICAL, E5)
 ADDED = (PASS, LEXICAL, E5)
+#: Each piece alone on the baseline, and whether build_call runs it.
+PIECES = {
+    "a do-nothing processor": False,
+    "MemoryContextProcessor, lexical recall": True,
+    "MemoryContextProcessor, E5 (embedding the final transcript)": True,
+    "ToolSilenceGuard": True,
+    "EndOfCallProcessor (recorder, call report's meter)": True,
+    "CallLanguage (reads the STT's pushes)": True,
+    "a do-nothing observer (the first release's call report ran one)": False,
+    "Pipecat's turn-tracking observer (on by default)": False,
+    "Pipecat's idle-timeout observer (with an idle timeout)": False,
+}
+#: What the caller says in the speech simulation: words at speech pace, one interim each.
+SPOKEN = [
+    "Hi, do you still have the sourdough loaf I usually get on Fridays?",
+    "I wanted to order a birthday cake for my daughter Marta next week",
+    "Is there anything without nuts, because of my allergy?",
+    "Could you deliver it to the flat near the harbour in the morning?",
+    "And can I pay by card when it arrives?",
+    "Last time the delivery was late, so I want to make sure",
+    "Do you have rye bread today or only on weekends?",
+    "Please no sugar icing on the cake this time",
+]
+#: Seconds per spoken word (about 170 words a minute), jittered by half either way.
+WORD_S = 0.35
+#: From the last word's interim transcript to the final one (endpointing, end of turn).
+FINAL_AFTER_S = 0.2
+#: Turns whose final transcript ends in another word than their last interim one.
+REVISED_SHARE = 0.2
 
 
 class ProbeFrame(DataFrame):
@@ -287,10 +336,7 @@ class BenchCall:
     call: Call | None = None
     task: asyncio.Task[None] | None = None
     held: asyncio.Future[float] | None = field(default=None, repr=False)
-
-    @property
-    def recorder(self) -> CallRecorder | None:
-        return self.call.recorder if self.call is not None else None
+    records: bool = False
 
 
 def _settings() -> BotSettings:
@@ -302,50 +348,135 @@ def _settings() -> BotSettings:
     )
 
 
-def _baseline(variant: str) -> tuple[PipelineWorker, FrameProcessor]:
-    """The text pipeline by hand, with pass-throughs where Rapport's processors go (or not)."""
+@dataclass
+class Pieces:
+    """What a hand-built variant puts on the baseline, at the places build_call puts it."""
+
+    after_stt: list[FrameProcessor] = field(default_factory=list)
+    before_llm: list[FrameProcessor] = field(default_factory=list)
+    after_llm: list[FrameProcessor] = field(default_factory=list)
+    at_end: list[FrameProcessor] = field(default_factory=list)
+    on_stt: Callable[[FrameProcessor], None] | None = None
+    observers: list[BaseObserver] = field(default_factory=list)
+    turn_tracking: bool = False
+    idle_timeout_s: float | None = None
+
+
+def hand_built(pieces: Pieces) -> tuple[PipelineWorker, FrameProcessor]:
+    """The text pipeline by hand, with ``pieces`` where Rapport's go.
+
+    The worker is set up as build_call sets it up (metrics on, no turn tracking, no idle
+    timeout), so that none of it is part of what a variant "adds".
+    """
     user, assistant = LLMContextAggregatorPair(LLMContext())
-    tts = TextTTS()
-    slot: Callable[[], list[FrameProcessor]] = (
-        (lambda: [PassThrough()]) if variant == PASS else (lambda: [])
-    )
+    stt, tts = PassThrough(), TextTTS()
+    if pieces.on_stt is not None:
+        pieces.on_stt(stt)
     processors: list[FrameProcessor] = [
-        PassThrough(),  # the STT
-        *slot(),  # CallLanguageProcessor
+        stt,
+        *pieces.after_stt,
         user,
-        *slot(),  # MemoryContextProcessor
+        *pieces.before_llm,
         EchoLLM(),
-        *slot(),  # ToolSilenceGuard
+        *pieces.after_llm,
         tts,
         assistant,
-        *slot(),  # EndOfCallProcessor
+        *pieces.at_end,
     ]
-    # Pipeline parameters as build_call sets them (metrics on), so that they are no part of
-    # what the Rapport variants "add".
     params = PipelineParams(enable_metrics=True, enable_usage_metrics=True)
     worker = PipelineWorker(
-        Pipeline(processors), params=params, enable_rtvi=False, idle_timeout_secs=None
+        Pipeline(processors),
+        params=params,
+        observers=pieces.observers,
+        enable_rtvi=False,
+        enable_turn_tracking=pieces.turn_tracking,
+        idle_timeout_secs=pieces.idle_timeout_s,
     )
     return worker, tts
+
+
+def four_pass_throughs() -> Pieces:
+    return Pieces(
+        after_stt=[PassThrough()],
+        before_llm=[PassThrough()],
+        after_llm=[PassThrough()],
+        at_end=[PassThrough()],
+    )
+
+
+async def piece(name: str, memory: Memory, embedder: Embedder | None, call_id: str) -> Pieces:
+    """The baseline plus one piece (see :data:`PIECES`), built as build_call builds it."""
+    settings = _settings()
+    if name.startswith("MemoryContextProcessor"):
+        prepared = await memory.prepared(call_id)
+        context = MemoryContextProcessor(
+            memory=prepared.memory,
+            prompt_template=TEMPLATE,
+            opening=lambda _memory, _language: "Hello!",
+            voices=settings.voices,
+            embedder=embedder,
+            params=MemoryContextProcessor.Params(purpose=PURPOSE),
+        )
+        return Pieces(before_llm=[context], on_stt=context.listen)
+    if name == "ToolSilenceGuard":
+        return Pieces(after_llm=[ToolSilenceGuard(ending_tools={"end_call"})])
+    if name.startswith("EndOfCallProcessor"):
+        meter = CallMeter(
+            transport="bench",
+            trust="verified",
+            prices=load_prices(),
+            stt_model=settings.stt_model,
+            llm_model=settings.llm_model,
+        )
+        recorder = CallRecorder(
+            store=memory.store,
+            queue=memory.queue,
+            caller=memory.caller,
+            call_id=call_id,
+            report=meter.report,
+        )
+        ending = EndOfCallProcessor(recorder=recorder, watch=meter.frame_reached_end)
+        return Pieces(at_end=[ending])
+    if name.startswith("CallLanguage"):
+        language = CallLanguage(voices={}, language="en")
+        return Pieces(on_stt=language.follow)
+    if name == "a do-nothing processor":
+        return Pieces(before_llm=[PassThrough()])
+    if name.startswith("a do-nothing observer"):
+        return Pieces(observers=[BaseObserver()])
+    if name.startswith("Pipecat's turn-tracking"):
+        return Pieces(turn_tracking=True)
+    return Pieces(idle_timeout_s=_settings().idle_timeout_s)
 
 
 async def build(variant: str, memory: Memory, embedder: Embedder | None, call_id: str) -> BenchCall:
     """The pipeline of ``variant``: ``build_call``'s own for the Rapport variants."""
     stopwatch = Stopwatch()
-    if variant in (BASELINE, PASS):
-        worker, tts = _baseline(variant)
-        worker.add_observer(stopwatch)
-        return BenchCall(worker=worker, stopwatch=stopwatch, tts=tts)
-    tts = TextTTS()
-    call = build_call(
-        await memory.prepared(call_id),
-        settings=_settings(),
-        services=CallServices(stt=PassThrough(), llm=EchoLLM(), tts=tts),
-        memory=memory.access(embedder),
-        prompt_template=TEMPLATE,
-    )
-    call.worker.add_observer(stopwatch)
-    return BenchCall(worker=call.worker, stopwatch=stopwatch, tts=tts, call=call)
+    tts: FrameProcessor
+    if variant in (LEXICAL, E5):
+        tts = TextTTS()
+        call = build_call(
+            await memory.prepared(call_id),
+            settings=_settings(),
+            services=CallServices(stt=PassThrough(), llm=EchoLLM(), tts=tts),
+            memory=memory.access(embedder),
+            prompt_template=TEMPLATE,
+        )
+        call.worker.add_observer(stopwatch)
+        records = call.recorder is not None
+        return BenchCall(
+            worker=call.worker, stopwatch=stopwatch, tts=tts, call=call, records=records
+        )
+    if variant == BASELINE:
+        pieces = Pieces()
+    elif variant == PASS:
+        pieces = four_pass_throughs()
+    else:
+        pieces = await piece(variant, memory, embedder, call_id)
+    worker, tts = hand_built(pieces)
+    worker.add_observer(stopwatch)
+    records = any(isinstance(p, EndOfCallProcessor) for p in pieces.at_end)
+    return BenchCall(worker=worker, stopwatch=stopwatch, tts=tts, records=records)
 
 
 async def start(call: BenchCall) -> float:
@@ -395,12 +526,17 @@ async def interleaved(
 ) -> dict[str, list[float]]:
     """``rounds`` samples per call, taking turns so noise hits every call alike.
 
-    The first ``WARM_UP`` rounds (first runs of code paths, caches) are not kept.
+    Each round takes the calls in a new order: a recording call's writes land during the calls
+    after it, and a fixed order would spare the same calls every round. The first ``WARM_UP``
+    rounds (first runs of code paths, caches) are not kept.
     """
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    shuffle = random.Random(11).shuffle
     for i in range(WARM_UP + rounds):
-        for name, call in calls.items():
-            value = await sample(call, i)
+        shuffle(order)
+        for name in order:
+            value = await sample(calls[name], i)
             if i >= WARM_UP:
                 samples[name].append(value)
     return samples
@@ -442,30 +578,50 @@ async def call_starts(
 
 
 class TurnFrames(BaseObserver):
-    """Keeps every frame's first push, as Pipecat hands them to observers, turn by turn."""
+    """Keeps every frame that leaves the pipeline's last processor, turn by turn."""
 
     def __init__(self) -> None:
-        super().__init__(observe_every_push=False)
+        super().__init__()
         self.pushes: list[FramePushed] = []
 
     async def on_push_frame(self, data: FramePushed) -> None:
-        self.pushes.append(data)
+        if isinstance(data.destination, PipelineSink):
+            self.pushes.append(data)
 
 
-def voice_turn(template: FramePushed, at: int) -> list[FramePushed]:
-    """The frames a voice turn adds to a text one: VAD stop, the services' metrics, bot audio."""
-    llm, tts = (
-        MetricsFrame(data=[TTFBMetricsData(processor="llm", value=0.3)]),
-        MetricsFrame(data=[TTFBMetricsData(processor="tts", value=0.1)]),
-    )
+class MeteredSTT(STTService):
+    """An STT the call report's meter knows by name (it only names the metrics here)."""
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
+        yield None
+
+
+class MeteredTTS(TTSService):
+    """A TTS the call report's meter knows by name (it only names the metrics here)."""
+
+    def __init__(self) -> None:
+        super().__init__(settings=TTSSettings(model=None, voice=None, language=None))
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        yield None
+
+
+def voice_turn(
+    template: FramePushed, at: int, services: Sequence[FrameProcessor]
+) -> list[FramePushed]:
+    """The frames a voice turn adds to a text one: VAD stop, the services' metrics, bot audio.
+
+    ``services`` are the STT, the LLM and the TTS, whose names the metrics carry.
+    """
+    stt, llm, tts = (service.name for service in services)
     usage = LLMTokenUsage(prompt_tokens=900, completion_tokens=30, total_tokens=930)
     frames: list[Frame] = [
         VADUserStoppedSpeakingFrame(stop_secs=0.2),
-        MetricsFrame(data=[TTFBMetricsData(processor="stt", value=0.05)]),
-        llm,
-        MetricsFrame(data=[LLMUsageMetricsData(processor="llm", value=usage)]),
-        tts,
-        MetricsFrame(data=[TTSUsageMetricsData(processor="tts", value=40)]),
+        MetricsFrame(data=[TTFBMetricsData(processor=stt, value=0.05)]),
+        MetricsFrame(data=[TTFBMetricsData(processor=llm, value=0.3)]),
+        MetricsFrame(data=[LLMUsageMetricsData(processor=llm, value=usage)]),
+        MetricsFrame(data=[TTFBMetricsData(processor=tts, value=0.1)]),
+        MetricsFrame(data=[TTSUsageMetricsData(processor=tts, value=40)]),
         BotStartedSpeakingFrame(),
     ]
     return [
@@ -481,7 +637,8 @@ def voice_turn(template: FramePushed, at: int) -> list[FramePushed]:
 
 
 async def metrics_collection(memory: Memory, turns: int) -> list[float]:
-    """Seconds the call report's observer spends on each turn's frames (see the docstring)."""
+    """Seconds the call report's meter spends on each turn's frames (see the docstring)."""
+    services = (MeteredSTT(), EchoLLM(), MeteredTTS())
     call = await build(LEXICAL, memory, None, "call-metrics")
     recorded = TurnFrames()
     call.worker.add_observer(recorded)
@@ -492,25 +649,69 @@ async def metrics_collection(memory: Memory, turns: int) -> list[float]:
             recorded.pushes = []
             await turn(call, QUESTIONS[i % 4])
             pushes = recorded.pushes
-            per_turn.append(pushes + voice_turn(pushes[0], pushes[-1].timestamp))
+            per_turn.append(pushes + voice_turn(pushes[0], pushes[-1].timestamp, services))
     finally:
         await stop(call)
-    observer = CallReportObserver(
+    meter = CallMeter(
         transport="bench",
         trust="verified",
         prices=load_prices(),
         stt_model="nova-3",
         llm_model="claude-haiku-4-5",
+        services=services,
         memory=MemoryStats(),
     )
     samples = []
     for pushes in per_turn:
         began = time.perf_counter()
         for data in pushes:
-            await observer.on_push_frame(data)
+            meter.frame_reached_end(data.frame, data.direction)
         samples.append(time.perf_counter() - began)
-    observer.report()  # and it still reports
+    meter.report()  # and it still reports
     return samples[WARM_UP:]
+
+
+# -- dense recall in time ----------------------------------------------------------------------
+
+
+async def speech(memory: Memory, embedder: Embedder, turns: int) -> dict[str, Any]:
+    """A call with E5 in which the caller speaks: interim transcripts at speech pace, then the
+    final one (see the module's docstring); how many turns had their words' vector in time."""
+    call = await build(E5, memory, embedder, "call-speech")
+    assert call.call is not None
+    stats = call.call.memory_context.stats
+    jitter = random.Random(7)
+    await start(call)
+    in_time: dict[bool, list[bool]] = {False: [], True: []}  # by whether the final revised
+    try:
+        for i in range(turns):
+            words = SPOKEN[i % len(SPOKEN)].split()
+            for count in range(1, len(words) + 1):
+                heard = " ".join(words[:count])
+                await call.worker.queue_frame(InterimTranscriptionFrame(heard, "caller", "now"))
+                await asyncio.sleep(WORD_S * jitter.uniform(0.5, 1.5))
+            revised = jitter.random() < REVISED_SHARE
+            if revised:
+                words[-1] = "please"  # the final transcript heard the last word otherwise
+            await asyncio.sleep(FINAL_AFTER_S)
+            used = stats.dense_used
+            await turn(call, " ".join(words))
+            in_time[revised].append(stats.dense_used > used)
+    finally:
+        await stop(call)
+    every = in_time[False] + in_time[True]
+    return {
+        "turns": turns,
+        "dense_in_time": sum(every),
+        "dense_in_time_share": sum(every) / len(every) if every else 0.0,
+        "revised_turns": len(in_time[True]),
+        "revised_in_time": sum(in_time[True]),
+        "unrevised_in_time_share": (
+            sum(in_time[False]) / len(in_time[False]) if in_time[False] else 0.0
+        ),
+        "recall_ms": median_p99(stats.recall_s),
+        "budget_ms": _settings().recall_budget_ms,
+    }
 
 
 # -- Redis -------------------------------------------------------------------------------------
@@ -591,6 +792,7 @@ def added(stats: dict[str, dict[str, float]], name: str) -> dict[str, float]:
 
 
 async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dict[str, Any]:
+    load_before = os.getloadavg()
     e5 = default_embedder()
     await asyncio.to_thread(e5.embed_query, ["warm-up"])
     embedders: dict[str, Embedder | None] = {BASELINE: None, PASS: None, LEXICAL: None, E5: e5}
@@ -599,16 +801,25 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         for i, (name, embedder) in enumerate(embedders.items())
     }
 
+    for name in PIECES:
+        dense = "E5" in name
+        memories[name] = memories[E5 if dense else LEXICAL]
+        embedders[name] = e5 if dense else None
+
     freeze_startup_objects()  # as the bot does once started
-    starts, held = await call_starts(memories, embedders, args.starts)
+    starts, held = await call_starts(
+        {name: memories[name] for name in VARIANTS}, embedders, args.starts
+    )
     calls = {
-        name: await build(name, memories[name], embedders[name], f"call-{name}")
-        for name in embedders
+        name: await build(name, memories[name], embedders[name], f"call-{i}")
+        for i, name in enumerate(memories)
     }
+    recording = sum(1 for call in calls.values() if call.records)
     for call in calls.values():
         await start(call)
     try:
-        frames = await interleaved(calls, args.frames, lambda call, _: transit(call))
+        main = {name: calls[name] for name in VARIANTS}
+        frames = await interleaved(main, args.frames, lambda call, _: transit(call))
         before = await commands_processed(redis)
         turns = await interleaved(calls, args.turns, lambda call, i: turn(call, QUESTIONS[i % 4]))
         await asyncio.sleep(0.5)  # the recorders' writes, off the frame path, land meanwhile
@@ -616,6 +827,7 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
     finally:
         for call in calls.values():
             await stop(call)
+    spoken = await speech(memories[E5], e5, args.speech_turns)
     collection = await metrics_collection(memories[LEXICAL], args.turns)
     # The lexical variant again, every Redis round trip 5 ms slower.
     async with delayed_proxy(redis_url, PROXY_DELAY_S) as slow_url:
@@ -646,7 +858,7 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
     turn_stats = {name: median_p99(s) for name, s in turns.items()}
     start_stats = {name: median_p99(s) for name, s in starts.items()}
     slowdown = statistics.median(rtt["slow"]) - statistics.median(rtt["direct"])
-    recorded_turns = 2 * args.turns * 2  # two recording variants, a user and a bot turn each
+    recorded_turns = recording * args.turns * 2  # a user and a bot turn each
     return {
         "turns": args.turns,
         "frames": args.frames,
@@ -665,6 +877,14 @@ async def measure(args: argparse.Namespace, redis: Redis, redis_url: str) -> dic
         "redis_commands_per_recorded_utterance": commands / recorded_turns,
         "frame_path_round_trips_per_turn": max(0.0, slowdown / PROXY_DELAY_S),
         "turn_slowdown_with_5ms_redis_ms": slowdown * 1000,
+        "rapport_minus_pass_throughs_turn_median_ms": {
+            name: turn_stats[name]["median"] - turn_stats[PASS]["median"] for name in (LEXICAL, E5)
+        },
+        "piece_turn_added_median_ms": {
+            name: turn_stats[name]["median"] - turn_stats[BASELINE]["median"] for name in PIECES
+        },
+        "dense_recall_speech": spoken,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
     }
 
 
@@ -691,6 +911,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=100)
+    parser.add_argument("--speech-turns", type=int, default=80)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     # OpenMP's spinning threads (the E5 engine) stall for seconds on a busy machine.
@@ -729,7 +950,31 @@ def main() -> None:
         f"{collection['median']:.4f} / {collection['p99']:.4f}",
         "",
     )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    pieces = Table(title="What each piece adds to a text turn on the baseline (ms, median)")
+    for column in ("piece", "in build_call", "added per turn"):
+        pieces.add_column(column, justify="left" if column == "piece" else "right")
+    for name, in_call in PIECES.items():
+        added_ms = result["piece_turn_added_median_ms"][name]
+        pieces.add_row(name, "yes" if in_call else "no", f"{added_ms:.3f}")
+    console.print(pieces)
+    versus = result["rapport_minus_pass_throughs_turn_median_ms"]
+    print(
+        "build_call's pipeline minus four do-nothing processors, turn median: "
+        + "; ".join(f"{name} {ms:+.3f} ms" for name, ms in versus.items())
+    )
+    spoken = result["dense_recall_speech"]
+    print(
+        f"dense recall in time (E5, {spoken['budget_ms']:.0f} ms budget, caller speaking): "
+        f"{spoken['dense_in_time']} of {spoken['turns']} turns "
+        f"({spoken['dense_in_time_share']:.1%}); of the {spoken['revised_turns']} turns whose "
+        f"final transcript revised the last word, {spoken['revised_in_time']}; of the others "
+        f"{spoken['unrevised_in_time_share']:.1%}; time in recall per turn, median / p99: "
+        f"{spoken['recall_ms']['median']:.2f} / {spoken['recall_ms']['p99']:.2f} ms"
+    )
+    load = result["load_average"]
+    print(f"load average (1 min) before / after: {load['before'][0]:.2f} / {load['after'][0]:.2f}")
     held = result["memory_processor_start_ms"]
     print(
         "call start held by the memory processor (StartFrame in -> system prompt out), "

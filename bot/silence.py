@@ -1,19 +1,20 @@
 """A caller who goes quiet is asked once whether they are still there, then politely let go.
 
-Built on the user aggregator's idle detection (``LLMUserAggregatorParams.user_idle_timeout``, the
-check-in's time, or the idle timeout without a check-in): Pipecat times the silence from the moment the agent
-stops speaking and reports it with ``on_user_turn_idle``. The first report speaks the check-in
-("Are you still there?") and moves the timeout on to the rest of the idle timeout; a second one,
-with the caller still silent, speaks the goodbye and ends the call with an ``EndFrame`` whose
-reason says idle. Without a check-in the first report says the goodbye. Both lines go into the
-context, so the call's record has them as the agent's turns. The caller speaking again starts
-the count over.
+Built on the user aggregator's idle detection (``LLMUserAggregatorParams.user_idle_timeout``:
+the check-in's time, or the idle timeout without a check-in): Pipecat times the silence from the
+moment the agent stops speaking and reports it with ``on_user_turn_idle``. The first report
+speaks the check-in ("Are you still there?") and moves the timeout on to the rest of the idle
+timeout; a second one, with the caller still silent, speaks the goodbye and ends the call with an
+``EndFrame`` whose reason says idle. Without a check-in the first report says the goodbye. Both
+lines go into the context, so the call's record has them as the agent's turns. The caller
+speaking again starts the count over.
 
 The worker's own idle timeout is off: Pipecat runs it on an observer handed every frame of the
 call. :meth:`SilenceCheck.watch` is the safety net in its place, fed by the turn events of the
-two aggregators (a few per turn, not one per frame): a call in which no turn starts or stops
-for the idle timeout plus :data:`SAFETY_GRACE_S` (an opening that never played, a hung service)
-is cancelled, as Pipecat's idle timeout would cancel it.
+two aggregators (the caller's turn starting, the agent's ending, the caller's silence: two a
+turn, not one a frame): a call in which none comes for twice the idle timeout (an opening that
+never played, a hung service, a line with no audio out) is cancelled, as Pipecat's idle timeout
+would cancel it. Twice: the goodbye, timed from the end of the agent's last words, comes first.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
 IDLE_REASON = "idle timeout: the caller stayed silent"
 #: The cancel reason of a call in which nothing happened at all for longer than that.
 STALLED_REASON = "idle timeout: no turn started or ended"
-#: How long after the goodbye should have ended a silent call the safety net steps in.
-SAFETY_GRACE_S = 30.0
 
 
 class SilenceCheck:
@@ -50,8 +49,6 @@ class SilenceCheck:
         language: The call's current language (a primary subtag), asked when speaking.
         still_there: The check-in per language; must include ``"en"``.
         goodbyes: The goodbye per language; must include ``"en"``.
-        grace_s: How long past ``end_after_s`` without any turn event :meth:`watch` cancels
-            the call.
     """
 
     def __init__(
@@ -63,7 +60,6 @@ class SilenceCheck:
         language: Callable[[], str],
         still_there: Mapping[str, str],
         goodbyes: Mapping[str, str],
-        grace_s: float = SAFETY_GRACE_S,
     ) -> None:
         self._worker = worker
         self._check_after_s = check_after_s
@@ -71,32 +67,30 @@ class SilenceCheck:
         self._language = language
         self._still_there = still_there
         self._goodbyes = goodbyes
-        self._grace_s = grace_s
         self._checked_in = False
         self._ending = False
-        self._last_turn_event: float | None = None
+        self._turn_event = asyncio.Event()
 
     def attach(self, user: LLMUserAggregator, assistant: LLMAssistantAggregator) -> None:
         """Listen to the idle and turn events of the call's two aggregators."""
         user.add_event_handler("on_user_turn_idle", self._on_idle)
         user.add_event_handler("on_user_turn_started", self._on_caller_spoke)
-        user.add_event_handler("on_user_turn_stopped", self._on_turn_event)
-        assistant.add_event_handler("on_assistant_turn_started", self._on_turn_event)
         assistant.add_event_handler("on_assistant_turn_stopped", self._on_turn_event)
 
     async def watch(self) -> None:
-        """Cancel the call once no turn has started or stopped for too long; run beside it."""
-        loop = asyncio.get_running_loop()
-        self._last_turn_event = loop.time()
-        while (
-            left := self._last_turn_event + self._end_after_s + self._grace_s - loop.time()
-        ) > 0:
-            await asyncio.sleep(left)
+        """Cancel the call once no turn event came for twice the idle timeout; run beside it."""
+        while True:
+            try:
+                async with asyncio.timeout(2 * self._end_after_s):
+                    await self._turn_event.wait()
+            except TimeoutError:
+                break
+            self._turn_event.clear()
         logger.warning("No turn started or ended for the idle timeout; cancelling the call")
         await self._worker.cancel(reason=STALLED_REASON)
 
     async def _on_turn_event(self, *_args: Any) -> None:
-        self._last_turn_event = asyncio.get_running_loop().time()
+        self._turn_event.set()
 
     async def _on_idle(self, _user: LLMUserAggregator) -> None:
         await self._on_turn_event()

@@ -91,7 +91,6 @@ async def test_a_call_in_which_no_turn_ever_starts_is_cancelled_by_the_safety_ne
         language=lambda: "en",
         still_there=STILL_THERE,
         goodbyes=IDLE_GOODBYES,
-        grace_s=0.1,
     )
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
