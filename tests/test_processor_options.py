@@ -9,7 +9,6 @@ import pytest
 from pipecat.processors.frame_processor import FrameProcessor
 
 from processors.call_handoff import CallHandoffProcessor
-from processors.call_language import CallLanguageProcessor
 from processors.end_of_call import EndOfCallProcessor
 from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
@@ -25,7 +24,6 @@ PROCESSORS: dict[str, Callable[..., FrameProcessor]] = {
     ),
     "tool_silence": lambda **extra: ToolSilenceGuard(**extra),
     "end_of_call": lambda **extra: EndOfCallProcessor(recorder=None, **extra),
-    "call_language": lambda **extra: CallLanguageProcessor(voices={}, language="en", **extra),
     "call_handoff": lambda **extra: CallHandoffProcessor(
         handoff=None,  # type: ignore[arg-type]
         on_done=_nothing,
