@@ -18,6 +18,7 @@ from bot.text_line import SilentTTS, TextLine, TextSTT
 from bot.wording import prompt_template
 from cli.demo.model import ScriptedModel
 from cli.demo.week import BUSINESS, DENTIST_ON_CALL, WEEK, DemoCall, WeekScript
+from memory.analysis.analyzer import DEFAULT_ACTIONS
 from memory.analysis.settings import AnalysisSettings
 from memory.analysis.worker import AnalysisWorker, analysis_worker
 from memory.errors import ConfigurationError
@@ -48,20 +49,23 @@ async def play_week(settings: MemorySettings, *, agent_id: str, fields: Path | N
         queue = AnalysisQueue(runtime.redis, prefix=settings.key_prefix)
         memory = MemoryAccess(runtime=runtime, queue=queue)
         async with ScriptedModel(WeekScript(WEEK)) as model:
+            # What the week is scripted for, whatever the environment says of the business.
             bot = BotSettings(
-                _env_file=None,
                 ANTHROPIC_API_KEY="demo",
                 ANTHROPIC_BASE_URL=model.base_url,
                 RAPPORT_AGENT_ID=agent_id,
                 RAPPORT_BUSINESS_NAME=BUSINESS,
+                RAPPORT_MEMORY_ENABLED=True,
                 RAPPORT_TRANSFER_TO=DENTIST_ON_CALL,
+                RAPPORT_TRANSFER_TARGETS={},
+                RAPPORT_BUSINESS_HOURS=None,  # always open: the transfer is taken
                 memory=settings,
             )
             analysis = AnalysisSettings(
-                _env_file=None,
                 ANTHROPIC_API_KEY="demo",
                 ANTHROPIC_BASE_URL=model.base_url,
                 RAPPORT_BUSINESS_NAME=BUSINESS,
+                RAPPORT_ANALYSIS_ACTIONS=list(DEFAULT_ACTIONS),
                 RAPPORT_ANALYSIS_FIELDS=fields,
                 # The week's unusable answer becomes a dead letter at once, not after retries.
                 RAPPORT_ANALYSIS_MAX_INVALID_RETRIES=0,
