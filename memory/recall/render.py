@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from memory.models import CallerMemory, Fact, Sentiment, Turn
 from memory.recall.ranking import estimate_tokens
@@ -56,9 +56,14 @@ def quoted(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def _date(epoch: float) -> str:
-    when = datetime.fromtimestamp(epoch, tz=UTC)
-    return f"{when.day} {when:%b %Y}"
+    # "3 Dec 2026" in UTC; gmtime and a table, not strftime: a block dates up to 16 lines and
+    # strftime was the largest part of rendering one.
+    when = time.gmtime(epoch)
+    return f"{when.tm_mday} {_MONTHS[when.tm_mon - 1]} {when.tm_year}"
 
 
 def _summary_lines(memory: CallerMemory) -> list[str]:

@@ -251,11 +251,11 @@ class MemoryStore:
             The profile, recent turns and chosen facts (``selected``); None when there is no
             digest, or it is stale (the memory changed since, another spec, too old).
         """
-        keys = self._keys.caller_keys(caller)
+        digest, profile = self.key_for(caller, "digest"), self.key_for(caller, "profile")
 
         def commands(pipe: Any) -> None:
-            pipe.get(keys["digest"])
-            pipe.hget(keys["profile"], "memory_version")
+            pipe.get(digest)
+            pipe.hget(profile, "memory_version")
 
         raw, version = await redis_reply(self._reads(commands, 2))
         return decode_digest(raw, version=int(version or 0), spec=spec, at=now())

@@ -23,6 +23,7 @@ memory is still at the version it was built from, and a forget deletes it with t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zlib
@@ -57,8 +58,7 @@ class CallStartSpec:
     @property
     def fingerprint(self) -> str:
         """A short hash of the spec, stored in each digest built for it."""
-        canonical = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return _fingerprint(self)
 
     def to_json(self) -> str:
         """The spec as JSON (what the agent publishes for the worker)."""
@@ -78,6 +78,13 @@ class CallStartSpec:
         except (ValueError, KeyError, TypeError):
             logger.warning("Skipping a stored call-start spec that cannot be parsed")
             return None
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(spec: CallStartSpec) -> str:
+    # Cached: every call start compares it, and an agent's spec does not change.
+    canonical = json.dumps(asdict(spec), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class CallStartDigest(BaseModel):
