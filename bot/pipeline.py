@@ -70,7 +70,7 @@ from memory.errors import MemoryUnavailableError
 from memory.metrics import ACTIVE_CALLS
 from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
-from memory.recall.call_start import call_start_spec, load_call_start
+from memory.recall.call_start import call_start_spec, load_call_start, load_for_recall
 from memory.report import load_prices
 from memory.runtime import MemoryAccess, MemoryRuntime
 from memory.store.digest import CallStartSpec
@@ -388,8 +388,8 @@ def _memory_context(
         ),
         # The call start reads only what its selection needs; recall gets the rest later.
         load_all=(
-            functools.partial(store.load, prepared.caller)
-            if store is not None and prepared.caller is not None
+            functools.partial(load_for_recall, store, prepared.caller, memory.embedder)
+            if memory is not None and store is not None and prepared.caller is not None
             else None
         ),
     )

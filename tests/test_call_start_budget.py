@@ -11,7 +11,7 @@ from pipecat.tests.utils import run_test
 from redis.asyncio import Redis
 
 from memory.models import Fact, now
-from memory.recall.call_start import call_start_spec, load_call_start
+from memory.recall.call_start import call_start_spec, load_call_start, rebuild_digest
 from memory.recall.embeddings import HashingEmbedder
 from memory.store.callers import MemoryStore
 from processors.memory_context import MemoryContextProcessor
@@ -40,9 +40,10 @@ class _CountingEmbedder(HashingEmbedder):
         return super().embed(texts)
 
 
+@pytest.mark.parametrize("stale_digest", [False, True], ids=["no digest", "stale digest"])
 @pytest.mark.parametrize("count", [1_000, 10_000])
 async def test_call_start_with_many_facts_without_vectors_is_released_within_the_budget(
-    redis_client: Redis, key_prefix: str, count: int
+    redis_client: Redis, key_prefix: str, count: int, stale_digest: bool
 ) -> None:
     store = MemoryStore(redis_client, prefix=key_prefix)
     who = caller()
@@ -57,6 +58,12 @@ async def test_call_start_with_many_facts_without_vectors_is_released_within_the
     await store.set_name(who, "Marta")
     embedder = _CountingEmbedder()
     spec = call_start_spec(purpose="orders", token_budget=400, max_facts=10, embedder=embedder)
+    if stale_digest:
+        # A digest the worker built, then a write it has not caught up with yet.
+        await store.request_digest(who, spec)
+        assert await rebuild_digest(store, who, embedder)
+        await store.set_name(who, "Marta P.")
+        embedder.calls = 0  # the worker embedded the purpose; the call start must not
     memory = asyncio.ensure_future(load_call_start(store, who, spec))
     proc = _TimedStart(
         memory=memory,
@@ -68,5 +75,8 @@ async def test_call_start_with_many_facts_without_vectors_is_released_within_the
     )
     down, _ = await run_test(proc, frames_to_send=[], expected_down_frames=None)
     assert proc.took_s is not None and proc.took_s < BUDGET_S + 0.03
-    assert [f for f in down if isinstance(f, LLMUpdateSettingsFrame)]
+    prompts = [f for f in down if isinstance(f, LLMUpdateSettingsFrame)]
+    assert prompts and "Marta" in str(prompts[-1].delta.system_instruction)
+    if stale_digest:
+        assert "Marta P." in str(prompts[-1].delta.system_instruction)
     assert embedder.calls == 0

@@ -6,13 +6,18 @@ import asyncio
 
 import pytest
 from pipecat.frames.frames import LLMUpdateSettingsFrame
-from pipecat.tests.utils import run_test
+from pipecat.tests.utils import SleepFrame, run_test
 from redis.asyncio import Redis
 
 from memory.analysis.worker import AnalysisWorker, JobOutcome
 from memory.models import CallAnalysis, CallerMemory, CallRecord, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity
-from memory.recall.call_start import call_start_spec, load_call_start, rebuild_digest
+from memory.recall.call_start import (
+    call_start_spec,
+    load_call_start,
+    load_for_recall,
+    rebuild_digest,
+)
 from memory.recall.embeddings import Embedder, with_embeddings
 from memory.recall.ranking import (
     MAX_CALL_START_CANDIDATES,
@@ -29,7 +34,7 @@ from memory.store.queue import AnalysisQueue
 from processors.memory_context import MemoryContextProcessor
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.support.worker import EMBEDDER, analysed_reply, caller, hang_up, process_next
-from tests.test_memory_context import TEMPLATE, VOICES, opening
+from tests.test_memory_context import TEMPLATE, VOICES, opening, prompts, user_turn
 
 PURPOSE = "Take bakery orders and answer questions about deliveries."
 TOKEN_BUDGET = 400
@@ -285,3 +290,32 @@ async def test_turns_said_in_one_millisecond_get_different_ids_and_are_not_recal
     assert recall.recalled == first
     stored = await store.get_call(who, "c1")
     assert stored is not None and [t.seq for t in stored.transcript] == [1, 2]
+
+
+async def test_a_call_started_from_the_digest_recalls_facts_it_left_out(store: MemoryStore) -> None:
+    who = await remembered(store, 40)
+    await store.upsert_facts(
+        who, [Fact(text="Caller's dog Rex is afraid of the vacuum", confidence=0.6)]
+    )
+    spec = call_start_spec(purpose=PURPOSE, token_budget=TOKEN_BUDGET, max_facts=2, embedder=None)
+    await store.request_digest(who, spec)
+    assert await rebuild_digest(store, who, None)
+    start = await load_call_start(store, who, spec)
+    assert start.selected is not None and not start.complete
+    assert all("Rex" not in fact.text for fact in start.facts)
+    proc = MemoryContextProcessor(
+        memory=asyncio.ensure_future(asyncio.sleep(0, start)),
+        prompt_template=TEMPLATE,
+        opening=opening,
+        voices=VOICES,
+        params=MemoryContextProcessor.Params(purpose=PURPOSE, max_facts=2),
+        load_all=lambda: load_for_recall(store, who, None),
+    )
+    down, _ = await run_test(
+        proc,
+        frames_to_send=[SleepFrame(sleep=0.3), user_turn("Can you keep my dog Rex calm?")],
+        expected_down_frames=None,
+    )
+    start_prompt, turn_prompt = prompts(down)
+    assert "Rex" not in start_prompt
+    assert "Caller's dog Rex is afraid of the vacuum" in turn_prompt

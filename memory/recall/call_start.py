@@ -20,6 +20,7 @@ from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import Embedder
 from memory.recall.ranking import MAX_CALL_START_CANDIDATES, call_start_facts, warm_purpose
+from memory.recall.turns import MAX_RECALL_FACTS
 from memory.store.callers import MemoryStore
 from memory.store.digest import CallStartSpec, encode_digest
 
@@ -51,6 +52,20 @@ async def load_call_start(
         caller, count=MAX_CALL_START_CANDIDATES, vectors=spec.embedder is not None
     )
     await store.request_digest(caller, spec)
+    return memory
+
+
+async def load_for_recall(
+    store: MemoryStore, caller: CallerIdentity, embedder: Embedder | None
+) -> CallerMemory:
+    """What per-turn recall indexes, read after the call start: the facts it keeps at most.
+
+    The same facts :class:`memory.recall.turns.TurnRecall` would keep of a full load, with
+    their vectors when there is an embedder; a caller with thousands of facts costs no more.
+    """
+    memory, _ = await store.load_candidates(
+        caller, count=MAX_RECALL_FACTS, vectors=embedder is not None
+    )
     return memory
 
 
