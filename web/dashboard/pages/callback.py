@@ -7,8 +7,8 @@
 - *Have Rapport call back*: Rapport itself calls, within business hours, opening with the
   follow-up's reason (:meth:`bot.callback.CallbackDesk.request_agent_callback`).
 
-Each action needs the login and the CSRF token, and the first three of a caller are written to
-the audit list (who, when, the masked caller, the call).
+Each action needs the login and the CSRF token; the last three are written to the audit list
+(who, when, the masked caller, the call).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _DONE = {
     "queued": "Rapport will call the caller back (see below).",
     "phone": "Your phone is saved.",
 }
+_OFF = "Callers' numbers are not kept (RAPPORT_CALLBACK_NUMBERS=false): nobody can be called back."
 
 
 def router(context: PageContext) -> PageRouter:
@@ -140,6 +141,3 @@ def router(context: PageContext) -> PageRouter:
         return back(f"{PREFIX}/callback/{caller.key}/{call_id}?done=queued")
 
     return routes
-
-
-_OFF = "Callers' numbers are not kept (RAPPORT_CALLBACK_NUMBERS=false): nobody can be called back."
