@@ -227,9 +227,14 @@ class CallbackDesk:
         if not self.enabled:
             raise CallbackError("Callers' numbers are not kept (RAPPORT_CALLBACK_NUMBERS=false)")
         number = await self.runtime.callback_number(caller)
-        if number is None:
-            raise CallbackError("No number is kept for this caller")
-        return number
+        if number is not None:
+            return number
+        if await self.runtime.store.sealed_number(caller) is not None:
+            raise CallbackError(
+                "This caller's number was sealed with a number key this process does not have "
+                "(RAPPORT_NUMBER_KEY_FILE: every process needs the same file; see README)"
+            )
+        raise CallbackError("No number is kept for this caller")
 
     async def bridge(self, caller: CallerIdentity, *, staff_phone: str) -> str:
         """Ring ``staff_phone``, then bridge it to the caller from the business's number.

@@ -176,6 +176,17 @@ async def test_with_numbers_off_none_is_kept_and_nobody_can_be_called_back(
         await runtime.aclose()
 
 
+async def test_a_number_sealed_under_another_key_says_which_setting_to_share(
+    line: Line, twilio: FakeTwilioAPI
+) -> None:
+    await ana_calls(line)
+    runtime = runtime_of(line)
+    runtime.numbers = NumberVault([bytes(32)])  # another host's key file
+    with pytest.raises(CallbackError, match="RAPPORT_NUMBER_KEY_FILE"):
+        await desk_of(line, twilio).bridge(caller_of(line, ANA), staff_phone=STAFF_E164)
+    assert twilio.created == []
+
+
 def test_the_number_key_file_is_generated_apart_from_the_data_and_rotates(tmp_path: Path) -> None:
     default = default_number_key_file()
     assert default.parent == Path(os.environ["XDG_CONFIG_HOME"]) / "rapport"
