@@ -290,6 +290,9 @@ async def test_turns_said_in_one_millisecond_get_different_ids_and_are_not_recal
     assert recall.recalled == first
     stored = await store.get_call(who, "c1")
     assert stored is not None and [t.seq for t in stored.transcript] == [1, 2]
+    # A stored turn appended again (copied, as an import might) is numbered anew.
+    await store.append_turns(who, [stored.transcript[0].model_copy(update={"call_id": "c4"})])
+    assert [t.seq for t in (await store.load(who)).recent_turns] == [1, 2, 3, 4]
 
 
 async def test_a_call_started_from_the_digest_recalls_facts_it_left_out(store: MemoryStore) -> None:

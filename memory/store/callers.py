@@ -395,7 +395,8 @@ class MemoryStore:
         keys = self._keys.caller_keys(caller)
         _, transcript_key = self._keys.call(caller, call_id)
         # The transcript key already names the call; the script numbers each turn (``seq``).
-        payloads = [turn_json(t) for t in turns]
+        # A turn that already has a number (copied from a stored one) gets a new one.
+        payloads = [turn_json(t.model_copy(update={"seq": None}) if t.seq else t) for t in turns]
         started = turns[0].at if call_started_at is None else call_started_at
         open_calls = self._keys.agent(caller.agent_id, "open")
         member = agent_call_member(caller.key, call_id)
