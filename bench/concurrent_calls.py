@@ -13,10 +13,13 @@ speech of its sentence, which goes back to the caller over the WebSocket.
 
 The lag of an audio frame is measured inside the bot: when the frame reached the TTS, after the
 VAD and every processor before it, against when it was due in real time (the call's frames are
-20 ms apart; a frame arriving as early as the call's frames ever did counts as 0). N grows
-through ``--levels`` until the lag's p99 passes ``--limit-ms`` (20 ms). Each level also gives
-the bot process's CPU (of one core) and resident memory, hence what one call costs. The callers'
-own lateness in sending is printed too: it must stay near 0 for the figure to be the bot's.
+20 ms apart; a frame arriving as early as the call's frames ever did counts as 0): the *input*
+lag when it reached the first processor (the STT), the *through* lag when it reached the TTS,
+past the VAD and the turn analysis. The N calls ring 0.2 s apart and are measured while all N
+are up. N grows through ``--levels`` (a fresh bot process each) until the input lag's p99
+passes ``--limit-ms`` (20 ms). Each level also gives the bot process's CPU (of one core) and
+resident memory over a warmed-up idle process, hence what one call costs. The callers' own
+lateness in sending is printed too: it must stay near 0 for the figure to be the bot's.
 """
 
 from __future__ import annotations
@@ -404,7 +407,7 @@ async def _level(
 
 
 async def measure(levels: Sequence[int], seconds: float, limit_ms: float) -> list[Level]:
-    """Run the levels in turn on one bot process, stopping after the first over ``limit_ms``."""
+    """Run the levels in turn, each on a fresh bot process; stop after the first over the limit."""
     speech = _speech()
     with tempfile.TemporaryDirectory(prefix="rapport-bench-calls-") as folder:
         work = Path(folder)
@@ -430,21 +433,25 @@ async def measure(levels: Sequence[int], seconds: float, limit_ms: float) -> lis
                 )
                 options = ("serve", "-t", "twilio", "-x", f"https://{PUBLIC_HOST}/")
                 program = Path(__file__)
-                async with running_bot(*options, env=env, folder=work, program=program) as served:
-                    pid = served.process.pid
-                    # One short call first: Silero, the LLM client and memory are loaded once.
-                    await _level(served.url, pid, 1, 3, speech, lag_file, _rss_mb(pid))
-                    idle_rss = _rss_mb(pid)
-                    results: list[Level] = []
-                    for calls in levels:
+                results: list[Level] = []
+                for calls in levels:
+                    # A fresh bot per level: memory a process keeps after its calls ended does
+                    # not count against the next level's calls.
+                    async with running_bot(
+                        *options, env=env, folder=work, program=program
+                    ) as served:
+                        pid = served.process.pid
+                        # One short call first: the models, the LLM client and memory load.
+                        await _level(served.url, pid, 1, 3, speech, lag_file, _rss_mb(pid))
+                        idle_rss = _rss_mb(pid)
                         level = await _level(
                             served.url, pid, calls, seconds, speech, lag_file, idle_rss
                         )
-                        results.append(level)
-                        print(_row(level), file=sys.stderr, flush=True)
-                        if not level.input_p99_ms <= limit_ms:
-                            break
-                    return results
+                    results.append(level)
+                    print(_row(level), file=sys.stderr, flush=True)
+                    if not level.input_p99_ms <= limit_ms:
+                        break
+                return results
 
 
 _COLUMNS = (
