@@ -89,7 +89,7 @@ class RapportBot:
         self._client: AsyncAnthropic | None = None
         self._runtime: MemoryRuntime | None = None
         self._memory: MemoryAccess | None = None
-        used = UsedTokens(self._redis, prefix=settings.memory.key_prefix)
+        used = UsedTokens(self.redis, prefix=settings.memory.key_prefix)
         self.stream_tokens = twilio.stream_tokens(settings, used)
         self._stop_worker = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -102,7 +102,8 @@ class RapportBot:
         """The process's memory once :meth:`start` opened it (None: off or unavailable)."""
         return self._memory
 
-    def _redis(self) -> Redis | None:
+    def redis(self) -> Redis | None:
+        """The process's Redis client once memory is open (None before, or with memory off)."""
         return self._memory.runtime.redis if self._memory is not None else None
 
     @property

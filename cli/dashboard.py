@@ -44,6 +44,7 @@ async def run_dashboard_command(args: argparse.Namespace) -> int:
     from bot.callback import CallbackDesk
     from bot.settings import BotSettings
     from web.dashboard import DashboardSettings, dashboard_app, dashboard_memory
+    from web.dashboard.throttle import SharedThrottle
 
     try:
         agent_id = validate_agent_id(args.agent)
@@ -51,7 +52,9 @@ async def run_dashboard_command(args: argparse.Namespace) -> int:
         access = dashboard.access(args.host)
         settings = BotSettings()  # the business's name, hours and Twilio account
         async with memory_runtime() as runtime:
-            queue = AnalysisQueue(runtime.redis, prefix=runtime.settings.key_prefix)
+            prefix = runtime.settings.key_prefix
+            access.throttle = SharedThrottle(lambda: runtime.redis, prefix=prefix)
+            queue = AnalysisQueue(runtime.redis, prefix=prefix)
             desk = CallbackDesk(runtime=runtime, agent_id=agent_id, settings=settings)
             memory = dashboard_memory(runtime, queue, agent_id=agent_id, callbacks=desk)
             app = dashboard_app(access=access, memory=lambda: memory, zone=dashboard.zone())

@@ -179,11 +179,14 @@ def run_bot(argv: Sequence[str], *, services: ServicesFactory | None = None) -> 
     from bot.room_gate import ROOM_TRANSPORTS, RoomGate
     from bot.twilio import add_twilio_routes
     from web.dashboard import add_dashboard_routes
+    from web.dashboard.throttle import SharedThrottle
     from web.health import health_router, metrics_bearer_token
     from web.platform_calls import PlatformCalls
     from web.platforms import add_platform_routes
 
     rapport = process.serve(settings, services=services or process.build_services)
+    # Failed logins counted in the Redis every bot shares, once memory is open.
+    dashboard_access.throttle = SharedThrottle(rapport.redis, prefix=settings.memory.key_prefix)
     # Registered before main() adds the runner's routes, so ours win.
     add_twilio_routes(
         app,

@@ -2,7 +2,8 @@
 
 A stream token used up by one process is refused by every other on the same Redis; a dashboard
 session signed by one process is accepted by another (and after a restart) because the key
-comes from a setting or a key file every process reads. The subprocess tests of the same
+comes from a setting or a key file every process reads; failed logins counted by one process
+block that name on every other. The subprocess tests of the same
 promises are in ``tests/test_two_bots.py``.
 """
 
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from bot.trust import StreamTokens, UsedTokens
 from memory.errors import ConfigurationError
 from web.dashboard.access import SESSION_COOKIE, DashboardSettings
+from web.dashboard.throttle import MAX_ADDRESS_FAILURES, MAX_FAILURES, SharedThrottle
 
 SECRET = b"a stream token secret shared by every process"
 CALL = {
@@ -110,3 +112,36 @@ def test_an_unusable_session_key_is_a_configuration_error_naming_its_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError, match=variable):
         DashboardSettings().signing_key()
+
+
+async def test_failed_logins_on_one_process_block_that_name_on_another(
+    redis_client: Redis, key_prefix: str
+) -> None:
+    first, second = (SharedThrottle(lambda: redis_client, prefix=key_prefix) for _ in range(2))
+    for _ in range(MAX_FAILURES):
+        assert not await second.blocked("203.0.113.7", "Marta")
+        await first.failed("203.0.113.7", "Marta")
+    assert await second.blocked("203.0.113.7", "marta")  # names are matched without case
+    assert not await second.blocked("203.0.113.7", "Jordi")  # a colleague on the same address
+    assert not await second.blocked("198.51.100.2", "Marta")
+    keys = [key.decode() async for key in redis_client.scan_iter(match=f"{key_prefix}:dash*")]
+    assert keys and not [key for key in keys if "203.0.113.7" in key or "Marta" in key]
+    await second.succeeded("203.0.113.7", "Marta")
+    assert not await first.blocked("203.0.113.7", "Marta")
+
+
+async def test_many_names_from_one_address_block_the_address_everywhere(
+    redis_client: Redis, key_prefix: str
+) -> None:
+    first, second = (SharedThrottle(lambda: redis_client, prefix=key_prefix) for _ in range(2))
+    for attempt in range(MAX_ADDRESS_FAILURES):
+        await (first if attempt % 2 else second).failed("203.0.113.9", f"name-{attempt}")
+    assert await first.blocked("203.0.113.9", "a-new-name")
+    assert await second.blocked("203.0.113.9", "another-new-name")
+
+
+async def test_without_redis_failed_logins_are_counted_in_the_process() -> None:
+    throttle = SharedThrottle(lambda: None, prefix="unused")
+    for _ in range(MAX_FAILURES):
+        await throttle.failed("203.0.113.7", "Marta")
+    assert await throttle.blocked("203.0.113.7", "Marta")

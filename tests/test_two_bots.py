@@ -30,6 +30,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import RunningBot, bot_env, running_bot
 from tests.support.analysis_answers import answer
 from tests.support.values import PEPPER
+from web.dashboard.throttle import MAX_FAILURES
 
 #: Runs subprocesses (see pyproject.toml).
 pytestmark = pytest.mark.slow
@@ -203,14 +204,19 @@ async def test_a_vapi_call_whose_requests_alternate_between_the_bots(
     assert [text for _, text in transcript] == [*said, REPLY]
 
 
+async def _login(client: httpx.AsyncClient, name: str, password: str) -> httpx.Response:
+    form = await client.get("/dashboard/login")
+    match = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert match is not None
+    return await client.post(
+        "/dashboard/login", data={"name": name, "password": password, "csrf": match[1]}
+    )
+
+
 async def test_a_dashboard_login_on_one_bot_holds_on_the_other(bots: BotPair) -> None:
     a, b = bots
     async with httpx.AsyncClient(base_url=a.url) as on_a:
-        form = await on_a.get("/dashboard/login")
-        match = re.search(r'name="csrf" value="([^"]+)"', form.text)
-        assert match is not None
-        login = {"name": "Marta", "password": PASSWORD, "csrf": match[1]}
-        logged_in = await on_a.post("/dashboard/login", data=login)
+        logged_in = await _login(on_a, "Marta", PASSWORD)
         assert logged_in.status_code == 303 and logged_in.headers["location"] == "/dashboard"
         session = on_a.cookies.get("rapport_session")
     assert session
@@ -219,6 +225,17 @@ async def test_a_dashboard_login_on_one_bot_holds_on_the_other(bots: BotPair) ->
         on_b.cookies.set("rapport_session", session, path="/dashboard")
         page = await on_b.get("/dashboard")
     assert page.status_code == 200 and "Marta" in page.text
+
+
+async def test_failed_logins_on_one_bot_count_on_the_other(bots: BotPair) -> None:
+    a, b = bots
+    async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
+        for attempt in range(MAX_FAILURES):
+            wrong = await _login(on_a if attempt % 2 else on_b, "Jordi", "not-the-password")
+            assert wrong.status_code == 401
+        assert (await _login(on_a, "Jordi", PASSWORD)).status_code == 429
+        assert (await _login(on_b, "Jordi", PASSWORD)).status_code == 429
+        assert (await _login(on_b, "Marta", PASSWORD)).status_code == 303  # only that name
 
 
 async def test_a_bot_killed_between_two_turns_loses_none_and_the_other_finishes_the_call(

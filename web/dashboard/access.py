@@ -8,7 +8,8 @@
   once like the pepper): every process with the same key accepts the session, and a restart
   logs nobody out.
 - Every POST carries a CSRF token bound to the session (the login form's to a login cookie).
-- Failed logins are throttled per client address and login name (:mod:`web.dashboard.throttle`).
+- Failed logins are throttled per client address and login name, counted in Redis by every
+  process (:mod:`web.dashboard.throttle`).
 """
 
 from __future__ import annotations
