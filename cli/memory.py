@@ -134,7 +134,8 @@ async def _forget(runtime: MemoryRuntime, caller: CallerIdentity, args: argparse
     jobs = await queue.forget_caller(caller)
     console.print(
         f"Forgot {args.caller}: {removed['facts']} facts, {removed['calls']} calls, "
-        f"{removed['turns']} recent turns ({removed['keys']} keys), {jobs} queued or dead jobs. "
+        f"{removed['turns']} recent turns ({removed['keys']} keys), {jobs} queued or dead jobs, "
+        f"{removed['history_calls']} calls of the call history. "
         "Calls still in progress cannot write it back."
     )
     rewrite_by = datetime.fromtimestamp(removed["rewrite_by"], UTC).strftime("%H:%M UTC")

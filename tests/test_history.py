@@ -28,7 +28,7 @@ from sqlalchemy import Connection, bindparam, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from memory.analysis.worker import JobOutcome, analysis_worker
-from memory.errors import HistoryUnavailableError
+from memory.errors import HistoryRefusedError, HistoryUnavailableError
 from memory.health import check_health
 from memory.history import store as history_module
 from memory.history.store import CallHistory, history_database_url, upgrade_schema
@@ -238,6 +238,16 @@ async def test_writes_are_idempotent_and_never_turn_an_analysed_call_back(
     ]
 
 
+async def test_a_call_the_database_refuses_is_a_refusal_not_an_outage(history: CallHistory) -> None:
+    too_long = _record("x" * 200, ended=now())  # call ids are at most 128 characters
+    if history.backend == "sqlite":
+        assert await history.save(caller(), too_long)  # SQLite does not enforce lengths
+        return
+    with pytest.raises(HistoryRefusedError):
+        await history.save(caller(), too_long)
+    assert await history.ping()  # the database is up: nothing to wait for
+
+
 # -- forget --------------------------------------------------------------------------------------
 
 
@@ -281,7 +291,7 @@ async def test_a_forget_stops_before_deleting_anything_when_the_history_is_down(
     who = caller()
     await store.append_turn(who, Turn(role="user", text="Keep me", call_id="call-1"))
 
-    with pytest.raises(HistoryUnavailableError):
+    with pytest.raises(HistoryUnavailableError, match="nothing was forgotten"):
         await store.forget(who)
 
     assert [turn.text for turn in (await store.load(who)).recent_turns] == ["Keep me"]
@@ -352,6 +362,20 @@ async def test_retention_deletes_only_calls_past_it(history_url: str) -> None:
         assert await history.expire() == 1
 
         assert [found.record.call_id for found in await history.calls(AGENT, since=0)] == ["recent"]
+    finally:
+        await history.aclose()
+
+
+async def test_the_worker_sweeper_applies_the_history_retention(
+    redis_client: Redis, key_prefix: str, history_url: str, history_queue: AnalysisQueue
+) -> None:
+    history = CallHistory(history_url, retention_days=30, tombstone_seconds=TOMBSTONE_S)
+    store = MemoryStore(redis_client, prefix=key_prefix, history=history)
+    try:
+        await history.save(caller(), _record("old", ended=now() - 40 * DAY))
+        async with FakeAnthropic(api_key=API_KEY) as fake, _worker(store, history_queue, fake) as w:
+            await w.sweep()
+        assert await history.calls(AGENT, since=0) == []
     finally:
         await history.aclose()
 

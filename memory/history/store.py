@@ -184,8 +184,16 @@ class CallHistory:
         try:
             async with asyncio.timeout(4 * TIMEOUT_S):
                 await self._ensure_schema()
-                async with self._engine.begin() as connection:
-                    yield connection
+        except Exception as e:
+            # Opening or migrating concerns every call alike (a folder, a server, a migration
+            # script): an outage to wait out, never one call's refusal to skip.
+            HISTORY_UP.set(0)
+            raise HistoryUnavailableError(
+                f"the call history database could not be opened ({type(e).__name__})"
+            ) from e
+        try:
+            async with asyncio.timeout(4 * TIMEOUT_S), self._engine.begin() as connection:
+                yield connection
         except (SQLAlchemyError, OSError, TimeoutError) as e:
             if not _unanswered(e):
                 raise HistoryRefusedError(

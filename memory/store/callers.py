@@ -47,7 +47,7 @@ from redis.asyncio import Redis
 
 from memory.backend.coalesce import ReadCoalescer
 from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
-from memory.errors import ForgottenCallerError, RapportMemoryError
+from memory.errors import ForgottenCallerError, HistoryUnavailableError, RapportMemoryError
 from memory.history.store import CallHistory
 from memory.models import (
     MAX_TEXT_CHARS,
@@ -837,7 +837,14 @@ class MemoryStore:
             HistoryUnavailableError: The call history did not answer; nothing was deleted.
             MemoryUnavailableError: Redis did not answer.
         """
-        history_calls = await self.history.forget(caller) if self.history is not None else 0
+        history_calls = 0
+        if self.history is not None:
+            try:
+                history_calls = await self.history.forget(caller)
+            except HistoryUnavailableError as e:
+                raise HistoryUnavailableError(
+                    "the call history did not answer: nothing was forgotten, try again"
+                ) from e
         # Strictly after any call start already seen by this clock (a call starting in this
         # very second begins a new memory).
         await redis_reply(
