@@ -144,6 +144,27 @@ async def test_a_turn_does_not_wait_past_its_budget_for_an_embedding() -> None:
         gate.set()
 
 
+async def test_a_final_that_only_adds_a_word_is_searched_with_the_words_heard_so_far() -> None:
+    gate = threading.Event()
+    gate.set()
+    embedder = TopicEmbedder(gate)
+    recall = await recall_for(embedder, budget_s=0.05)
+    recall.hear(ABOUT_MUSIC, final=False)
+    await eventually(lambda: not recall.embedding and embedder.queries == [ABOUT_MUSIC])
+    gate.clear()  # the final's own embedding will not arrive in time
+    try:
+        recall.hear(f"{ABOUT_MUSIC} today", final=True)
+        assert await recall.recall(f"{ABOUT_MUSIC} today")
+        assert recall.recalled == [CELLO]
+        stats = recall._stats
+        assert (stats.dense_used, stats.dense_heard_so_far, stats.dense_skipped) == (0, 1, 0)
+        # Words the caller did not say are not "heard so far": a revised last word is stale.
+        assert not await recall.recall("Any news about the cinema")
+        assert stats.dense_skipped == 1
+    finally:
+        gate.set()
+
+
 # -- through the processor: the STT's interim transcripts reach the recall -------------------
 
 

@@ -10,9 +10,11 @@ in process: a turn never waits on the network. The rules, and why:
   included, and embeds the latest words in a thread. At most one embedding is in flight; words
   heard meanwhile wait, only the latest of them, and are embedded next. When the turn is over
   the vector of its words is usually ready. If it is not, the turn waits for it only when it can
-  arrive within ``budget_s`` (from the last embedding's time); otherwise, or if it overruns,
-  the turn is searched lexically. Words the caller did not end up saying (a stale interim)
-  are never used for the turn: a vector is used only for the same last words.
+  arrive within ``budget_s`` (from the last embedding's time). If it cannot, and the final
+  transcript only added a word or two to words already embedded (the STT had not shown the
+  last words in an interim yet), the turn is searched with the vector of the words heard so
+  far; otherwise it is searched lexically. Words the caller did not end up saying (a stale
+  interim) are never used for the turn.
 - A memory already in the prompt is never recalled again, and at most ``MAX_RECALLED`` stay
   recalled over a call: the prompt must stay small.
 - A memory counts only when it shares a word with the turn or is very similar to it.
@@ -43,6 +45,8 @@ MAX_RECALLED = 8
 MIN_SIMILARITY = 0.86
 #: How fast a query-embedding time over the budget is forgotten, one skipped turn at a time.
 ESTIMATE_DECAY = 0.8
+#: Words a final transcript may add to embedded ones for their vector to stand in for its own.
+MAX_UNHEARD_WORDS = 2
 
 _WORD = re.compile(r"\w+")
 
@@ -57,6 +61,8 @@ class MemoryStats:
         recall_s: Time each recalling turn spent on recall.
         dense_skipped: Turns whose dense (embedding) recall was skipped to keep to the budget.
         dense_used: Turns searched with their words' vector (the dense half in time).
+        dense_heard_so_far: Turns searched with the vector of their words but the last one or
+            two (the final transcript's own did not arrive in time).
     """
 
     load_s: float | None = None
@@ -64,6 +70,11 @@ class MemoryStats:
     recall_s: list[float] = field(default_factory=list)
     dense_skipped: int = 0
     dense_used: int = 0
+    dense_heard_so_far: int = 0
+
+
+def _normalised(text: str) -> tuple[str, ...]:
+    return tuple(word.lower() for word in _WORD.findall(text))
 
 
 def embedded_words(text: str) -> tuple[str, ...]:
@@ -73,17 +84,26 @@ def embedded_words(text: str) -> tuple[str, ...]:
     :meth:`~memory.recall.ranking.RecallIndex.embed_query` embeds), lower case, without punctuation:
     an interim transcript and the final one differ in little else.
     """
-    tail = " ".join(text.split()[-QUERY_EMBED_WORDS:])
-    return tuple(word.lower() for word in _WORD.findall(tail))
+    return _normalised(" ".join(text.split()[-QUERY_EMBED_WORDS:]))
 
 
 @dataclass(slots=True)
 class _Embedding:
-    """The one query embedding in flight."""
+    """The one query embedding in flight: of ``said``, whose embedded words are ``words``."""
 
     words: tuple[str, ...]
+    said: tuple[str, ...]
     task: asyncio.Task[np.ndarray | None]
     started: float
+
+
+@dataclass(slots=True)
+class _Vector:
+    """The last embedding that arrived."""
+
+    words: tuple[str, ...]
+    said: tuple[str, ...]
+    vector: np.ndarray | None
 
 
 class TurnRecall:
@@ -106,7 +126,7 @@ class TurnRecall:
         self._said: list[str] = []  # the turn's final transcripts so far
         self._running: _Embedding | None = None
         self._next: str | None = None  # the latest words heard while an embedding ran
-        self._ready: tuple[tuple[str, ...], np.ndarray | None] | None = None
+        self._ready: _Vector | None = None
         self._closed = False
 
     @property
@@ -184,17 +204,26 @@ class TurnRecall:
             return None
         words = embedded_words(query)
         vector = await self._vector_of(index, query, words)
-        if vector is None:
-            self._stats.dense_skipped += 1
-        else:
+        if vector is not None:
             self._stats.dense_used += 1
-        return vector
+            return vector
+        ready, said = self._ready, _normalised(query)
+        if (
+            ready is not None
+            and ready.vector is not None
+            and said[: len(ready.said)] == ready.said
+            and len(said) - len(ready.said) <= MAX_UNHEARD_WORDS
+        ):
+            self._stats.dense_heard_so_far += 1
+            return ready.vector
+        self._stats.dense_skipped += 1
+        return None
 
     async def _vector_of(
         self, index: RecallIndex, query: str, words: tuple[str, ...]
     ) -> np.ndarray | None:
-        if self._ready is not None and self._ready[0] == words:
-            return self._ready[1]
+        if self._ready is not None and self._ready.words == words:
+            return self._ready.vector
         running = self._running
         if running is None:
             if self._embed_estimate_s > self._budget_s:
@@ -215,7 +244,7 @@ class TurnRecall:
 
     def _embed_ahead(self, words: str) -> None:
         key = embedded_words(words)
-        if not key or (self._ready is not None and self._ready[0] == key):
+        if not key or (self._ready is not None and self._ready.words == key):
             return
         if self._running is not None:
             if self._running.words != key:
@@ -226,7 +255,12 @@ class TurnRecall:
 
     def _start(self, index: RecallIndex, text: str, words: tuple[str, ...]) -> _Embedding:
         task = asyncio.create_task(asyncio.to_thread(self._timed_embedding, index, text))
-        running = _Embedding(words=words, task=task, started=asyncio.get_running_loop().time())
+        running = _Embedding(
+            words=words,
+            said=_normalised(text),
+            task=task,
+            started=asyncio.get_running_loop().time(),
+        )
         self._running = running
         self._next = None
         task.add_done_callback(self._embedded)
@@ -235,7 +269,7 @@ class TurnRecall:
     def _embedded(self, task: asyncio.Task[np.ndarray | None]) -> None:
         running, self._running = self._running, None
         if running is not None and not task.cancelled() and task.exception() is None:
-            self._ready = (running.words, task.result())
+            self._ready = _Vector(running.words, running.said, task.result())
         following, self._next = self._next, None
         if following is not None and not self._closed:
             self._embed_ahead(following)
