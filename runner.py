@@ -1,14 +1,18 @@
 """Rapport's one entry point (installed as the ``rapport`` command too).
 
 ``python runner.py`` runs the bot (local WebRTC test room by default; ``-t daily`` or
-``-t twilio`` for the phone line). Commands manage what the bot remembers::
+``-t twilio`` for the phone line; ``--help`` lists every option). Commands manage what the bot
+remembers and what it has to follow up::
 
-    python runner.py memory list|show|export|forget --agent A [--caller NUMBER]
-    python runner.py worker [--retry-dead] [--concurrency N]
+    python runner.py memory list|show|export|forget --agent A [--caller NUMBER] [--yes]
     python runner.py calls list --agent A [--action ACTION] [--since 7d] [--field F=V] [--columns F]
     python runner.py calls show CALL_ID --agent A
+    python runner.py calls stats --agent A [--since 7d]
+    python runner.py worker [--retry-dead] [--concurrency N] [--port P]
+    python runner.py dashboard [--host H] [--port P] [--agent A]
 
-The dispatch is :func:`cli.main.main`.
+The process is :func:`cli.main.run`: ``.env`` read once (the environment wins over it), logging
+set up, then the dispatch, :func:`cli.main.main`.
 """
 
 from __future__ import annotations
