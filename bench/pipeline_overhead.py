@@ -309,7 +309,7 @@ class Memory:
             return None
 
         runtime = MemoryRuntime(
-            settings=MemorySettings(_env_file=None),
+            settings=MemorySettings(),
             redis=self.redis,
             store=self.store,
             pepper=PEPPER,
@@ -344,7 +344,6 @@ class BenchCall:
 
 def _settings() -> BotSettings:
     return BotSettings(
-        _env_file=None,
         RAPPORT_AGENT_ID=AGENT,
         RAPPORT_BUSINESS_NAME="Bella's Bakery",
         RAPPORT_AGENT_PURPOSE=PURPOSE,

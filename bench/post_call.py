@@ -176,7 +176,6 @@ async def measure(args: argparse.Namespace, redis: Redis, prefix: str) -> dict[s
     fake = FakeLLMThread()
     with fake.running():
         settings = AnalysisSettings(
-            _env_file=None,
             api_key="benchmark",
             base_url=fake.base_url,
             sweep_interval=3600,

@@ -147,7 +147,7 @@ def _endpoint_process(fake_url: str, ready: Any, stop: Any) -> None:
                 return None
 
             runtime = MemoryRuntime(
-                settings=MemorySettings(_env_file=None),
+                settings=MemorySettings(),
                 redis=redis,
                 store=store,
                 pepper=PEPPER,
@@ -178,7 +178,6 @@ def _endpoint_process(fake_url: str, ready: Any, stop: Any) -> None:
 
 def _settings(fake_url: str) -> BotSettings:
     return BotSettings(
-        _env_file=None,
         ANTHROPIC_API_KEY="bench-key",
         ANTHROPIC_BASE_URL=fake_url,
         RAPPORT_AGENT_ID=AGENT,

@@ -16,14 +16,11 @@ async def test_memory_unavailable_at_boot_is_retried_in_the_background(tmp_path:
     blocked = data_dir / "redis.conf"
     blocked.mkdir(parents=True)
     memory = MemorySettings(
-        _env_file=None,
         RAPPORT_DATA_DIR=str(data_dir),
         RAPPORT_PEPPER_FILE=str(tmp_path / "pepper"),
         RAPPORT_KEY_PREFIX="rapport-test-retry",
     )
-    settings = BotSettings(
-        _env_file=None, ANTHROPIC_API_KEY="test-key", RAPPORT_RUN_WORKER="false", memory=memory
-    )
+    settings = BotSettings(ANTHROPIC_API_KEY="test-key", RAPPORT_RUN_WORKER="false", memory=memory)
     bot = RapportBot(settings)
     await bot.start()
     try:

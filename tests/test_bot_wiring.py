@@ -156,14 +156,14 @@ async def test_services_are_deepgram_multilingual_anthropic_and_the_default_voic
 
 
 async def test_a_missing_service_key_is_named() -> None:
-    settings = BotSettings(_env_file=None, DEEPGRAM_API_KEY="d", ANTHROPIC_API_KEY="a")
+    settings = BotSettings(DEEPGRAM_API_KEY="d", ANTHROPIC_API_KEY="a")
     async with AsyncAnthropic(api_key="a") as client:
         with pytest.raises(ConfigurationError, match="AZURE_SPEECH_KEY, AZURE_SPEECH_REGION"):
             build_services(settings, client=client, system_instruction="")
 
 
 def test_prompt_names_the_business_and_keeps_only_the_per_call_placeholders() -> None:
-    settings = BotSettings(_env_file=None, RAPPORT_BUSINESS_NAME="Bella's Bakery")
+    settings = BotSettings(RAPPORT_BUSINESS_NAME="Bella's Bakery")
     template = prompt_template(settings)
     assert "Bella's Bakery" in template and settings.agent_purpose in template
     assert template.count("{{") == 2 and "{{memory}}" in template and "{{hours}}" in template

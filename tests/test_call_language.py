@@ -33,7 +33,7 @@ from processors.memory_context import MemoryContextProcessor
 from processors.tool_silence import ToolSilenceGuard
 from tests.support.values import service_settings
 
-VOICES = BotSettings(_env_file=None).voices
+VOICES = BotSettings().voices
 TEMPLATE = "You answer the phone for Acme.\n\n{{memory}}"
 
 

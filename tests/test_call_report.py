@@ -120,9 +120,7 @@ async def test_a_call_is_reported_with_the_fakes_usage_frame_latencies_and_its_c
 
     # The analysis adds its own request's tokens, priced from the same table.
     fake.script(Reply.tool_call(TOOL_NAME, answer(summary="Asked about opening hours.")))
-    settings = AnalysisSettings(
-        _env_file=None, ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=fake.base_url
-    )
+    settings = AnalysisSettings(ANTHROPIC_API_KEY="test-key", ANTHROPIC_BASE_URL=fake.base_url)
     assert line.memory is not None
     async with analysis_worker(
         runtime_of(line).store, line.memory.queue, settings, prices=load_prices(prices_file)

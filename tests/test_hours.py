@@ -96,25 +96,25 @@ def test_bad_hours_fail_the_settings(
 ) -> None:
     monkeypatch.setenv("RAPPORT_BUSINESS_HOURS", value)
     with pytest.raises(ValidationError, match=complaint):
-        BotSettings(_env_file=None)
+        BotSettings()
 
 
 def test_hours_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAPPORT_BUSINESS_HOURS", MADRID.model_dump_json())
-    assert BotSettings(_env_file=None).business_hours == MADRID
+    assert BotSettings().business_hours == MADRID
 
 
 def test_transfer_targets_are_checked_and_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
     targets = '{"Emergency": "+1 415 555 0199", "sales": "sip:sales@pbx.example.com"}'
     monkeypatch.setenv("RAPPORT_TRANSFER_TARGETS", targets)
-    settings = BotSettings(_env_file=None, RAPPORT_TRANSFER_TO="+34 600 111 222")
+    settings = BotSettings(RAPPORT_TRANSFER_TO="+34 600 111 222")
     assert settings.transfer_to == "+34600111222"
     assert settings.transfer_targets == {
         "emergency": "+14155550199",
         "sales": "sip:sales@pbx.example.com",
     }
     with pytest.raises(ValidationError, match="country code"):
-        BotSettings(_env_file=None, RAPPORT_TRANSFER_TO="600 111 222")
+        BotSettings(RAPPORT_TRANSFER_TO="600 111 222")
     monkeypatch.setenv("RAPPORT_TRANSFER_TARGETS", '{"sales": "sip:nobody"}')
     with pytest.raises(ValidationError, match="sip:user@host"):
-        BotSettings(_env_file=None)
+        BotSettings()

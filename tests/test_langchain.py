@@ -27,7 +27,7 @@ OTHER = "+34 612 345 699"
 @pytest.fixture
 async def runtime(redis_url: str, key_prefix: str) -> AsyncIterator[MemoryRuntime]:
     settings = MemorySettings(
-        _env_file=None, REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
+        REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
     )
     memory = await open_memory(settings)
     try:

@@ -73,7 +73,7 @@ def twilio_handoff(api: FakeTwilioAPI) -> tuple[TwilioCallSerializer, TwilioHand
 async def open_line(redis_url: str, key_prefix: str) -> MemoryAccess:
     """The memory of a business line for the e2e tests (close its runtime after)."""
     settings = MemorySettings(
-        _env_file=None, REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
+        REDIS_URL=redis_url, RAPPORT_PEPPER=PEPPER, RAPPORT_KEY_PREFIX=key_prefix
     )
     runtime = await open_memory(settings)
     return MemoryAccess(runtime=runtime, queue=AnalysisQueue(runtime.redis, prefix=key_prefix))
@@ -91,7 +91,6 @@ class Line:
 
     def settings(self, *, agent: str = "bakery", **extra: Any) -> BotSettings:
         return BotSettings(
-            _env_file=None,
             ANTHROPIC_API_KEY="test-key",
             ANTHROPIC_BASE_URL=self.fake.base_url,
             RAPPORT_AGENT_ID=agent,
@@ -212,7 +211,7 @@ async def analyse_queued(line: Line, fake: FakeAnthropic, answer: dict[str, Any]
     """Run the analysis worker once on the queued call, the LLM answering ``answer``."""
     assert line.memory is not None
     fake.script(Reply.tool_call(TOOL_NAME, answer))
-    settings = AnalysisSettings(_env_file=None, api_key="test-key", base_url=fake.base_url)
+    settings = AnalysisSettings(api_key="test-key", base_url=fake.base_url)
     async with analysis_worker(runtime_of(line).store, line.memory.queue, settings) as worker:
         job = await worker.next_job()
         assert job is not None

@@ -13,9 +13,8 @@ API_KEY = "test-key"
 
 
 def service_settings(**extra: Any) -> BotSettings:
-    """Bot settings with every cloud service's key set (to placeholders), no ``.env`` read."""
+    """Bot settings with every cloud service's key set (to placeholders)."""
     return BotSettings(
-        _env_file=None,
         DEEPGRAM_API_KEY="d",
         ANTHROPIC_API_KEY="a",
         AZURE_SPEECH_KEY="z",

@@ -52,10 +52,8 @@ def analysed_reply(*, delay: float = 0.0, **overrides: Any) -> Reply:
 
 
 def analysis_settings(fake: FakeAnthropic, **overrides: Any) -> AnalysisSettings:
-    """Worker settings against ``fake``, with quick back-off and no ``.env`` file read."""
-    return AnalysisSettings(
-        _env_file=None, api_key=API_KEY, base_url=fake.base_url, backoff_base=0.01, **overrides
-    )
+    """Worker settings against ``fake``, with quick back-off."""
+    return AnalysisSettings(api_key=API_KEY, base_url=fake.base_url, backoff_base=0.01, **overrides)
 
 
 TURNS = [
