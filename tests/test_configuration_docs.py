@@ -55,9 +55,11 @@ def configuration_table() -> set[str]:
 
 def test_env_example_lists_every_setting_and_nothing_else() -> None:
     listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE, re.MULTILINE))
+    # compose.yaml reads a few of its own (its Postgres password) from the same .env.
+    compose = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (REPO / "compose.yaml").read_text()))
     variables = settings_variables()
     assert sorted(variables - listed) == [], "settings missing from .env.example"
-    assert sorted(listed - variables) == [], ".env.example lists what no setting reads"
+    assert sorted(listed - variables - compose) == [], ".env.example lists what nothing reads"
 
 
 def test_the_readme_configuration_table_names_every_setting_and_nothing_else() -> None:
