@@ -153,7 +153,6 @@ async def test_with_numbers_off_none_is_kept_and_nobody_can_be_called_back(
     redis_url: str, key_prefix: str, line: Line, twilio: FakeTwilioAPI
 ) -> None:
     settings = MemorySettings(
-        _env_file=None,
         REDIS_URL=redis_url,
         RAPPORT_PEPPER=PEPPER,
         RAPPORT_KEY_PREFIX=key_prefix,
@@ -430,9 +429,7 @@ async def test_the_number_at_rest_is_only_sealed_on_the_embedded_servers_disk(
     tmp_path: Path, line: Line
 ) -> None:
     """The embedded Redis's data folder, after the call and a rewrite: no raw number."""
-    settings = MemorySettings(
-        _env_file=None, RAPPORT_DATA_DIR=str(tmp_path / "data"), RAPPORT_PEPPER=PEPPER
-    )
+    settings = MemorySettings(RAPPORT_DATA_DIR=str(tmp_path / "data"), RAPPORT_PEPPER=PEPPER)
     runtime = await open_memory(settings)
     try:
         assert line.memory is not None

@@ -648,7 +648,7 @@ async def test_the_demo_week_fills_the_dashboard_with_no_key(tmp_path: Path, chr
     again = run_demo(tmp_path)  # the same folder: refused, nothing mixed in
     assert again.returncode == 2 and "already holds calls" in again.stderr
     settings = MemorySettings(
-        _env_file=None, RAPPORT_DATA_DIR=tmp_path / "data", RAPPORT_PEPPER_FILE=tmp_path / "pepper"
+        RAPPORT_DATA_DIR=tmp_path / "data", RAPPORT_PEPPER_FILE=tmp_path / "pepper"
     )
     async with memory_runtime(settings) as runtime:
         queue = AnalysisQueue(runtime.redis, prefix=settings.key_prefix)

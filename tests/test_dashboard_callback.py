@@ -28,7 +28,6 @@ __all__ = ["chromium", "dashboard", "twilio"]  # the fixtures this module's test
 @pytest.fixture
 def callback_settings(twilio: FakeTwilioAPI) -> BotSettings:
     return BotSettings(
-        _env_file=None,
         RAPPORT_BUSINESS_NAME="Acme Plumbing",
         TWILIO_ACCOUNT_SID=ACCOUNT_SID,
         TWILIO_AUTH_TOKEN=AUTH_TOKEN,
