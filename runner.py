@@ -5,10 +5,11 @@
 remembers and what it has to follow up::
 
     python runner.py memory list|show|export|forget --agent A [--caller NUMBER] [--yes]
+    python runner.py memory reseal-numbers   # after rotating the number key
     python runner.py calls list --agent A [--action ACTION] [--since 7d] [--field F=V] [--columns F]
     python runner.py calls show CALL_ID --agent A
     python runner.py calls stats --agent A [--since 7d]
-    python runner.py calls callback --agent A (--to STAFF_PHONE | --agent-calls)
+    python runner.py calls callback CALL_ID --agent A (--to STAFF_PHONE | --agent-calls)
     python runner.py calls export --agent A [--since 7d] [--format csv|jsonl] [--output FILE]
     python runner.py worker [--retry-dead] [--concurrency N] [--port P]
     python runner.py dashboard [--host H] [--port P] [--agent A]

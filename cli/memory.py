@@ -1,5 +1,7 @@
 """``python runner.py memory …``: look at, export and forget what Rapport remembers.
 
+``memory reseal-numbers`` seals every kept number again after the number key was rotated.
+
 Numbers are shown masked, except the one the user typed on the command line.
 """
 
@@ -17,11 +19,12 @@ from cli.format import console, print_error, when
 from memory.errors import ConfigurationError, RapportMemoryError
 from memory.privacy.identity import CallerIdentity
 from memory.runtime import MemoryRuntime, memory_runtime
+from memory.store.callbacks import reseal_numbers
 from memory.store.queue import AnalysisQueue
 
 
 def add_memory_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``memory list|show|export|forget`` on a parent parser."""
+    """Register ``memory list|show|export|forget|reseal-numbers`` on a parent parser."""
     memory = subparsers.add_parser("memory", help="inspect, export or forget caller memory")
     actions = memory.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="an agent's callers, most recent first")
@@ -38,6 +41,10 @@ def add_memory_commands(subparsers: argparse._SubParsersAction) -> None:
         action.add_argument("--caller", required=True, help="the caller's number, any format")
         if name == "forget":
             action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    actions.add_parser(
+        "reseal-numbers",
+        help="seal every kept number again with the number key's first line (after rotating it)",
+    )
     memory.set_defaults(handler=run_memory_command)
 
 
@@ -47,6 +54,8 @@ async def run_memory_command(args: argparse.Namespace) -> int:
         async with memory_runtime() as runtime:
             if args.action == "list":
                 return await _list(runtime, args)
+            if args.action == "reseal-numbers":
+                return await _reseal_numbers(runtime)
             caller = runtime.identify(args.caller, agent_id=args.agent)
             if caller is None:
                 console.print("[red]That caller id is anonymous or not a valid number.[/red]")
@@ -63,6 +72,20 @@ async def run_memory_command(args: argparse.Namespace) -> int:
     except RapportMemoryError as e:
         print_error(str(e))
         return 1
+
+
+async def _reseal_numbers(runtime: MemoryRuntime) -> int:
+    if runtime.numbers is None:
+        print_error("Callers' numbers are not kept (RAPPORT_CALLBACK_NUMBERS=false).")
+        return 1
+    count = await reseal_numbers(
+        runtime.redis, numbers=runtime.numbers, prefix=runtime.settings.key_prefix
+    )
+    console.print(
+        f"Sealed {count} kept numbers again with the first key of RAPPORT_NUMBER_KEY_FILE; "
+        "the keys below it can now be removed."
+    )
+    return 0
 
 
 async def _list(runtime: MemoryRuntime, args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from memory.privacy.numbers import NumberVault, default_number_key_file, load_nu
 from memory.runtime import MemoryAccess, open_memory
 from memory.settings import MemorySettings
 from memory.store.audit import AuditAction, AuditLog
-from memory.store.callbacks import CallbackStatus
+from memory.store.callbacks import CallbackStatus, StaffPhones
 from memory.store.keys import CallRef
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import Reply
@@ -207,6 +207,34 @@ def test_the_number_key_file_is_generated_apart_from_the_data_and_rotates(tmp_pa
     assert only_new.open(b"not sealed", bound_to="bakery:v1.x") is None
     tampered = resealed[:-1] + bytes([resealed[-1] ^ 1])
     assert only_new.open(tampered, bound_to="bakery:v1.x") is None
+
+
+async def test_after_rotating_the_key_reseal_numbers_lets_the_old_key_go(
+    line: Line, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    await ana_calls(line)
+    runtime = runtime_of(line)
+    staff = desk_of(line).staff_phones
+    assert staff is not None
+    await staff.set("bakery", "Marta", STAFF_E164)
+    path = default_number_key_file()
+    old_key, new_key = path.read_text().strip(), "cd" * 32
+    path.write_text(f"{new_key}\n{old_key}\n")
+    command_line_of(line, monkeypatch)
+    args = command_parser().parse_args(["memory", "reseal-numbers"])
+    capsys.readouterr()
+    assert await args.handler(args) == 0
+    assert "Sealed 2 kept numbers" in capsys.readouterr().out
+    path.write_text(f"{new_key}\n")  # the old key retired
+    only_new = load_number_vault()
+    sealed = await runtime.store.sealed_number(caller_of(line, ANA))
+    assert sealed is not None
+    assert only_new.open(sealed, bound_to=caller_of(line, ANA).hash_tag) == ANA_E164
+    prefix = runtime.settings.key_prefix
+    assert (
+        await StaffPhones(runtime.redis, numbers=only_new, prefix=prefix).get("bakery", "Marta")
+        == STAFF_E164
+    )
 
 
 @pytest.mark.parametrize("text", ["not hex at all\n", "abcd\n", "# only a comment\n"])

@@ -10,6 +10,8 @@
   failed) on the request, which the follow-up shows.
 
 Nothing here stores a raw number: the call back is placed on the caller's sealed number.
+:func:`reseal_numbers` seals every kept number again under the current number key (the last
+step of rotating it, see the README).
 """
 
 from __future__ import annotations
@@ -19,15 +21,25 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from memory.backend.reply import redis_reply
+from memory.backend.reply import REDIS_FAILURES, classified, redis_reply
 from memory.models import now
 from memory.privacy.identity import CallerIdentity
 from memory.privacy.numbers import NumberVault
 from memory.store.codec import parse_one
-from memory.store.keys import CallRef, KeyLayout, agent_call_member, agent_call_ref
+from memory.store.keys import (
+    CallRef,
+    KeyLayout,
+    agent_call_member,
+    agent_call_ref,
+    glob_escaped,
+)
 
 #: Longest reason a call back opens with ("the burst pipe"), in characters.
 MAX_REASON_CHARS = 120
+# Replace a hash field only if it still holds the value read (keeping the key's TTL).
+_SWAP = """if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end
+return 0"""
 
 
 class StaffPhones:
@@ -45,12 +57,13 @@ class StaffPhones:
         self._keys = KeyLayout(prefix)
 
     @staticmethod
-    def _bound_to(agent_id: str, user: str) -> str:
+    def bound_to(agent_id: str, user: str) -> str:
+        """What a staff phone is sealed to: its agent and login name."""
         return f"staff\x1f{agent_id}\x1f{user}"
 
     async def set(self, agent_id: str, user: str, e164: str) -> None:
         """Keep ``user``'s phone (E.164) for the call backs they place."""
-        sealed = self._numbers.seal(e164, bound_to=self._bound_to(agent_id, user))
+        sealed = self._numbers.seal(e164, bound_to=self.bound_to(agent_id, user))
         await redis_reply(
             self._redis.hset(self._keys.agent(agent_id, "staff_phones"), user, sealed)
         )
@@ -62,7 +75,7 @@ class StaffPhones:
         )
         if sealed is None:
             return None
-        return self._numbers.open(sealed, bound_to=self._bound_to(agent_id, user))
+        return self._numbers.open(sealed, bound_to=self.bound_to(agent_id, user))
 
 
 class CallbackStatus(StrEnum):
@@ -162,3 +175,45 @@ class AgentCallbacks:
         """
         member = agent_call_member(ref.caller_key, ref.call_id)
         return bool(await redis_reply(self._redis.zrem(self._due_key(ref.agent_id), member)))
+
+
+async def reseal_numbers(redis: Redis, *, numbers: NumberVault, prefix: str = "rapport") -> int:
+    """Seal every kept number (callers' and staff phones) again with the current number key.
+
+    Run after putting a new key first in ``RAPPORT_NUMBER_KEY_FILE``: once it is done, the old
+    keys can leave the file. A number no key in the file opens is left as it is. Scans the
+    keyspace (``SCAN``): an administrator's step, not the call path.
+
+    Returns:
+        How many numbers were sealed again.
+    """
+    resealed = 0
+    head = glob_escaped(f"{prefix}:{{")
+    try:
+        async for key in redis.scan_iter(match=f"{head}*}}:contact", count=1000):
+            tag = key.decode().split("{", 1)[1].split("}", 1)[0]
+            resealed += await _reseal(redis, numbers, key, {b"number": tag})
+        async for key in redis.scan_iter(match=f"{head}agent:*}}:staff_phones", count=1000):
+            agent_id = key.decode().split("{agent:", 1)[1].split("}", 1)[0]
+            users = await redis_reply(redis.hkeys(key))
+            bound = {user: StaffPhones.bound_to(agent_id, user.decode()) for user in users}
+            resealed += await _reseal(redis, numbers, key, bound)
+    except REDIS_FAILURES as e:
+        raise classified(e) from e
+    return resealed
+
+
+async def _reseal(
+    redis: Redis, numbers: NumberVault, key: bytes, bound_to: dict[bytes, str]
+) -> int:
+    """Seal again the fields of one hash (field -> what it is bound to); how many."""
+    done = 0
+    for field, bound in bound_to.items():
+        sealed = await redis_reply(redis.hget(key, field))
+        number = numbers.open(sealed, bound_to=bound) if sealed is not None else None
+        if number is not None:
+            # Only if it is still the value just read: a call may have sealed it anew meanwhile.
+            fresh = numbers.seal(number, bound_to=bound)
+            if await redis_reply(redis.eval(_SWAP, 1, key, field, sealed, fresh)):
+                done += 1
+    return done
