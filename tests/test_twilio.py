@@ -29,6 +29,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.call_control import AGENT_ENDED
 from bot.trust import ATTESTED, CALLBACK_ATTESTATION, StreamTokens, stream_token_secret
+from bot.wording import IDLE_GOODBYES
 from memory.models import CallRecord, CallTrust, Fact
 from memory.privacy.identity import CallerIdentity, identify
 from memory.privacy.numbers import load_number_vault
@@ -98,7 +99,7 @@ async def server(
         "RAPPORT_KEY_PREFIX": key_prefix,
         "RAPPORT_AGENT_ID": AGENT,
         "RAPPORT_RUN_WORKER": "false",
-        # The bot ends the call itself after 2 s of silence: the REST hang-up path.
+        # The bot says goodbye and ends the call itself after 2 s of silence: the REST hang-up.
         "RAPPORT_IDLE_TIMEOUT_S": "2",
         "ANTHROPIC_API_KEY": "test-key",
         "ANTHROPIC_BASE_URL": fake.base_url,
@@ -250,8 +251,10 @@ async def test_an_attested_call_loads_the_callers_memory_and_hangs_up(
     assert await queued() == [CALL_SID]
     record = await MemoryStore(redis_client, prefix=key_prefix).get_call(ana, CALL_SID)
     assert record is not None
-    ((role, greeting),) = [(t.role, t.text) for t in record.transcript]
-    assert role == "assistant" and greeting.startswith("Hello again, Ana Puig,")
+    # The greeting, then the goodbye of a caller who stayed silent until the idle timeout.
+    greeting, goodbye = [(t.role, t.text) for t in record.transcript]
+    assert greeting[0] == "assistant" and greeting[1].startswith("Hello again, Ana Puig,")
+    assert goodbye == ("assistant", IDLE_GOODBYES["en"])
     assert record.trust == CallTrust.VERIFIED
 
 
