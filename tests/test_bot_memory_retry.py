@@ -31,3 +31,23 @@ async def test_memory_unavailable_at_boot_is_retried_in_the_background(tmp_path:
         await bot.memory.runtime.redis.ping()
     finally:
         await bot.stop()
+
+
+async def test_a_data_folder_that_breaks_after_start_up_is_retried(tmp_path: Path) -> None:
+    # Start-up refuses such a folder (exit 2); one that breaks later is retried like an outage.
+    data_dir = tmp_path / "data"
+    data_dir.write_text("a file where the data folder was")
+    memory = MemorySettings(
+        RAPPORT_DATA_DIR=str(data_dir),
+        RAPPORT_PEPPER_FILE=str(tmp_path / "pepper"),
+        RAPPORT_KEY_PREFIX="rapport-test-retry",
+    )
+    settings = BotSettings(ANTHROPIC_API_KEY="test-key", RAPPORT_RUN_WORKER="false", memory=memory)
+    bot = RapportBot(settings)
+    await bot.start()
+    try:
+        assert bot.memory is None
+        data_dir.unlink()
+        await eventually(lambda: bot.memory is not None, within=15)
+    finally:
+        await bot.stop()
