@@ -41,7 +41,8 @@ async def test_a_silent_caller_is_checked_on_once_then_the_call_ends_at_the_idle
     took = time.monotonic() - started
 
     assert line.fake.requests == []  # the check-in and the goodbye need no LLM
-    assert 1.4 < took < 4
+    # Never before the idle timeout (a timer fires late on a busy machine, never early).
+    assert took >= QUICK["RAPPORT_IDLE_TIMEOUT_S"]
     assert await queued_calls(line) == ["call-quiet"]
     record = await runtime_of(line).store.get_call(caller_of(line, ANA), "call-quiet")
     assert record is not None and record.ended_reason == f"ended: {IDLE_REASON}"
