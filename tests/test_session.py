@@ -1,10 +1,12 @@
-"""One call outside Pipecat (memory/session.py): the open-call cache, the trust policy."""
+"""One call outside Pipecat (memory/calls/session.py): the open-call cache, the trust policy, the
+calls kept in Redis for every process."""
 
 from __future__ import annotations
 
 from memory.calls.policy import CallPolicy
-from memory.calls.session import SessionCache, SharedCalls, open_call
+from memory.calls.session import CallSession, SessionCache, SharedCalls, open_call
 from memory.models import CallTrust, Fact
+from memory.privacy.identity import CallerIdentity
 from tests.support.call_harness import ANA, Line, runtime_of
 
 
@@ -49,12 +51,13 @@ async def test_unverified_callers_follow_the_policy_and_anonymous_ones_are_never
     assert not await call(None, CallTrust.VERIFIED, serve_unverified=True)
 
 
-async def test_a_call_resumed_in_another_process_keeps_its_prompt_start_and_trust(
-    line: Line,
-) -> None:
+POLICY = CallPolicy(agent_id="bakery")
+
+
+async def _vegetarians_call(line: Line, call_id: str) -> tuple[CallerIdentity, CallSession]:
+    """A verified call of Ana, who is vegetarian, opened and kept in Redis through door ``api``."""
     assert line.memory is not None
     runtime, queue = runtime_of(line), line.memory.queue
-    policy = CallPolicy(agent_id="bakery")
     ana = runtime.identify(ANA, agent_id="bakery")
     assert ana is not None
     await runtime.store.upsert_facts(ana, [Fact(text="Caller is vegetarian", confidence=0.9)])
@@ -62,19 +65,28 @@ async def test_a_call_resumed_in_another_process_keeps_its_prompt_start_and_trus
         runtime=runtime,
         queue=queue,
         number=ANA,
-        call_id="shared-1",
+        call_id=call_id,
         trust=CallTrust.VERIFIED,
-        policy=policy,
+        policy=POLICY,
         door="api",
     )
     await SharedCalls(runtime, queue).save("api", opened)
+    return ana, opened
+
+
+async def test_a_call_resumed_in_another_process_keeps_its_prompt_start_and_trust(
+    line: Line,
+) -> None:
+    ana, opened = await _vegetarians_call(line, "shared-1")
+    assert line.memory is not None
+    runtime, queue = runtime_of(line), line.memory.queue
     # What the memory holds later does not change the prompt the call started with.
     await runtime.store.upsert_facts(ana, [Fact(text="Caller is allergic to nuts", confidence=0.9)])
 
     elsewhere = SharedCalls(runtime, queue)  # another process's view of the same Redis
     state = await elsewhere.state("api", "shared-1")
     assert state is not None and not state.ended
-    resumed = await elsewhere.resume("api", "shared-1", state, policy=policy)
+    resumed = await elsewhere.resume("api", "shared-1", state, policy=POLICY)
     assert resumed.memory_block == opened.memory_block and "vegetarian" in resumed.memory_block
     assert (resumed.caller, resumed.trust, resumed.started_at) == (
         opened.caller,
@@ -87,30 +99,17 @@ async def test_a_call_resumed_in_another_process_keeps_its_prompt_start_and_trus
     await SharedCalls(runtime, queue).save("api", opened)
     ended = await elsewhere.state("api", "shared-1")
     assert ended is not None and ended.ended
-    assert (await elsewhere.resume("api", "shared-1", ended, policy=policy)).ended
+    assert (await elsewhere.resume("api", "shared-1", ended, policy=POLICY)).ended
 
 
 async def test_forgetting_a_caller_removes_the_memory_block_of_their_open_call(line: Line) -> None:
+    ana, _ = await _vegetarians_call(line, "shared-2")
     assert line.memory is not None
-    runtime, queue = runtime_of(line), line.memory.queue
-    policy = CallPolicy(agent_id="bakery")
-    ana = runtime.identify(ANA, agent_id="bakery")
-    assert ana is not None
-    await runtime.store.upsert_facts(ana, [Fact(text="Caller is vegetarian", confidence=0.9)])
-    session = await open_call(
-        runtime=runtime,
-        queue=queue,
-        number=ANA,
-        call_id="shared-2",
-        trust=CallTrust.VERIFIED,
-        policy=policy,
-        door="api",
-    )
-    shared = SharedCalls(runtime, queue)
-    await shared.save("api", session)
+    runtime = runtime_of(line)
+    shared = SharedCalls(runtime, line.memory.queue)
     await runtime.store.forget(ana)
     state = await shared.state("api", "shared-2")
     assert state is not None  # the call itself holds no memory content
     assert "vegetarian" not in state.model_dump_json()
-    resumed = await shared.resume("api", "shared-2", state, policy=policy)
+    resumed = await shared.resume("api", "shared-2", state, policy=POLICY)
     assert resumed.memory_block == ""
