@@ -34,6 +34,7 @@ PAGES: tuple[Callable[[PageContext], PageRouter], ...] = (
     followups.router,
     call.router,
     callers.router,
+    callers.erasure_router,
     history.router,
     queue.router,
     audit.router,

@@ -1,4 +1,7 @@
-"""Callers (``/dashboard/callers``): find one by number, their memory, edits, export, forget."""
+"""Callers (``/dashboard/callers``): find one by number, their memory and a person's edits.
+
+A caller's export and forget are their own router (:func:`erasure_router`).
+"""
 
 from __future__ import annotations
 
@@ -103,6 +106,13 @@ def router(context: PageContext) -> PageRouter:
             await mem.store.set_name(caller, name)
             await context.audit(mem, session, AuditAction.NAME_SET, caller)
         return back(f"{PREFIX}/callers/{caller.key}")
+
+    return routes
+
+
+def erasure_router(context: PageContext) -> PageRouter:
+    """A caller's data given back (export) or forgotten, after a confirmation."""
+    routes = PageRouter()
 
     @routes.page("/callers/{caller_key}/export")
     async def caller_export(request: Request, caller_key: str) -> Any:
