@@ -10,6 +10,7 @@ Any test in which the Anthropic fake refused a request as the real API would fai
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -233,3 +234,14 @@ async def worker(make_worker: WorkerFactory) -> AsyncIterator[AnalysisWorker]:
     """A worker from ``make_worker`` with ``worker_settings`` as they are."""
     async with make_worker() as built:
         yield built
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """An embedded Redis of the test's own, which it may stop and start again."""
+    server = EmbeddedRedis(data_dir=tmp_path / "redis")
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -42,17 +41,6 @@ def environment(folder: Path, **settings: str) -> dict[str, str]:
         "RAPPORT_DATA_DIR": str(folder / "data"),
         **settings,
     }
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    """A Redis this test may stop and start again."""
-    server = EmbeddedRedis(data_dir=tmp_path / "redis")
-    await asyncio.to_thread(server.start)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def test_the_worker_masks_numbers_and_logs_an_outage_as_two_lines(
