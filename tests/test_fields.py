@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.support.analysis_answers import answer
 from tests.support.call_harness import ANA, Line, caller_of, runtime_of
+from tests.support.entry import Exited, in_subprocess, in_this_process
 from tests.support.stored import keys_holding
 from tests.support.values import API_KEY, PEPPER
 from tests.support.worker import analysis_settings
@@ -213,8 +212,9 @@ def test_other_mistakes_are_named_too(tmp_path: Path, content: str, named: str) 
         load_fields(tmp_path / "missing.yaml")
 
 
-def start(tmp_path: Path, content: str, *command: str) -> subprocess.CompletedProcess[str]:
-    """``python runner.py COMMAND`` from an empty folder, with the fields file ``content``."""
+def start(tmp_path: Path, content: str, *command: str, subprocess: bool = False) -> Exited:
+    """``python runner.py COMMAND`` from an empty folder, with the fields file ``content``
+    (in a process of its own with ``subprocess``, else the same entry in this one)."""
     path = tmp_path / "fields.yaml"
     path.write_text(content)
     env = {
@@ -227,34 +227,32 @@ def start(tmp_path: Path, content: str, *command: str) -> subprocess.CompletedPr
             "dummy",
         ),
     }
-    return subprocess.run(
-        [sys.executable, str(ROOT / "runner.py"), *command],
-        cwd=tmp_path,  # no .env here
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # cwd: no .env there.
+    return (in_subprocess if subprocess else in_this_process)(tmp_path, command, env)
 
 
-#: Every kind of bad file for the bot; two for the standalone worker (the same check).
+#: Every kind of bad file for the bot; two for the standalone worker (the same check). One of
+#: each runs as a real process; the others run the same entry in the test process.
 STARTS = [
-    *(pytest.param(kind, (), "rapport: ", id=f"bot-{kind}") for kind in BAD_FILES),
     *(
-        pytest.param(kind, ("worker",), "rapport worker: ", id=f"worker-{kind}")
+        pytest.param(kind, (), "rapport: ", kind == "bad YAML", id=f"bot-{kind}")
+        for kind in BAD_FILES
+    ),
+    *(
+        pytest.param(kind, ("worker",), "rapport worker: ", kind == "bad YAML", id=f"worker-{kind}")
         for kind in ("unknown type", "bad YAML")
     ),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "command", "prefix"), STARTS)
+@pytest.mark.parametrize(("kind", "command", "prefix", "subprocess"), STARTS)
 def test_the_bot_and_the_worker_refuse_to_start_with_a_bad_fields_file(
-    tmp_path: Path, kind: str, command: tuple[str, ...], prefix: str
+    tmp_path: Path, kind: str, command: tuple[str, ...], prefix: str, subprocess: bool
 ) -> None:
     content, named = BAD_FILES[kind]
-    result = start(tmp_path, content, *command)
-    assert result.returncode == 2
+    result = start(tmp_path, content, *command, subprocess=subprocess)
+    assert result.code == 2
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"{prefix}RAPPORT_ANALYSIS_FIELDS (") and named in line

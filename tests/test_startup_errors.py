@@ -1,18 +1,19 @@
 """A setting Rapport cannot start with is one line naming it, exit code 2, never a traceback.
 
 Each case is run as a user meets it: ``runner.py`` (the bot, or a command) in a fresh folder,
-with nothing in its environment but the setting under test and what the bot needs besides.
+with nothing in its environment but the setting under test and what the bot needs besides. The
+cases of one setting, every command, run as real subprocesses; the others run the same entry in
+the test process (``tests/support/entry.py``), which takes milliseconds instead of seconds.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.entry import in_subprocess, in_this_process
 from tests.support.values import PEPPER
 
 pytestmark = pytest.mark.slow
@@ -32,8 +33,11 @@ CALLS = ("calls", "list", "--agent", "default")
 EVERY_COMMAND = {"bot": BOT, "worker": WORKER, "dashboard": DASHBOARD, "memory": MEMORY}
 
 
-def refused(folder: Path, command: tuple[str, ...], **settings: str) -> str:
-    """Run ``runner.py COMMAND`` in ``folder``; assert the one-line refusal, and return it."""
+def refused(
+    folder: Path, command: tuple[str, ...], *, subprocess: bool = False, **settings: str
+) -> str:
+    """Run ``runner.py COMMAND`` in ``folder`` (in a process of its own with ``subprocess``);
+    assert the one-line refusal, and return it."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(folder),
@@ -41,16 +45,9 @@ def refused(folder: Path, command: tuple[str, ...], **settings: str) -> str:
         **SERVICE_KEYS,
         **settings,
     }
-    result = subprocess.run(
-        [sys.executable, str(REPO / "runner.py"), *command],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = (in_subprocess if subprocess else in_this_process)(folder, command, env)
     assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 2, result.stderr
+    assert result.code == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("rapport"), line
     return line
@@ -58,7 +55,9 @@ def refused(folder: Path, command: tuple[str, ...], **settings: str) -> str:
 
 @pytest.mark.parametrize("command", [*EVERY_COMMAND.values(), CALLS], ids=[*EVERY_COMMAND, "calls"])
 def test_a_redis_url_without_a_scheme(tmp_path: Path, command: tuple[str, ...]) -> None:
-    line = refused(tmp_path, command, REDIS_URL="localhost:6379", RAPPORT_PEPPER=PEPPER)
+    line = refused(
+        tmp_path, command, subprocess=True, REDIS_URL="localhost:6379", RAPPORT_PEPPER=PEPPER
+    )
     assert "REDIS_URL" in line and "redis://" in line
 
 
