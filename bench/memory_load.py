@@ -31,7 +31,7 @@ import numpy as np
 from redis.asyncio import Redis
 
 from bench.redis_target import benchmark_redis
-from bench.report import percentile, print_report, progress
+from bench.report import EVENT_LOOP, percentile, print_report, progress, run
 from memory.models import CallAnalysis, CallRecord, Fact, Turn, now
 from memory.privacy.identity import CallerIdentity, identify
 from memory.recall.call_start import call_start_spec, load_call_start, rebuild_digest
@@ -227,11 +227,11 @@ async def call_start_rows(
                 else:
                     await redis.delete(store.key_for(caller, "digest"))
                 times = []
-                for run in range(5 + runs):
+                for attempt in range(5 + runs):
                     if path == "bounded":
                         await redis.delete(store.key_for(caller, "digest"))
                     elapsed = await timed_call_start(store, caller, embedder)
-                    if run >= 5:  # the first few warm the interpreter
+                    if attempt >= 5:  # the first few warm the interpreter
                         times.append(elapsed)
                 name = f"call_start_{n_facts}_{mode}" + ("" if path == "digest" else "_bounded")
                 rows[f"{name}_p50_ms"] = round(statistics.median(times), 3)
@@ -295,7 +295,7 @@ async def measure(args: argparse.Namespace, redis: Redis) -> dict[str, float]:
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, float]:
+async def benchmark(args: argparse.Namespace) -> dict[str, float]:
     async with benchmark_redis(f"bench-{os.getpid()}") as redis:
         return await measure(args, redis)
 
@@ -309,9 +309,9 @@ def main() -> None:
     parser.add_argument("--no-e5", action="store_true", help="time the call start lexically only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    result = run(benchmark(args))
     print_report(
-        f"MemoryStore.load: {args.callers} callers x {args.facts} facts",
+        f"MemoryStore.load: {args.callers} callers x {args.facts} facts ({EVENT_LOOP} loop)",
         result,
         targets={
             "p99_ms": "<= 2",

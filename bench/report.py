@@ -1,9 +1,10 @@
-"""What the benchmarks share: percentiles, progress on stderr, the metric/value/target table."""
+"""What the benchmarks share: the event loop, percentiles, progress on stderr, the table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -11,6 +12,25 @@ from rich.progress import track
 from rich.table import Table
 
 _T = TypeVar("_T")
+
+
+def _loop_factory() -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    try:
+        import uvloop
+    except ImportError:  # not installed on Windows
+        return "asyncio", None
+    return "uvloop", uvloop.new_event_loop
+
+
+#: The event loop benchmarks run on: the bot's. Pipecat's runner serves calls under uvicorn,
+#: whose "auto" loop is uvloop when it is installed (Rapport depends on it, Windows aside).
+EVENT_LOOP, _NEW_LOOP = _loop_factory()
+
+
+def run(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run a benchmark's ``main`` to completion on :data:`EVENT_LOOP`, as ``asyncio.run`` does."""
+    with asyncio.Runner(loop_factory=_NEW_LOOP) as runner:
+        return runner.run(main)
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

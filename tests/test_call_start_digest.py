@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 
 import pytest
 from pipecat.frames.frames import LLMUpdateSettingsFrame
@@ -124,8 +125,8 @@ async def current(store: MemoryStore, who: CallerIdentity) -> CallerMemory:
     return memory
 
 
-async def test_every_write_a_call_start_sees_makes_the_digest_stale_and_asks_for_a_rebuild(
-    store: MemoryStore,
+async def test_every_write_a_call_start_sees_deletes_the_digest_and_asks_for_a_rebuild(
+    store: MemoryStore, redis_client: Redis
 ) -> None:
     who = await remembered(store, 5)
     await store.request_digest(who, spec_for(None))
@@ -134,6 +135,8 @@ async def test_every_write_a_call_start_sees_makes_the_digest_stale_and_asks_for
 
     async def after(write: object) -> CallerMemory:
         await write  # type: ignore[misc]
+        # Gone in the write's own step: a call start reads the digest alone.
+        assert not await redis_client.exists(store.key_for(who, "digest"))
         assert await store.read_digest(who, spec_for(None)) is None
         assert [c.key for c in await store.digest_requests()] == [who.key]
         return await current(store, who)
@@ -211,6 +214,39 @@ async def test_a_digest_built_before_a_write_is_not_stored(store: MemoryStore) -
     assert not await store.write_digest(who, version=version, digest=b"{}")
     assert await store.read_digest(who, spec_for(None)) is None
     assert memory.facts  # what the late build read
+
+
+@pytest.mark.parametrize(
+    "garbled",
+    [b"not compressed", zlib.compress(b'{"spec": "cut sh', 1), zlib.compress(b'{"spec": 7}', 1)],
+    ids=["not-zlib", "cut-short", "wrong-shape"],
+)
+async def test_a_digest_that_cannot_be_read_falls_back_to_the_same_block_and_asks_again(
+    store: MemoryStore, redis_client: Redis, garbled: bytes
+) -> None:
+    who = await remembered(store, 5)
+    spec = spec_for(None)
+    await store.request_digest(who, spec)
+    expected = block(await current(store, who), spec, None)
+    await store.digest_requests()
+    await redis_client.set(store.key_for(who, "digest"), garbled)
+
+    memory = await load_call_start(store, who, spec)
+    assert memory.selected is None  # the bounded path
+    assert block(memory, spec, None) == expected
+    assert [c.key for c in await store.digest_requests()] == [who.key]
+    assert await rebuild_digest(store, who, None)
+    assert (await load_call_start(store, who, spec)).selected is not None
+
+
+async def test_the_digest_expires_with_the_memory_it_was_made_from(
+    store: MemoryStore, redis_client: Redis
+) -> None:
+    who = await remembered(store, 3)
+    await store.request_digest(who, spec_for(None))
+    await redis_client.expire(store.key_for(who, "profile"), 100)
+    await current(store, who)
+    assert 0 < await redis_client.pttl(store.key_for(who, "digest")) <= 100_000
 
 
 async def test_forget_removes_the_digest_and_no_rebuild_brings_it_back(

@@ -162,6 +162,10 @@ async def test_the_call_start_digest_on_a_cluster(
     assert {c.key for c in requested} == {c.key for c in callers if c is not None}
     for caller in requested:
         assert await rebuild_digest(store, caller, None)
+    # Call starts at once: their digests are read in one pipeline, each from its own node.
+    starts = await asyncio.gather(*(store.read_digest(caller, spec) for caller in requested))
+    assert all(memory is not None and memory.profile.name == "Marta" for memory in starts)
+    for caller in requested:
         memory = await load_call_start(store, caller, spec)
         assert memory.selected is not None and memory.profile.name == "Marta"
         await store.upsert_facts(caller, [Fact(text="Caller moved to Girona")])

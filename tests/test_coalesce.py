@@ -23,11 +23,22 @@ class FakePipeline:
     def get(self, key: str) -> None:
         self.commands.append(key)
 
+    def mget(self, keys: list[str]) -> None:
+        self.commands.append("MGET " + " ".join(keys))
+
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         self._client.executed.append(self.commands)
         if self._client.behaviour is not None:
             return await self._client.behaviour(self.commands)
-        return [ResponseError(key) if key.startswith("bad") else key for key in self.commands]
+        return [_reply(command) for command in self.commands]
+
+
+def _reply(command: str) -> Any:
+    """A key's value is its name; a key named ``bad…`` fails (an MGET of one fails it whole)."""
+    if command.startswith("MGET "):
+        keys = command.split()[1:]
+        return ResponseError("bad") if any(k.startswith("bad") for k in keys) else keys
+    return ResponseError(command) if command.startswith("bad") else command
 
 
 class FakeRedis:
@@ -60,6 +71,25 @@ async def test_reads_of_one_tick_share_one_pipeline() -> None:
     assert client.executed == [["a", "b", "c"]]
 
 
+async def test_single_key_reads_of_one_tick_share_one_mget_beside_the_other_reads() -> None:
+    client = FakeRedis()
+    reads = coalescer(client)
+    results = await asyncio.gather(
+        reads.get("a"), reads(read("b", "c"), 2), reads.get("d"), reads(read("e"), 1)
+    )
+    assert results == ["a", ["b", "c"], "d", ["e"]]
+    assert client.executed == [["b", "c", "e", "MGET a d"]]
+
+
+async def test_a_failed_mget_fails_its_keys_reads_only() -> None:
+    reads = coalescer(FakeRedis())
+    results = await asyncio.gather(
+        reads.get("a"), reads.get("bad"), reads(read("c"), 1), return_exceptions=True
+    )
+    assert isinstance(results[0], ResponseError) and isinstance(results[1], ResponseError)
+    assert results[2] == ["c"]
+
+
 async def test_an_error_reply_fails_only_its_own_read() -> None:
     reads = coalescer(FakeRedis())
     results = await asyncio.gather(
@@ -79,7 +109,9 @@ async def test_any_exception_answers_every_pending_read(error: Exception) -> Non
 
     reads = coalescer(FakeRedis(fail))
     results = await asyncio.wait_for(
-        asyncio.gather(reads(read("a"), 1), reads(read("b"), 1), return_exceptions=True),
+        asyncio.gather(
+            reads(read("a"), 1), reads(read("b"), 1), reads.get("c"), return_exceptions=True
+        ),
         timeout=1,
     )
     assert all(type(result) is type(error) for result in results)

@@ -104,7 +104,6 @@ async def rebuild_digest(
     digest = encode_digest(
         memory,
         chosen,
-        version=version,
         spec=spec,
         built_at=now(),
         retention_s=store.ttl_seconds,

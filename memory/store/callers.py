@@ -26,9 +26,9 @@ analysis worker writes its merge only if the version is still the one it merged 
 (:class:`StaleMemoryError` otherwise, and it merges again), so two analyses of one caller never
 bring back a superseded fact.
 
-Every write that changes what the next call start reads bumps the caller's memory version and
-asks the worker to rebuild their call-start digest (:mod:`memory.store.digest`); appended turns
-bump it too and are followed by the call's close, which asks.
+Every write that changes what the next call start reads bumps the caller's memory version,
+deletes their call-start digest (:mod:`memory.store.digest`) and asks the worker to rebuild it;
+appended turns bump it too and are followed by the call's close, which asks.
 
 With a call history (:mod:`memory.history`), a forget reaches it too, first: the caller's rows
 go before their Redis keys, and a history that does not answer stops the forget before anything
@@ -247,18 +247,16 @@ class MemoryStore:
     async def read_digest(self, caller: CallerIdentity, spec: CallStartSpec) -> CallerMemory | None:
         """The caller's call-start memory from their digest, in one round trip.
 
+        The digest alone: every write that changes what it was made from deletes it (see
+        :mod:`memory.store.scripts`), so a stored digest is current.
+
         Returns:
             The profile, recent turns and chosen facts (``selected``); None when there is no
-            digest, or it is stale (the memory changed since, another spec, too old).
+            digest (none built yet, or the memory changed since), or it does not serve this
+            call start (another spec, too old).
         """
-        digest, profile = self.key_for(caller, "digest"), self.key_for(caller, "profile")
-
-        def commands(pipe: Any) -> None:
-            pipe.get(digest)
-            pipe.hget(profile, "memory_version")
-
-        raw, version = await redis_reply(self._reads(commands, 2))
-        return decode_digest(raw, version=int(version or 0), spec=spec, at=now())
+        raw = await redis_reply(self._reads.get(self.key_for(caller, "digest")))
+        return decode_digest(raw, spec=spec, at=now())
 
     async def load_candidates(
         self, caller: CallerIdentity, *, count: int, vectors: bool
@@ -314,7 +312,6 @@ class MemoryStore:
             digest_key=self.key_for(caller, "digest"),
             version=version,
             digest=digest,
-            ttl=self.ttl_seconds,
         )
 
     async def request_digest(self, caller: CallerIdentity, spec: CallStartSpec) -> None:
@@ -404,6 +401,7 @@ class MemoryStore:
             transcript=transcript_key,
             recent=keys["turns"],
             profile=keys["profile"],
+            digest_key=keys["digest"],
             tombstone=self._tombstone(caller),
             transcript_cap=MAX_TRANSCRIPT_TURNS,
             recent_cap=self._recent_turns,
@@ -534,6 +532,7 @@ class MemoryStore:
             profile=self.key_for(caller, "profile"),
             facts_key=self.key_for(caller, "facts"),
             embeddings=self.key_for(caller, "emb"),
+            digest_key=self.key_for(caller, "digest"),
             tombstone=self._tombstone(caller),
             ttl=self.ttl_seconds,
             max_facts=self.max_facts,
@@ -566,6 +565,7 @@ class MemoryStore:
             return
         written = await self._hset_all(
             hashes=[self.key_for(caller, part) for part in parts],
+            digest_key=self.key_for(caller, "digest"),
             tombstone=self._tombstone(caller),
             ttl=self.ttl_seconds,
             profile_index=parts.index("profile") + 1 if call_start_reads else 0,
@@ -597,6 +597,7 @@ class MemoryStore:
             profile=self.key_for(caller, "profile"),
             facts_key=self.key_for(caller, "facts"),
             embeddings=self.key_for(caller, "emb"),
+            digest_key=self.key_for(caller, "digest"),
             fact_ids=fact_ids,
         )
         if deleted:
@@ -616,6 +617,7 @@ class MemoryStore:
             facts_key=self.key_for(caller, "facts"),
             embeddings=self.key_for(caller, "emb"),
             profile=self.key_for(caller, "profile"),
+            digest_key=self.key_for(caller, "digest"),
             ttl=self.ttl_seconds,
             vectors=embeddings,
         )
@@ -764,6 +766,7 @@ class MemoryStore:
             transcript=transcript_key,
             recent=self.key_for(caller, "turns"),
             profile=self.key_for(caller, "profile"),
+            digest_key=self.key_for(caller, "digest"),
             turns=[(index, turn_json(turn)) for index, turn in enumerate(turns)],
         )
         pipe = self._redis.pipeline(transaction=False)

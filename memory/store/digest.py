@@ -7,18 +7,19 @@ outcome of that choice (:func:`memory.recall.ranking.call_start_facts`, the one 
 the profile and turns it was made beside, under the caller's hash tag (``digest``), so a call
 start reads one small key whatever the caller's memory holds.
 
-A digest is used only when it is current:
+A stored digest is current: every write that changes what a call start reads bumps the caller's
+``memory_version`` and deletes the digest in the write's own atomic step, and a digest is
+stored only if the memory is still at the version it was built from (see
+:mod:`memory.store.scripts`). So a call start reads the one key, and uses it when:
 
-- its ``version`` is the caller's ``memory_version`` (bumped by every write that changes what a
-  call start reads, in the write's own atomic step: see :mod:`memory.store.scripts`);
 - it was built for the same :class:`CallStartSpec` (purpose, token budget, number of facts,
   embedding model) as the call start reading it;
 - it is younger than :data:`MAX_AGE_S` (recency moves the ranking, slowly) and nothing in it
   has left retention meanwhile (``valid_until``).
 
-Otherwise the call start takes the bounded path (:meth:`memory.store.callers.MemoryStore.
-load_candidates`) and asks the worker to rebuild the digest. The digest is stored only if the
-memory is still at the version it was built from, and a forget deletes it with the rest.
+Otherwise (or when it is missing, or cannot be read) the call start takes the bounded path
+(:meth:`memory.store.callers.MemoryStore.load_candidates`) and asks the worker to rebuild the
+digest. The digest expires with the caller's profile, and a forget deletes it with the rest.
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ class CallStartDigest(BaseModel):
     to inflate); the chosen facts leave out where they came from, which no call start shows.
     """
 
-    version: int
     spec: str
     built_at: float
     valid_until: float
@@ -107,17 +107,15 @@ def encode_digest(
     memory: CallerMemory,
     chosen: list[Fact],
     *,
-    version: int,
     spec: CallStartSpec,
     built_at: float,
     retention_s: int,
 ) -> bytes:
-    """The digest of ``memory`` at ``version``: the ``chosen`` facts, its profile and turns.
+    """The digest of ``memory``: the ``chosen`` facts, its profile and turns.
 
     Args:
         memory: What the choice was made from (read by ``load_candidates``).
         chosen: The facts :func:`memory.recall.ranking.call_start_facts` chose from it.
-        version: The memory version ``memory`` was read at.
         spec: How the facts were chosen.
         built_at: Now.
         retention_s: The store's retention (0: none); the digest is stale once anything it was
@@ -130,7 +128,6 @@ def encode_digest(
         if times:
             valid_until = min(valid_until, min(times) + retention_s)
     digest = CallStartDigest(
-        version=version,
         spec=spec.fingerprint,
         built_at=built_at,
         valid_until=valid_until,
@@ -143,10 +140,8 @@ def encode_digest(
     return zlib.compress(digest.model_dump_json(by_alias=True, exclude_none=True).encode(), 1)
 
 
-def decode_digest(
-    raw: bytes | None, *, version: int, spec: CallStartSpec, at: float
-) -> CallerMemory | None:
-    """The call start's memory from a stored digest, or None when it is missing or stale.
+def decode_digest(raw: bytes | None, *, spec: CallStartSpec, at: float) -> CallerMemory | None:
+    """The call start's memory from a stored digest, or None when it is missing or unfit.
 
     The memory holds the chosen facts only (``selected``), and is marked incomplete: per-turn
     recall loads the rest.
@@ -158,11 +153,7 @@ def decode_digest(
     except (ValidationError, ValueError, zlib.error):
         logger.warning("Skipping a stored call-start digest that cannot be parsed")
         return None
-    if (
-        digest.version != version
-        or digest.spec != spec.fingerprint
-        or not digest.built_at <= at < digest.valid_until
-    ):
+    if digest.spec != spec.fingerprint or not digest.built_at <= at < digest.valid_until:
         return None
     return CallerMemory(
         profile=digest.profile,

@@ -6,8 +6,10 @@ the scripts a typed wrapper runs (:class:`AppendTurns`, :class:`HsetAll`, …) t
 arguments by name, so the positions live in one place.
 
 Every script that changes what the next call start reads (profile, facts, embeddings, recent
-turns) bumps the caller's ``memory_version`` in the profile hash, in the same atomic step: a
-call-start digest built at another version is stale (see :mod:`memory.store.digest`).
+turns) bumps the caller's ``memory_version`` in the profile hash and deletes their call-start
+digest, in the same atomic step; a digest is stored only while the version it was built at is
+still the caller's (:data:`WRITE_DIGEST`). So a stored digest is always current, and a call
+start reads it alone (see :mod:`memory.store.digest`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ _REFRESH_TTLS = """if ttl > 0 then
 end
 """
 
-# Lua: what the next call start reads changed (``profile`` set by the script).
-_BUMP_VERSION = "redis.call('HINCRBY', profile, 'memory_version', 1)\n"
+# Lua: what the next call start reads changed (``profile`` and ``digest`` set by the script):
+# the digest built from what was there goes with it.
+_BUMP_VERSION = "redis.call('HINCRBY', profile, 'memory_version', 1)\nredis.call('DEL', digest)\n"
 
 # Lua: refuse the write when the caller was forgotten after its call began. The tombstone is
 # the last key, the call's start time the last argument.
@@ -45,13 +48,14 @@ if forgot_at and tonumber(ARGV[#ARGV]) < forgot_at then return """
 """
 )
 
-# Lua: bump the facts version, then evict the lowest-value facts over the cap: superseded
-# first, then under the confidence floor, then the least recently confirmed.
+# Lua: bump the facts and memory versions, then evict the lowest-value facts over the cap:
+# superseded first, then under the confidence floor, then the least recently confirmed.
 _CAP_FACTS = (
-    """local function cap_facts(profile, facts, emb, cap)
+    """local function cap_facts(profile, facts, emb, digest, cap)
   redis.call('HINCRBY', profile, 'facts_version', 1)
-  redis.call('HINCRBY', profile, 'memory_version', 1)
-  if cap <= 0 or redis.call('HLEN', facts) <= cap then return end
+  """
+    + _BUMP_VERSION
+    + """  if cap <= 0 or redis.call('HLEN', facts) <= cap then return end
   local all = redis.call('HGETALL', facts)
   local rows = {}
   for i = 1, #all, 2 do
@@ -81,7 +85,8 @@ end
 )
 
 # Writes a call record and the profile/fact changes it implies, once per call id and mode.
-# KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv, tombstone
+# KEYS: profile, facts, embeddings, calls, record, call states, call turns, turns, kv, digest,
+#       tombstone
 # ARGV: call_id, mode, record json, at, ttl, masked, facts version expected ('' = any), fact
 #       cap, n_profile, (field, value)*n, n_facts, (id, json, embedding)*n_facts, call start
 RECORD_CALL = (
@@ -121,8 +126,8 @@ for j = 1, n_facts do
   redis.call('HSET', KEYS[2], ARGV[base + 1], ARGV[base + 2])
   if ARGV[base + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[base + 1], ARGV[base + 3]) end
 end
-if n_facts > 0 then cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[8])) end
-local profile = KEYS[1]
+local profile, digest = KEYS[1], KEYS[10]
+if n_facts > 0 then cap_facts(profile, KEYS[2], KEYS[3], digest, tonumber(ARGV[8])) end
 """
     + _BUMP_VERSION
     + """local ttl = tonumber(ARGV[5])
@@ -134,10 +139,10 @@ local profile = KEYS[1]
 
 # Rewrites changed turns of one call's transcript, and the same turns among the recent turns
 # (stored with the same JSON), so a scrubbed transcript leaves no copy of what it replaced.
-# KEYS: call turns, recent turns, profile. ARGV: (index, turn json)*
+# KEYS: call turns, recent turns, profile, digest. ARGV: (index, turn json)*
 REPLACE_TURNS = (
     """
-local profile = KEYS[3]
+local profile, digest = KEYS[3], KEYS[4]
 for i = 1, #ARGV, 2 do
   local index = tonumber(ARGV[i])
   local before = redis.call('LINDEX', KEYS[1], index)
@@ -166,10 +171,10 @@ return 1
 """
 
 # Stores embeddings of facts that still exist (a fact forgotten meanwhile gets none back).
-# KEYS: facts, embeddings, profile. ARGV: ttl, (fact id, embedding)*
+# KEYS: facts, embeddings, profile, digest. ARGV: ttl, (fact id, embedding)*
 SET_EMBEDDINGS = (
     """
-local stored, profile = 0, KEYS[3]
+local stored, profile, digest = 0, KEYS[3], KEYS[4]
 for i = 2, #ARGV, 2 do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -189,12 +194,12 @@ return stored
 # Appends turns to their call's transcript and to the recent turns, atomically. Each turn gets
 # the caller's next turn number (``seq``, spliced in first: the JSON comes without it), so two
 # turns said in the same millisecond still have different ids.
-# KEYS: call turns, recent turns, profile, tombstone.
+# KEYS: call turns, recent turns, profile, digest, tombstone.
 # ARGV: transcript cap, recent cap, masked, ttl, turns..., call start
 APPEND_TURNS = (
     _TOMBSTONE
     + """
-local profile = KEYS[3]
+local profile, digest = KEYS[3], KEYS[4]
 local turns = {unpack(ARGV, 5, #ARGV - 1)}
 local last = redis.call('HINCRBY', profile, 'turn_seq', #turns)
 for j = 1, #turns do
@@ -218,16 +223,16 @@ redis.call('HSET', KEYS[3], 'masked_number', ARGV[3])
 
 # Sets hash fields across a caller's hashes and refreshes their TTL, atomically.
 # (MULTI/EXEC would do, but redis-py's asyncio cluster transactions break the connection after.)
-# KEYS: the hashes, tombstone. ARGV: ttl, index of the profile among the keys when the write
-# changes what a call start reads (0: it does not), then (key index, field, value) triples, call
-# start.
+# KEYS: the hashes, digest, tombstone. ARGV: ttl, index of the profile among the keys when the
+# write changes what a call start reads (0: it does not), then (key index, field, value)
+# triples, call start.
 HSET_ALL = (
     _TOMBSTONE
     + """
 for i = 3, #ARGV - 1, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
 local bumped = tonumber(ARGV[2])
 if bumped > 0 then
-  local profile = KEYS[bumped]
+  local profile, digest = KEYS[bumped], KEYS[#KEYS - 1]
   """
     + _BUMP_VERSION
     + """end
@@ -238,7 +243,8 @@ local ttl = tonumber(ARGV[1])
 )
 
 # Upserts facts outside a call record (the remember tool), then applies the fact cap.
-# KEYS: profile, facts, embeddings, tombstone. ARGV: ttl, cap, (id, json, embedding)*, call start
+# KEYS: profile, facts, embeddings, digest, tombstone.
+# ARGV: ttl, cap, (id, json, embedding)*, call start
 UPSERT_FACTS = (
     _CAP_FACTS
     + _TOMBSTONE
@@ -247,7 +253,7 @@ for i = 3, #ARGV - 1, 3 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
 end
-cap_facts(KEYS[1], KEYS[2], KEYS[3], tonumber(ARGV[2]))
+cap_facts(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[2]))
 local ttl = tonumber(ARGV[1])
 """
     + _REFRESH_TTLS
@@ -255,10 +261,10 @@ local ttl = tonumber(ARGV[1])
 )
 
 # Deletes facts and their embeddings.
-# KEYS: profile, facts, embeddings. ARGV: fact ids
+# KEYS: profile, facts, embeddings, digest. ARGV: fact ids
 DELETE_FACTS = (
     """
-local profile = KEYS[1]
+local profile, digest = KEYS[1], KEYS[4]
 local deleted = redis.call('HDEL', KEYS[2], unpack(ARGV))
 redis.call('HDEL', KEYS[3], unpack(ARGV))
 if deleted > 0 then """
@@ -269,15 +275,15 @@ return deleted
 )
 
 # Stores a call-start digest if the memory is still at the version it was built from (a write
-# since then makes it stale before it is stored); a caller without a profile (forgotten,
-# expired) gets none.
-# KEYS: profile, digest. ARGV: memory version, digest, ttl
+# since then would have deleted it: it would be stale); a caller without a profile (forgotten,
+# expired) gets none. It expires with the profile: it never outlives what it was made from.
+# KEYS: profile, digest. ARGV: memory version, digest
 WRITE_DIGEST = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if (redis.call('HGET', KEYS[1], 'memory_version') or '0') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
 return 1
 """
 
@@ -348,6 +354,7 @@ class RecordCall(_Script):
                 transcript_key,
                 keys["turns"],
                 keys["kv"],
+                keys["digest"],
                 tombstone,
             ],
             [
@@ -380,6 +387,7 @@ class UpsertFacts(_Script):
         profile: str,
         facts_key: str,
         embeddings: str,
+        digest_key: str,
         tombstone: str,
         ttl: int,
         max_facts: int,
@@ -388,7 +396,7 @@ class UpsertFacts(_Script):
     ) -> int:
         """Run it; 1 written or :data:`REFUSED`. ``facts``: (id, stored JSON, embedding or b"")."""
         return await self._run(
-            [profile, facts_key, embeddings, tombstone],
+            [profile, facts_key, embeddings, digest_key, tombstone],
             [ttl, max_facts, *[item for fact in facts for item in fact], repr(call_start)],
         )
 
@@ -405,6 +413,7 @@ class AppendTurns(_Script):
         transcript: str,
         recent: str,
         profile: str,
+        digest_key: str,
         tombstone: str,
         transcript_cap: int,
         recent_cap: int,
@@ -415,7 +424,7 @@ class AppendTurns(_Script):
     ) -> int:
         """Run it; 1 appended or :data:`REFUSED`. ``turns``: stored JSON without ``seq``."""
         return await self._run(
-            [transcript, recent, profile, tombstone],
+            [transcript, recent, profile, digest_key, tombstone],
             [transcript_cap, recent_cap, masked, ttl, *turns, repr(call_start)],
         )
 
@@ -430,6 +439,7 @@ class HsetAll(_Script):
         self,
         *,
         hashes: Sequence[str],
+        digest_key: str,
         tombstone: str,
         ttl: int,
         profile_index: int,
@@ -440,6 +450,7 @@ class HsetAll(_Script):
 
         Args:
             hashes: The hashes written.
+            digest_key: The caller's call-start digest (deleted when the version is bumped).
             tombstone: The caller's tombstone key.
             ttl: Seconds the hashes live (0: no expiry).
             profile_index: 1-based index of the profile in ``hashes`` when the write changes
@@ -451,7 +462,7 @@ class HsetAll(_Script):
         for index, field, value in fields:
             args += [index, field, value]
         args.append(repr(call_start))
-        return await self._run([*hashes, tombstone], args)
+        return await self._run([*hashes, digest_key, tombstone], args)
 
 
 class ReplaceTurns(_Script):
@@ -461,11 +472,17 @@ class ReplaceTurns(_Script):
         super().__init__(redis, REPLACE_TURNS)
 
     async def __call__(
-        self, *, transcript: str, recent: str, profile: str, turns: Sequence[tuple[int, str]]
+        self,
+        *,
+        transcript: str,
+        recent: str,
+        profile: str,
+        digest_key: str,
+        turns: Sequence[tuple[int, str]],
     ) -> int:
         """Run it. ``turns``: (index in the transcript, new stored JSON)."""
         return await self._run(
-            [transcript, recent, profile], [item for turn in turns for item in turn]
+            [transcript, recent, profile, digest_key], [item for turn in turns for item in turn]
         )
 
 
@@ -476,11 +493,18 @@ class SetEmbeddings(_Script):
         super().__init__(redis, SET_EMBEDDINGS)
 
     async def __call__(
-        self, *, facts_key: str, embeddings: str, profile: str, ttl: int, vectors: dict[str, bytes]
+        self,
+        *,
+        facts_key: str,
+        embeddings: str,
+        profile: str,
+        digest_key: str,
+        ttl: int,
+        vectors: dict[str, bytes],
     ) -> int:
         """Run it; how many were stored."""
         return await self._run(
-            [facts_key, embeddings, profile],
+            [facts_key, embeddings, profile, digest_key],
             [ttl, *[item for pair in vectors.items() for item in pair]],
         )
 
@@ -492,10 +516,16 @@ class DeleteFacts(_Script):
         super().__init__(redis, DELETE_FACTS)
 
     async def __call__(
-        self, *, profile: str, facts_key: str, embeddings: str, fact_ids: Sequence[str]
+        self,
+        *,
+        profile: str,
+        facts_key: str,
+        embeddings: str,
+        digest_key: str,
+        fact_ids: Sequence[str],
     ) -> int:
         """Run it; how many facts were deleted."""
-        return await self._run([profile, facts_key, embeddings], list(fact_ids))
+        return await self._run([profile, facts_key, embeddings, digest_key], list(fact_ids))
 
 
 class WriteDigest(_Script):
@@ -504,11 +534,9 @@ class WriteDigest(_Script):
     def __init__(self, redis: Redis) -> None:
         super().__init__(redis, WRITE_DIGEST)
 
-    async def __call__(
-        self, *, profile: str, digest_key: str, version: int, digest: bytes, ttl: int
-    ) -> bool:
+    async def __call__(self, *, profile: str, digest_key: str, version: int, digest: bytes) -> bool:
         """Run it; False when the memory changed since ``version`` (or is gone)."""
-        return bool(await self._run([profile, digest_key], [str(version), digest, ttl]))
+        return bool(await self._run([profile, digest_key], [str(version), digest]))
 
 
 class MarkFailed(_Script):
