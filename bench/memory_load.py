@@ -15,6 +15,9 @@ rows time it for one caller each with 20, 1,000 and 10,000 facts (the cap is lif
 caller exists), lexical (no embedder) and with the E5 model (stored vectors, the purpose
 embedded once as the bot does at start-up), from the digest and, side by side, without one
 (the bounded path).
+
+Everything runs on the event loop the bot serves calls on (uvloop: see :func:`bench.report.run`);
+the table's title names it.
 """
 
 from __future__ import annotations
