@@ -10,7 +10,9 @@ and TTS and an "LLM" answering every request at once. The baselines are the same
 by hand, with the worker set up as ``build_call`` sets it up (metrics on, no idle-timeout
 observer, no turn tracking): without the Rapport processors, and with four do-nothing processors
 in their places (where the call language, memory context, tool-silence and end-of-call
-processors sat in the first release). Each piece is also measured alone on the baseline (what
+processors sat in the first release; Pipecat's default, queued processors, as the first
+release's were: Rapport's now run in Pipecat's direct mode, and a do-nothing processor in
+direct mode is one of the pieces measured). Each piece is also measured alone on the baseline (what
 it adds to a turn), with the observers ``build_call`` no longer runs beside them. The memory is
 prefetched and calls are recorded on a real Redis (the embedded server in a temporary folder, or
 ``REDIS_URL``).
@@ -158,6 +160,7 @@ ADDED = (PASS, LEXICAL, E5)
 #: Each piece alone on the baseline, and whether build_call runs it.
 PIECES = {
     "a do-nothing processor": False,
+    "a do-nothing processor in direct mode (as Rapport's run)": False,
     "MemoryContextProcessor, lexical recall": True,
     "MemoryContextProcessor, E5 (embedding the final transcript)": True,
     "ToolSilenceGuard": True,
@@ -193,7 +196,14 @@ class ProbeFrame(DataFrame):
 
 
 class PassThrough(FrameProcessor):
-    """Does nothing: what any processor costs in Pipecat (its queue hop), for comparison."""
+    """Does nothing: what any processor costs in Pipecat (its queue hop), for comparison.
+
+    ``direct=True`` makes it a direct-mode processor (no queue and task of its own), as
+    Rapport's processors are.
+    """
+
+    def __init__(self, *, direct: bool = False) -> None:
+        super().__init__(enable_direct_mode=direct)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -442,8 +452,8 @@ async def piece(name: str, memory: Memory, embedder: Embedder | None, call_id: s
     if name.startswith("CallLanguage"):
         language = CallLanguage(voices={}, language="en")
         return Pieces(on_stt=language.follow)
-    if name == "a do-nothing processor":
-        return Pieces(before_llm=[PassThrough()])
+    if name.startswith("a do-nothing processor"):
+        return Pieces(before_llm=[PassThrough(direct="direct mode" in name)])
     if name.startswith("a do-nothing observer"):
         return Pieces(observers=[BaseObserver()])
     if name.startswith("Pipecat's turn-tracking"):

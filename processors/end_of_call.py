@@ -6,7 +6,9 @@ turn passes: the caller's (``LLMContextUserTurnFrame``) and the agent's spoken t
 turn never waits on Redis and shutdown never waits on the analysis queue.
 
 Every frame that reaches the end passes here anyway, so the call report reads the frames it
-times here too (``watch``), instead of an observer being handed every frame of the call.
+times here too (``watch``), instead of an observer being handed every frame of the call. Nothing
+here waits, so it runs in Pipecat's direct mode: each frame is handled in the task that pushed
+it, with no queue hop of its own.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class EndOfCallProcessor(FrameProcessor):
         watch: Callable[[Frame, FrameDirection], None] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**pipecat_options(type(self).__name__, kwargs))
+        super().__init__(**pipecat_options(type(self).__name__, kwargs, direct=True))
         self._recorder = recorder
         self._language = language
         self._watch = watch

@@ -10,6 +10,12 @@ opening line the last analysis prepared, or a greeting. Before each LLM run it l
 processor holds only the frame handling. So that the dense half of recall is ready when the turn
 is, :meth:`MemoryContextProcessor.listen` hands the recall the caller's words as the STT pushes
 them, interim transcripts included (the user aggregator consumes those before they get here).
+
+Like Rapport's other processors it runs in Pipecat's direct mode: each frame is handled in the
+task that pushed it, with no queue and task of its own, which is most of what a processor costs
+a turn. A queued processor had one more guarantee, kept here by hand: an interruption cancels the
+turn it holds. A turn that was interrupted while its recall ran is dropped, as the cancelled
+process task of a queued processor would have dropped it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
+    InterruptionFrame,
     LLMContextFrame,
     LLMUpdateSettingsFrame,
     StartFrame,
@@ -101,7 +108,7 @@ class MemoryContextProcessor(FrameProcessor):
         load_all: Callable[[], Awaitable[CallerMemory | None]] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**pipecat_options(type(self).__name__, kwargs))
+        super().__init__(**pipecat_options(type(self).__name__, kwargs, direct=True))
         self._params = params or MemoryContextProcessor.Params()
         self._source = memory
         self._template = prompt_template
@@ -119,6 +126,7 @@ class MemoryContextProcessor(FrameProcessor):
         )
         self._index_task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
+        self._interruptions = 0
 
     @property
     def stats(self) -> MemoryStats:
@@ -153,12 +161,14 @@ class MemoryContextProcessor(FrameProcessor):
             await self.push_frame(frame, direction)
             await self._start()
             return
-        if (
-            isinstance(frame, LLMContextFrame)
-            and self._recall.ready
-            and await self._recall.recall(_last_user_text(frame.context))
-        ):
-            await self._set_prompt()
+        if isinstance(frame, InterruptionFrame):
+            self._interruptions += 1
+        elif isinstance(frame, LLMContextFrame) and self._recall.ready:
+            interruptions = self._interruptions
+            if await self._recall.recall(_last_user_text(frame.context)):
+                await self._set_prompt()
+            if self._interruptions != interruptions:
+                return  # the caller spoke again meanwhile: this turn is superseded
         await self.push_frame(frame, direction)
         if isinstance(frame, CallLanguageFrame) and direction == FrameDirection.DOWNSTREAM:
             self._language = self._reply_language = frame.language

@@ -29,12 +29,17 @@ def _keyword_parameters(*classes: type) -> frozenset[str]:
 PIPECAT_KEYWORDS = _keyword_parameters(FrameProcessor, BaseObject)
 
 
-def pipecat_options(processor: str, options: Mapping[str, Any]) -> dict[str, Any]:
+def pipecat_options(
+    processor: str, options: Mapping[str, Any], *, direct: bool = False
+) -> dict[str, Any]:
     """``options`` if Pipecat's ``FrameProcessor`` knows every one of them.
 
     Args:
         processor: The processor's class name, for the error.
         options: The keyword arguments its ``__init__`` did not take itself.
+        direct: Whether the processor runs in Pipecat's direct mode unless ``options`` say
+            otherwise: it handles each frame in the task that pushed it, with no queue and
+            task of its own.
 
     Raises:
         TypeError: An option Pipecat would silently drop (as Python does for a bad keyword).
@@ -42,4 +47,4 @@ def pipecat_options(processor: str, options: Mapping[str, Any]) -> dict[str, Any
     unknown = sorted(set(options) - PIPECAT_KEYWORDS)
     if unknown:
         raise TypeError(f"{processor}() got unexpected keyword arguments: {', '.join(unknown)}")
-    return dict(options)
+    return {"enable_direct_mode": direct, **options}

@@ -15,6 +15,10 @@ round called an ending tool (the call is over: no question after it). A ``TTSSpe
 pushes (the "I'll put you through now" of a transfer) counts as heard. It never speaks when the
 LLM's own text was heard, and forgets everything on interruption. Set `guard.language` ("es",
 "ca-ES") once the caller's language is known.
+
+It runs in Pipecat's direct mode (no queue and task of its own: every frame of every reply
+passes here, and a queue hop each is most of what a processor costs a turn), so it sees the
+LLM's frames in exactly the order the LLM pushed them; its filler waits in a task of its own.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ class ToolSilenceGuard(FrameProcessor):
             **kwargs: Passed to `FrameProcessor`.
 
         """
-        super().__init__(**pipecat_options(type(self).__name__, kwargs))
+        super().__init__(**pipecat_options(type(self).__name__, kwargs, direct=True))
         self._filler_after = filler_after
         self._phrases = phrases
         self._ending_tools = frozenset(ending_tools)
@@ -137,7 +141,7 @@ class ToolSilenceGuard(FrameProcessor):
             if isinstance(language, str):
                 self.language = language
         elif isinstance(frame, FunctionCallsStartedFrame):
-            # A system frame: it overtakes queued frames, but never its own response's end.
+            # Pushed before its own response's end, which the round then waits for.
             self._tool_batches_unended += 1
         elif isinstance(frame, LLMFullResponseStartFrame):
             self._response_had_text = False

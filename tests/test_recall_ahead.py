@@ -14,6 +14,7 @@ import numpy as np
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
+    InterruptionFrame,
     LLMContextFrame,
     LLMUpdateSettingsFrame,
     TranscriptionFrame,
@@ -243,3 +244,49 @@ async def test_the_turn_goes_on_to_the_llm_while_its_embedding_is_held() -> None
     assert llm.held_at_turn == [True]  # the turn reached the LLM, the embedding still held
     assert [f for f in down if isinstance(f, LLMContextFrame)]
     assert memory_context.stats.dense_skipped == 1 and memory_context.stats.dense_used == 0
+
+
+class TurnEndTimer(FrameProcessor):
+    """Pushes each user turn from a task of its own, as Pipecat's end-of-turn timers do.
+
+    An interruption does not cancel that task, so only the memory processor can drop a turn
+    it holds when the caller speaks again.
+    """
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            self.create_task(self.push_frame(frame, direction))
+        else:
+            await self.push_frame(frame, direction)
+
+
+async def test_a_turn_interrupted_while_its_recall_waits_never_reaches_the_llm() -> None:
+    gate = threading.Event()
+    embedder = TopicEmbedder(gate)
+    stt, memory_context = TextSTT(), processor(embedder, 0.5)
+    llm = HeldLLM(gate)
+    memory_context.listen(stt)
+    try:
+        down, _ = await run_test(
+            Pipeline([stt, TurnEndTimer(), memory_context, llm]),
+            frames_to_send=[
+                SleepFrame(sleep=0.3),
+                TranscriptionFrame(ABOUT_MUSIC, "caller", "now"),
+                turn(ABOUT_MUSIC),  # waits in recall for its vector, held at the gate
+                SleepFrame(sleep=0.1),
+                InterruptionFrame(),  # the caller speaks again
+                SleepFrame(sleep=0.6),  # past the recall budget
+                turn(ABOUT_INSECTS),
+            ],
+        )
+    finally:
+        gate.set()
+    # As a queued processor's cancelled task would have: the superseded turn is dropped.
+    assert llm.held_at_turn == [True]
+    contexts = [f for f in down if isinstance(f, LLMContextFrame)]
+    assert [_last_user(f) for f in contexts] == [ABOUT_INSECTS]
+
+
+def _last_user(frame: LLMContextFrame) -> str:
+    return str(frame.context.messages[-1]["content"])  # type: ignore[index]

@@ -152,6 +152,8 @@ class RunningCall:
     async def say(self, text: str, *, replies: int, language: str | None = None) -> None:
         """The caller says ``text`` (in ``language``, as Deepgram tags it); wait until the LLM
         was asked ``replies`` more times."""
+        # A caller answers what they heard: words over the opening line would interrupt it.
+        assert await self.call.worker.flush_pipeline()
         target = len(self._fake.requests) + replies
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         frame = TranscriptionFrame(text, "caller", stamp, Language(language) if language else None)
