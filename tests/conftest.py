@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -37,7 +36,7 @@ from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.twilio_api import FakeTwilioAPI
 from tests.support.call_harness import Line, open_line
-from tests.support.values import API_KEY
+from tests.support.values import API_KEY, new_key_prefix
 from tests.support.worker import EMBEDDER, WorkerFactory, analysis_settings
 
 
@@ -149,7 +148,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 @pytest.fixture
 def key_prefix() -> str:
     """A key prefix no other test uses, e.g. ``rapport-test-1a2b3c4d``."""
-    return f"rapport-test-{uuid.uuid4().hex[:8]}"
+    return new_key_prefix()
 
 
 @pytest.fixture

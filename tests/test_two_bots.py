@@ -5,14 +5,19 @@ on the session's Redis under this test's key prefix, as two replicas behind a ro
 are: a ``/v1`` call started on one, its turns on the other, ended on the first; a Vapi call
 whose requests alternate; a dashboard login on one used on the other; a bot killed between two
 turns of a call, the call finished on the other with every turn kept.
+
+The two bots of a pair start together (as replicas do). The tests that neither analyse nor kill
+share one pair for the module (:func:`shared_bots`: a Vapi call, and the logins under names of
+their own); the others get a pair of their own, on a key prefix of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,9 @@ from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import RunningBot, bot_env, running_bot
 from tests.support.analysis_answers import answer
-from tests.support.values import PEPPER
+from tests.support.background import BackgroundLoop
+from tests.support.values import API_KEY as ANTHROPIC_KEY
+from tests.support.values import PEPPER, new_key_prefix
 from web.dashboard.throttle import MAX_FAILURES
 
 #: Runs subprocesses (see pyproject.toml).
@@ -46,8 +53,7 @@ REPLY = "Of course, Ana."
 BotPair = tuple[RunningBot, RunningBot]
 
 
-@pytest.fixture
-async def ana(redis_client: Redis, key_prefix: str) -> CallerIdentity:
+async def remember_ana(redis_client: Redis, key_prefix: str) -> CallerIdentity:
     """A caller with a fact on record, so her memory block is not empty."""
     caller = identify(ANA, agent_id=AGENT, pepper=PEPPER.encode())
     assert caller is not None
@@ -57,33 +63,84 @@ async def ana(redis_client: Redis, key_prefix: str) -> CallerIdentity:
 
 
 @pytest.fixture
-async def bots(
-    tmp_path: Path, redis_url: str, key_prefix: str, fake: FakeAnthropic
+async def ana(redis_client: Redis, key_prefix: str) -> CallerIdentity:
+    """Ana, under this test's own key prefix."""
+    return await remember_ana(redis_client, key_prefix)
+
+
+@asynccontextmanager
+async def bot_pair(
+    folder: Path, redis_url: str, key_prefix: str, anthropic_url: str
 ) -> AsyncIterator[BotPair]:
-    """Two bots on the same Redis, key prefix, secrets and dashboard key file."""
+    """Two bots on the same Redis, key prefix, secrets and dashboard key file, started at once."""
     env = bot_env(
         redis_url,
         key_prefix,
-        fake.base_url,
+        anthropic_url,
         RAPPORT_AGENT_ID=AGENT,
         RAPPORT_API_KEY=API_KEY,
         RAPPORT_VAPI_SECRET=VAPI_SECRET,
         RAPPORT_VAPI_ASSISTANT_ID="assistant-two-bots",
         RAPPORT_UNVERIFIED_CALLERS="full",  # Vapi relays no attestation
         RAPPORT_DASHBOARD_PASSWORD=PASSWORD,
-        RAPPORT_DASHBOARD_KEY_FILE=str(tmp_path / "shared" / "dashboard-key"),
+        RAPPORT_DASHBOARD_KEY_FILE=str(folder / "shared" / "dashboard-key"),
     )
     async with AsyncExitStack() as stack:
-        pair = []
-        for name in ("a", "b"):
-            folder = tmp_path / name
-            folder.mkdir()
-            pair.append(
-                await stack.enter_async_context(
-                    running_bot(env=env, folder=folder, secrets=(ANA, ANA[2:]))
-                )
-            )
-        yield pair[0], pair[1]
+
+        async def start(name: str) -> RunningBot:
+            (folder / name).mkdir()
+            bot = running_bot(env=env, folder=folder / name, secrets=(ANA, ANA[2:]))
+            return await stack.enter_async_context(bot)
+
+        # Every start is awaited (and a started bot stopped) even when the other one fails.
+        started = await asyncio.gather(start("a"), start("b"), return_exceptions=True)
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        a, b = started
+        assert isinstance(a, RunningBot) and isinstance(b, RunningBot)
+        yield a, b
+
+
+@pytest.fixture
+async def bots(
+    tmp_path: Path, redis_url: str, key_prefix: str, fake: FakeAnthropic
+) -> AsyncIterator[BotPair]:
+    """A pair of this test's own (it analyses, or kills a bot), on its own key prefix."""
+    async with bot_pair(tmp_path, redis_url, key_prefix, fake.base_url) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def background() -> Iterator[BackgroundLoop]:
+    """Where the module's shared pair and its Anthropic fake run, outliving each test's loop."""
+    with BackgroundLoop() as loop:
+        yield loop
+
+
+@pytest.fixture(scope="module")
+def shared_prefix() -> str:
+    """The key prefix of the shared pair."""
+    return new_key_prefix()
+
+
+@pytest.fixture(scope="module")
+def shared_fake(background: BackgroundLoop) -> FakeAnthropic:
+    """The Anthropic API of the shared pair."""
+    return background.enter(FakeAnthropic(api_key=ANTHROPIC_KEY))
+
+
+@pytest.fixture(scope="module")
+def shared_bots(
+    background: BackgroundLoop,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str,
+    shared_prefix: str,
+    shared_fake: FakeAnthropic,
+) -> BotPair:
+    """The pair the module's tests share: each uses its own names and call ids on it."""
+    folder = tmp_path_factory.mktemp("two-bots")
+    return background.enter(bot_pair(folder, redis_url, shared_prefix, shared_fake.base_url))
 
 
 def _api(bot: RunningBot) -> httpx.AsyncClient:
@@ -164,26 +221,23 @@ def _chat(call_id: str, *said: str) -> dict[str, Any]:
 
 
 async def test_a_vapi_call_whose_requests_alternate_between_the_bots(
-    bots: BotPair,
-    ana: CallerIdentity,
-    redis_client: Redis,
-    key_prefix: str,
-    fake: FakeAnthropic,
+    shared_bots: BotPair, redis_client: Redis, shared_prefix: str, shared_fake: FakeAnthropic
 ) -> None:
-    a, b = bots
+    a, b = shared_bots
+    ana = await remember_ana(redis_client, shared_prefix)
     call = {"id": "vapi-two", "customer": {"number": ANA}}
     async with _vapi(a) as on_a, _vapi(b) as on_b:
         ringing = {"message": {"type": "assistant-request", "call": call}}
         assert (await on_a.post("/vapi/events", json=ringing)).status_code == 200
         said = ["Hi, a cake for Friday.", REPLY, "Chocolate, please."]
-        fake.script(Reply.text(REPLY), Reply.text(REPLY))
+        shared_fake.script(Reply.text(REPLY), Reply.text(REPLY))
         for client, turn in ((on_b, 1), (on_a, 3)):
             reply = await client.post(
                 "/vapi/chat/completions", json=_chat("vapi-two", *said[:turn])
             )
             assert reply.json()["choices"][0]["message"]["content"] == REPLY
         # Both bots put the same memory block in the prompt: the one the call started with.
-        prompts = [request.system_text for request in fake.requests[-2:]]
+        prompts = [request.system_text for request in shared_fake.requests[-2:]]
         assert prompts[0] == prompts[1] and "vegetarian" in prompts[0]
         report = {
             "type": "end-of-call-report",
@@ -199,8 +253,8 @@ async def test_a_vapi_call_whose_requests_alternate_between_the_bots(
         for client in (on_b, on_a):  # Vapi may report twice: once it counts
             sent = await client.post("/vapi/events", json={"message": report})
             assert sent.status_code == 200
-    assert await _queued(redis_client, key_prefix) == ["vapi-two"]
-    transcript = await _transcript(redis_client, key_prefix, ana, "vapi-two")
+    assert await _queued(redis_client, shared_prefix) == ["vapi-two"]
+    transcript = await _transcript(redis_client, shared_prefix, ana, "vapi-two")
     assert [text for _, text in transcript] == [*said, REPLY]
 
 
@@ -213,8 +267,8 @@ async def _login(client: httpx.AsyncClient, name: str, password: str) -> httpx.R
     )
 
 
-async def test_a_dashboard_login_on_one_bot_holds_on_the_other(bots: BotPair) -> None:
-    a, b = bots
+async def test_a_dashboard_login_on_one_bot_holds_on_the_other(shared_bots: BotPair) -> None:
+    a, b = shared_bots
     async with httpx.AsyncClient(base_url=a.url) as on_a:
         logged_in = await _login(on_a, "Marta", PASSWORD)
         assert logged_in.status_code == 303 and logged_in.headers["location"] == "/dashboard"
@@ -227,8 +281,8 @@ async def test_a_dashboard_login_on_one_bot_holds_on_the_other(bots: BotPair) ->
     assert page.status_code == 200 and "Marta" in page.text
 
 
-async def test_failed_logins_on_one_bot_count_on_the_other(bots: BotPair) -> None:
-    a, b = bots
+async def test_failed_logins_on_one_bot_count_on_the_other(shared_bots: BotPair) -> None:
+    a, b = shared_bots
     async with httpx.AsyncClient(base_url=a.url) as on_a, httpx.AsyncClient(base_url=b.url) as on_b:
         for attempt in range(MAX_FAILURES):
             wrong = await _login(on_a if attempt % 2 else on_b, "Jordi", "not-the-password")

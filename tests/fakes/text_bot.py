@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +99,7 @@ async def running_bot(
     *options: str,
     env: Mapping[str, str],
     folder: Path,
-    secrets: tuple[str, ...] = (),
+    secrets: Collection[str] = (),
     host: str = "127.0.0.1",
     program: Path = Path(__file__),
 ) -> AsyncIterator[RunningBot]:
@@ -110,7 +110,8 @@ async def running_bot(
         env: The bot's whole environment (``PATH``, ``HOME`` and ``PYTHONPATH`` are added).
         folder: Working directory (its ``.env``, if any, is read as ``runner.py`` reads it)
             and where ``bot.log`` is written.
-        secrets: Text that must not appear in the log (phone numbers).
+        secrets: Text that must not appear in the log (phone numbers); read when the bot
+            stops, so a bot shared by several tests can be given each test's numbers.
         host: Where the server listens (it is always reached on 127.0.0.1).
         program: The script serving the bot (another one gives the bot other services, as
             ``bench/concurrent_calls.py`` does).
@@ -155,7 +156,7 @@ async def serving(
     *options: str,
     env: Mapping[str, str],
     folder: Path,
-    secrets: tuple[str, ...] = (),
+    secrets: Collection[str] = (),
     host: str = "127.0.0.1",
 ) -> AsyncIterator[str]:
     """:func:`running_bot` of the text bot, yielding only its base URL."""

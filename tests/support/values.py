@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from bot.settings import BotSettings
@@ -10,6 +11,11 @@ PEPPER = "test-pepper-0123456789abcdef0123"
 PEPPER_BYTES = PEPPER.encode()
 #: The key the fake Anthropic server accepts.
 API_KEY = "test-key"
+
+
+def new_key_prefix() -> str:
+    """A key prefix no other test uses, e.g. ``rapport-test-1a2b3c4d``."""
+    return f"rapport-test-{uuid.uuid4().hex[:8]}"
 
 
 def service_settings(**extra: Any) -> BotSettings:
