@@ -20,6 +20,7 @@ The Rapport variant runs twice: recall lexical only, and with the default E5 emb
 fact embeddings, as the analysis worker writes them). ``build_call``'s Silero VAD is built but
 never runs: the bench sends text, and a VAD only reads audio. Times are taken from Pipecat's own
 push stamps by an observer (``Stopwatch``), so nothing is added to the pipeline under test.
+Everything runs on the bot's event loop (uvloop: see :func:`bench.report.run`).
 Measured, interleaved so machine noise hits every variant alike:
 
 - frame transit: a data frame from entering the pipeline to leaving it (every processor passes
@@ -100,6 +101,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from bench import report
 from bot.call_report import CallMeter
 from bot.identify import CallOrigin
 from bot.pipeline import Call, PreparedCall, build_call
@@ -941,7 +943,7 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logger.remove()
     logger.add(lambda message: None, level="ERROR")
-    result = asyncio.run(run(args))
+    result = report.run(run(args))
     if args.json:
         print(json.dumps(result))
         return
@@ -1002,6 +1004,7 @@ def main() -> None:
         )
     load = result["load_average"]
     print(f"load average (1 min) before / after: {load['before'][0]:.2f} / {load['after'][0]:.2f}")
+    print(f"event loop: {report.EVENT_LOOP} (the bot's)")
     held = result["memory_processor_start_ms"]
     print(
         "call start held by the memory processor (StartFrame in -> system prompt out), "
