@@ -166,6 +166,27 @@ async def test_a_final_that_only_adds_a_word_is_searched_with_the_words_heard_so
         gate.set()
 
 
+async def test_a_final_that_changed_the_last_word_is_searched_with_the_words_before_it() -> None:
+    gate = threading.Event()
+    gate.set()
+    embedder = TopicEmbedder(gate)
+    recall = await recall_for(embedder, budget_s=0.05)
+    recall.hear("The music", final=False)
+    await eventually(lambda: not recall.embedding and embedder.queries == ["The music"])
+    recall.hear("The music of bees", final=False)  # the STT heard "bees"...
+    await eventually(lambda: not recall.embedding and len(embedder.queries) == 2)
+    gate.clear()  # the final's own embedding will not arrive in time
+    try:
+        recall.hear("The music of bats", final=True)  # ...then settled on "bats"
+        assert await recall.recall("The music of bats")
+        # The words before the changed one stand in; the bees' interim, never said, does not.
+        assert recall.recalled == [CELLO]
+        stats = recall._stats
+        assert (stats.dense_used, stats.dense_heard_so_far, stats.dense_skipped) == (0, 1, 0)
+    finally:
+        gate.set()
+
+
 # -- through the processor: the STT's interim transcripts reach the recall -------------------
 
 

@@ -11,10 +11,10 @@ in process: a turn never waits on the network. The rules, and why:
   heard meanwhile wait, only the latest of them, and are embedded next. When the turn is over
   the vector of its words is usually ready. If it is not, the turn waits for it only when it can
   arrive within ``budget_s`` (from the last embedding's time). If it cannot, and the final
-  transcript only added a word or two to words already embedded (the STT had not shown the
-  last words in an interim yet), the turn is searched with the vector of the words heard so
-  far; otherwise it is searched lexically. Words the caller did not end up saying (a stale
-  interim) are never used for the turn.
+  transcript begins with words already embedded and adds a word or two to them (the STT had not
+  shown the last words in an interim yet, or changed the last one), the turn is searched with
+  the vector of the most words heard so far that it begins with; otherwise it is searched
+  lexically. Words the caller did not end up saying (a stale interim) are never used.
 - A memory already in the prompt is never recalled again, and at most ``MAX_RECALLED`` stay
   recalled over a call: the prompt must stay small.
 - A memory counts only when it shares a word with the turn or is very similar to it.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ MIN_SIMILARITY = 0.86
 ESTIMATE_DECAY = 0.8
 #: Words a final transcript may add to embedded ones for their vector to stand in for its own.
 MAX_UNHEARD_WORDS = 2
+#: Vectors of a turn's words kept to stand in for its own: the words before a revised last word
+#: were embedded one or two interim transcripts before the last one.
+HEARD_SO_FAR_KEPT = 4
 
 _WORD = re.compile(r"\w+")
 
@@ -62,7 +66,7 @@ class MemoryStats:
         dense_skipped: Turns whose dense (embedding) recall was skipped to keep to the budget.
         dense_used: Turns searched with their words' vector (the dense half in time).
         dense_heard_so_far: Turns searched with the vector of their words but the last one or
-            two (the final transcript's own did not arrive in time).
+            two, added or changed by the final transcript (whose own did not arrive in time).
     """
 
     load_s: float | None = None
@@ -127,6 +131,7 @@ class TurnRecall:
         self._running: _Embedding | None = None
         self._next: str | None = None  # the latest words heard while an embedding ran
         self._ready: _Vector | None = None
+        self._heard_so_far: deque[_Vector] = deque(maxlen=HEARD_SO_FAR_KEPT)
         self._closed = False
 
     @property
@@ -181,6 +186,7 @@ class TurnRecall:
             return False
         started = time.perf_counter()
         vector = await self._query_vector(index, query)
+        self._heard_so_far.clear()
         # The search itself is a few numpy operations over one caller's memories: inline.
         found = index.search(query, k=3, exclude=self._in_prompt, query_vector=vector)
         fresh = [result for result in found if _relevant(result)]
@@ -207,15 +213,15 @@ class TurnRecall:
         if vector is not None:
             self._stats.dense_used += 1
             return vector
-        ready, said = self._ready, _normalised(query)
-        if (
-            ready is not None
-            and ready.vector is not None
-            and said[: len(ready.said)] == ready.said
-            and len(said) - len(ready.said) <= MAX_UNHEARD_WORDS
-        ):
-            self._stats.dense_heard_so_far += 1
-            return ready.vector
+        said = _normalised(query)
+        for heard in reversed(self._heard_so_far):
+            if (
+                heard.vector is not None
+                and said[: len(heard.said)] == heard.said
+                and len(said) - len(heard.said) <= MAX_UNHEARD_WORDS
+            ):
+                self._stats.dense_heard_so_far += 1
+                return heard.vector
         self._stats.dense_skipped += 1
         return None
 
@@ -270,6 +276,7 @@ class TurnRecall:
         running, self._running = self._running, None
         if running is not None and not task.cancelled() and task.exception() is None:
             self._ready = _Vector(running.words, running.said, task.result())
+            self._heard_so_far.append(self._ready)
         following, self._next = self._next, None
         if following is not None and not self._closed:
             self._embed_ahead(following)
