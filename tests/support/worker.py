@@ -27,6 +27,7 @@ from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.support.analysis_answers import answer
+from tests.support.entry import in_this_process
 from tests.support.values import API_KEY, PEPPER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,8 +124,16 @@ def subprocess_env(redis_url: str, key_prefix: str, **extra: str) -> dict[str, s
     return env
 
 
-async def run_cli(env: dict[str, str], *args: str) -> str:
-    """Run ``python runner.py ARGS`` from the repository in ``env``; what it printed (exit 0)."""
+async def run_cli(env: dict[str, str], *args: str, subprocess: bool = True) -> str:
+    """Run ``python runner.py ARGS`` from the repository in ``env``; what it printed (exit 0).
+
+    With ``subprocess=False``, the same entry runs in the test process instead (seconds faster:
+    ``tests/support/entry.py``), in a thread while the test's event loop goes on.
+    """
+    if not subprocess:
+        result = await asyncio.to_thread(in_this_process, ROOT, args, env)
+        assert result.code == 0, result.stderr
+        return result.stdout
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "runner.py",
