@@ -1,8 +1,10 @@
 """The dashboard in a real browser: headless Chromium from the system, driven by Playwright.
 
-The dashboard runs in the test's own event loop (uvicorn on a free loopback port) against the
-test's Redis; the browser is the system's ``/usr/bin/chromium`` with a fresh profile. Each test
-saves screenshots of the pages it visits under its temporary folder (``screens/``).
+The dashboard runs in the test's event loop (uvicorn on a free loopback port) against the test's
+Redis; the browser is the system's ``/usr/bin/chromium``, launched once for the module (the
+module's tests share one event loop for it), and each test browses in a fresh context of its own
+(its own cookies and storage, as a fresh profile has). Each test saves screenshots of the pages
+it visits under its temporary folder (``screens/``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import pytest_asyncio
 import uvicorn
-from playwright.async_api import Dialog, Page, async_playwright
-from redis.asyncio import Redis
+from playwright.async_api import Browser, Dialog, Page, async_playwright
 
 from bot.callback import CallbackDesk
 from bot.settings import BotSettings
@@ -38,9 +39,11 @@ from memory.runtime import MemoryRuntime, memory_runtime
 from memory.settings import MemorySettings
 from memory.store.queue import AnalysisQueue
 from tests.support.call_harness import open_line
+from tests.support.entry import Exited, in_subprocess, in_this_process
 from web.dashboard import DashboardAccess, DashboardMemory, dashboard_app, dashboard_memory
 
-pytestmark = pytest.mark.slow
+#: The browser is the module's: every test runs in the module's event loop.
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CALLERS = {call.caller for round_ in WEEK for call in round_}
@@ -163,6 +166,19 @@ def chromium() -> str:
     return CHROMIUM
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    """Headless Chromium for the module; each test browses in a context of its own."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
 @pytest.fixture
 def callback_settings() -> BotSettings | None:
     """The business and Twilio account call backs use; None: the dashboard offers none."""
@@ -171,13 +187,10 @@ def callback_settings() -> BotSettings | None:
 
 @asynccontextmanager
 async def browsing(
-    memory: DashboardMemory,
-    access: DashboardAccess,
-    tmp_path: Path,
-    chromium: str,
-    zone: ZoneInfo = ZONE,
+    memory: DashboardMemory, access: DashboardAccess, browser: Browser, zone: ZoneInfo = ZONE
 ) -> AsyncIterator[tuple[str, Page]]:
-    """The dashboard of ``memory`` served on a loopback port, and a phone-sized browser page."""
+    """The dashboard of ``memory`` served on a loopback port, and a phone-sized browser page in
+    a fresh context (no cookie or storage of another test)."""
     app = dashboard_app(access=access, memory=lambda: memory, zone=zone)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -187,30 +200,22 @@ async def browsing(
             break
         await asyncio.sleep(0.02)
     try:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),
-                executable_path=chromium,
-                headless=True,
-                args=CHROMIUM_ARGS,
-                viewport={"width": 390, "height": 844},  # a phone's screen
-            )
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
-                yield f"http://127.0.0.1:{port}", page
-            finally:
-                await context.close()
+        context = await browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+        try:
+            yield f"http://127.0.0.1:{port}", await context.new_page()
+        finally:
+            await context.close()
     finally:
         server.should_exit = True
         await serving
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def dashboard(
     redis_url: str,
     key_prefix: str,
     tmp_path: Path,
-    chromium: str,
+    browser: Browser,
     callback_settings: BotSettings | None,
 ) -> AsyncIterator[Dashboard]:
     line = await open_line(redis_url, key_prefix)
@@ -224,7 +229,7 @@ async def dashboard(
     screens.mkdir()
     access = DashboardAccess(password=PASSWORD, key=secrets.token_bytes(32))
     try:
-        async with browsing(memory, access, tmp_path, chromium) as (url, page):
+        async with browsing(memory, access, browser) as (url, page):
             yield Dashboard(url, line.runtime, memory, page, screens)
     finally:
         await line.runtime.aclose()
@@ -407,8 +412,9 @@ async def test_editing_a_fact_changes_the_next_calls_prompt(dashboard: Dashboard
 
 
 async def test_forgetting_a_caller_found_by_number_leaves_no_key(
-    dashboard: Dashboard, redis_client: Redis, key_prefix: str
+    dashboard: Dashboard, key_prefix: str
 ) -> None:
+    redis_client = dashboard.runtime.redis
     who = dashboard.caller("+1 415 555 0148")
     await dashboard.call(
         who,
@@ -634,19 +640,21 @@ async def test_head_answers_like_get_and_there_is_a_favicon(dashboard: Dashboard
 
 
 def test_the_demo_refuses_an_external_redis(tmp_path: Path) -> None:
-    done = run_demo(tmp_path, REDIS_URL="redis://127.0.0.1:1")
-    assert done.returncode == 2
+    done = run_demo(tmp_path, subprocess=False, REDIS_URL="redis://127.0.0.1:1")
+    assert done.code == 2
     assert done.stderr.strip().count("\n") == 0 and "REDIS_URL" in done.stderr
 
 
-async def test_the_demo_week_fills_the_dashboard_with_no_key(tmp_path: Path, chromium: str) -> None:
+async def test_the_demo_week_fills_the_dashboard_with_no_key(
+    tmp_path: Path, browser: Browser
+) -> None:
     done = run_demo(tmp_path, "--fields")
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     assert "python runner.py dashboard --agent demo" in done.stdout
     assert "Traceback" not in done.stderr
     assert not [c.number for c in DEMO_CALLERS if c.number[-4:] in done.stdout + done.stderr]
-    again = run_demo(tmp_path)  # the same folder: refused, nothing mixed in
-    assert again.returncode == 2 and "already holds calls" in again.stderr
+    again = run_demo(tmp_path, subprocess=False)  # the same folder: refused, nothing mixed in
+    assert again.code == 2 and "already holds calls" in again.stderr
     settings = MemorySettings(
         RAPPORT_DATA_DIR=tmp_path / "data", RAPPORT_PEPPER_FILE=tmp_path / "pepper"
     )
@@ -654,7 +662,7 @@ async def test_the_demo_week_fills_the_dashboard_with_no_key(tmp_path: Path, chr
         queue = AnalysisQueue(runtime.redis, prefix=settings.key_prefix)
         memory = dashboard_memory(runtime, queue, agent_id="demo")
         async with browsing(
-            memory, DashboardAccess(password=None, key=secrets.token_bytes(32)), tmp_path, chromium
+            memory, DashboardAccess(password=None, key=secrets.token_bytes(32)), browser
         ) as (
             url,
             page,
@@ -679,18 +687,16 @@ async def test_the_demo_week_fills_the_dashboard_with_no_key(tmp_path: Path, chr
             assert "emergency" in await page.locator("#fields").inner_text()
 
 
-def run_demo(folder: Path, *options: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python runner.py demo`` into ``folder/data``, with no key and no ``.env``."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "runner.py"), "demo", "--data", str(folder / "data"), *options],
-        cwd=folder,
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(folder),
-            "RAPPORT_PEPPER_FILE": str(folder / "pepper"),
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run_demo(folder: Path, *options: str, subprocess: bool = True, **env: str) -> Exited:
+    """``python runner.py demo`` into ``folder/data``, with no key and no ``.env`` (a refusal
+    without ``subprocess``: the same entry in the test process, seconds faster)."""
+    command = ("demo", "--data", str(folder / "data"), *options)
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(folder),
+        "RAPPORT_PEPPER_FILE": str(folder / "pepper"),
+        **env,
+    }
+    if subprocess:
+        return in_subprocess(folder, command, environment, within=300)  # a week of calls
+    return in_this_process(folder, command, environment)

@@ -2,27 +2,40 @@
 
 The dashboard is ``tests/test_dashboard.py``'s (headless Chromium, phone-sized), here with
 calling back set up against the local fake of Twilio's REST API, reached through the real SDK.
+Like there, the module's tests share one event loop (and the browser in it): the fake of Twilio
+runs in that loop too.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from xml.etree import ElementTree
 
 import phonenumbers
 import pytest
+import pytest_asyncio
 
 from bot.settings import BotSettings
 from memory.models import now
 from memory.privacy.identity import CallerIdentity
 from tests.fakes.twilio_api import FakeTwilioAPI
-from tests.test_callback import ACCOUNT_SID, AUTH_TOKEN, BUSINESS, STAFF, twilio
-from tests.test_dashboard import Dashboard, chromium, dashboard
+from tests.test_callback import ACCOUNT_SID, AUTH_TOKEN, BUSINESS, STAFF
+from tests.test_dashboard import Dashboard, browser, chromium, dashboard
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 ANA = "+1 415 555 0147"
 ANA_E164 = "+14155550147"
-__all__ = ["chromium", "dashboard", "twilio"]  # the fixtures this module's tests use
+__all__ = ["browser", "chromium", "dashboard"]  # the fixtures this module's tests use
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def twilio() -> AsyncIterator[FakeTwilioAPI]:
+    """Twilio's REST API (the business's account), in the loop the dashboard runs in."""
+    async with FakeTwilioAPI(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, numbers={BUSINESS}
+    ) as server:
+        yield server
 
 
 @pytest.fixture

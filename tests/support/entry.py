@@ -40,15 +40,18 @@ class Exited:
     stderr: str
 
 
-def in_subprocess(folder: Path, command: Sequence[str], env: Mapping[str, str]) -> Exited:
-    """``python runner.py COMMAND`` in a process of its own, in ``folder``, with only ``env``."""
+def in_subprocess(
+    folder: Path, command: Sequence[str], env: Mapping[str, str], *, within: float = EXIT_WITHIN_S
+) -> Exited:
+    """``python runner.py COMMAND`` in a process of its own, in ``folder``, with only ``env``;
+    killed (and the test failed) after ``within`` seconds."""
     result = subprocess.run(
         [sys.executable, str(REPO / "runner.py"), *command],
         cwd=folder,
         env=dict(env),
         capture_output=True,
         text=True,
-        timeout=EXIT_WITHIN_S,
+        timeout=within,
     )
     return Exited(result.returncode, result.stdout, result.stderr)
 
