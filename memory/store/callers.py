@@ -83,6 +83,7 @@ from memory.store.scripts import (
     DeleteFacts,
     HsetAll,
     MarkFailed,
+    ReadMemory,
     RecordCall,
     ReplaceTurns,
     SetEmbeddings,
@@ -215,17 +216,21 @@ class MemoryStore:
         Facts are those within retention, above the confidence floor and not superseded;
         turns are the most recent exchanges within retention.
         """
-        keys = self._keys.caller_keys(caller)
-        recent = self._recent_turns
+        profile, facts = self.key_for(caller, "profile"), self.key_for(caller, "facts")
+        embeddings, turns = self.key_for(caller, "emb"), self.key_for(caller, "turns")
 
         def commands(pipe: Any) -> None:
-            pipe.hgetall(keys["profile"])
-            pipe.hgetall(keys["facts"])
-            pipe.hgetall(keys["emb"])
-            pipe.lrange(keys["turns"], -recent, -1) if recent else pipe.lrange(keys["turns"], 1, 0)
+            ReadMemory.add_to(
+                pipe,
+                profile=profile,
+                facts_key=facts,
+                embeddings=embeddings,
+                turns=turns,
+                recent=self._recent_turns,
+            )
 
-        replies = await redis_reply(self._reads(commands, 4))
-        profile_raw, facts_raw, emb_raw, turns_raw = replies
+        (reply,) = await redis_reply(self._reads(commands, 1))
+        profile_raw, facts_raw, emb_raw, turns_raw = ReadMemory.parse(reply)
         cutoff = self._cutoff()
         if len(facts_raw) > PARSE_INLINE_FACTS:
             # More than a capped caller keeps (written before the cap): parse off the event

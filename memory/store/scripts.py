@@ -1,4 +1,4 @@
-"""The Lua scripts behind every multi-key write of a caller's memory.
+"""The Lua scripts behind every multi-key write of a caller's memory, and behind a full load.
 
 Each script runs atomically on the one node that holds the caller's hash tag, so the same code
 runs on a single Redis and on a Redis Cluster. Each states its KEYS and ARGV contract above it;
@@ -15,6 +15,7 @@ start reads it alone (see :mod:`memory.store.digest`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -288,6 +289,20 @@ return 1
 """
 
 
+# Reads what a call loads of its caller, in one reply: the profile, facts and embeddings hashes
+# (each a flat field, value list) and the recent turns. One command instead of four: with many
+# loads in flight, the client's per-reply work was most of a load's time.
+# KEYS: profile, facts, embeddings, recent turns. ARGV: recent turns read (0: none)
+READ_MEMORY = """
+local recent, turns = tonumber(ARGV[1]), {}
+if recent > 0 then turns = redis.call('LRANGE', KEYS[4], -recent, -1) end
+return {
+  redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]),
+  turns
+}
+"""
+
+
 class _Script:
     """One registered script; the subclass's ``__call__`` names its keys and arguments."""
 
@@ -550,3 +565,31 @@ class MarkFailed(_Script):
     ) -> bool:
         """Run it; False when the call was analysed meanwhile or is not stored."""
         return bool(await self._run([call_states, record_key], [call_id, record]))
+
+
+class ReadMemory:
+    """Reads a caller's profile, facts, embeddings and turns in one reply (:data:`READ_MEMORY`).
+
+    Added to a pipeline (the store's coalesced reads) as ``EVAL``, the script's text with it:
+    unlike ``EVALSHA``, nothing to load first on each node, a restarted one included.
+    """
+
+    @staticmethod
+    def add_to(
+        pipe: Any, *, profile: str, facts_key: str, embeddings: str, turns: str, recent: int
+    ) -> None:
+        """Add the read to ``pipe``; its reply is :meth:`parse`'s input."""
+        pipe.eval(READ_MEMORY, 4, profile, facts_key, embeddings, turns, recent)
+
+    @staticmethod
+    def parse(
+        reply: list[Any],
+    ) -> tuple[dict[bytes, bytes], dict[bytes, bytes], dict[bytes, bytes], list[bytes]]:
+        """The profile, facts and embeddings hashes (as ``HGETALL`` gives them) and the turns."""
+        profile, facts, embeddings, turns = reply
+        return _pairs(profile), _pairs(facts), _pairs(embeddings), turns
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    fields = iter(flat)
+    return dict(zip(fields, fields, strict=True))
