@@ -216,16 +216,15 @@ class MemoryStore:
         Facts are those within retention, above the confidence floor and not superseded;
         turns are the most recent exchanges within retention.
         """
-        profile, facts = self.key_for(caller, "profile"), self.key_for(caller, "facts")
-        embeddings, turns = self.key_for(caller, "emb"), self.key_for(caller, "turns")
+        parts = [self.key_for(caller, part) for part in ("profile", "facts", "emb", "turns")]
 
         def commands(pipe: Any) -> None:
             ReadMemory.add_to(
                 pipe,
-                profile=profile,
-                facts_key=facts,
-                embeddings=embeddings,
-                turns=turns,
+                profile=parts[0],
+                facts_key=parts[1],
+                embeddings=parts[2],
+                turns=parts[3],
                 recent=self._recent_turns,
             )
 
