@@ -181,8 +181,12 @@ class ThisCall:
 
     async def queued(self) -> list[str]:
         """The calls queued for analysis since the test began."""
-        entries = await self.redis.xrange(self.queue.stream_key, min=f"({self.queued_after}")
-        return [fields[b"call"].decode() for _, fields in entries]
+        entries = await self.redis.xrange(self.queue.stream_key, min=self.queued_after)
+        return [
+            fields[b"call"].decode()
+            for entry, fields in entries
+            if entry.decode() != self.queued_after
+        ]
 
 
 def _spoken_lines(spoken: Path) -> list[str]:
