@@ -35,6 +35,7 @@ from memory.store.callers import MemoryStore
 from memory.store.queue import AnalysisQueue
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.twilio_api import FakeTwilioAPI
+from tests.support.background import BackgroundLoop
 from tests.support.call_harness import Line, open_line
 from tests.support.values import API_KEY, new_key_prefix
 from tests.support.worker import EMBEDDER, WorkerFactory, analysis_settings
@@ -168,6 +169,27 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
     """A fake Anthropic API on a local port, accepting ``API_KEY``."""
     async with FakeAnthropic(api_key=API_KEY) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def background() -> Iterator[BackgroundLoop]:
+    """An event loop in a thread, for servers the module's tests share (a bot takes seconds to
+    start): they outlive each test's own loop (``tests/support/background.py``)."""
+    with BackgroundLoop() as loop:
+        yield loop
+
+
+@pytest.fixture(scope="module")
+def module_prefix() -> str:
+    """A key prefix for what the module's tests share (a bot); each test keeps to its own
+    callers and calls under it."""
+    return new_key_prefix()
+
+
+@pytest.fixture(scope="module")
+def module_fake(background: BackgroundLoop) -> FakeAnthropic:
+    """A fake Anthropic API the module's tests share, accepting ``API_KEY``."""
+    return background.enter(FakeAnthropic(api_key=API_KEY))
 
 
 @pytest.fixture

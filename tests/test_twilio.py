@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -46,7 +46,7 @@ from tests.fakes.text_bot import KEYPAD, SPOKEN_LOG, serving
 from tests.fakes.twilio_api import CallUpdate, CreatedCall, FakeTwilioAPI
 from tests.support.background import BackgroundLoop
 from tests.support.polling import eventually
-from tests.support.values import API_KEY, PEPPER, new_key_prefix
+from tests.support.values import API_KEY, PEPPER
 
 #: Runs subprocesses (see pyproject.toml).
 pytestmark = pytest.mark.slow
@@ -66,25 +66,6 @@ BYE = "That's all, thank you. Bye!"
 GOODBYE = "Thank you for calling, Ana, and goodbye!"
 # 20 ms of µ-law silence at 8 kHz, as Twilio sends it.
 SILENCE = base64.b64encode(b"\xff" * 160).decode()
-
-
-@pytest.fixture(scope="module")
-def background() -> Iterator[BackgroundLoop]:
-    """Where the module's bot and fakes run: they outlive each test's event loop."""
-    with BackgroundLoop() as loop:
-        yield loop
-
-
-@pytest.fixture(scope="module")
-def key_prefix() -> str:
-    """The module's bot keeps every test's caller under one prefix."""
-    return new_key_prefix()
-
-
-@pytest.fixture(scope="module")
-def fake(background: BackgroundLoop) -> FakeAnthropic:
-    """The Anthropic API of the module's bot."""
-    return background.enter(FakeAnthropic(api_key=API_KEY))
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +91,8 @@ def server(
     background: BackgroundLoop,
     bot_folder: Path,
     redis_url: str,
-    key_prefix: str,
-    fake: FakeAnthropic,
+    module_prefix: str,
+    module_fake: FakeAnthropic,
     twilio_api: FakeTwilioAPI,
     callers: list[str],
 ) -> str:
@@ -119,13 +100,13 @@ def server(
     env = {
         "REDIS_URL": redis_url,
         "RAPPORT_PEPPER": PEPPER,
-        "RAPPORT_KEY_PREFIX": key_prefix,
+        "RAPPORT_KEY_PREFIX": module_prefix,
         "RAPPORT_AGENT_ID": AGENT,
         "RAPPORT_RUN_WORKER": "false",
         # The bot says goodbye and ends the call itself after 2 s of silence: the REST hang-up.
         "RAPPORT_IDLE_TIMEOUT_S": "2",
         "ANTHROPIC_API_KEY": API_KEY,
-        "ANTHROPIC_BASE_URL": fake.base_url,
+        "ANTHROPIC_BASE_URL": module_fake.base_url,
         "DEEPGRAM_API_KEY": "unused",
         "AZURE_SPEECH_KEY": "unused",
         "AZURE_SPEECH_REGION": "unused",
@@ -199,14 +180,14 @@ async def call(
     bot_folder: Path,
     callers: list[str],
     redis_client: Redis,
-    key_prefix: str,
-    fake: FakeAnthropic,
+    module_prefix: str,
+    module_fake: FakeAnthropic,
     twilio_api: FakeTwilioAPI,
 ) -> ThisCall:
     """A caller number and call SID of this test's own, and where the shared records stood."""
     number = next(CALLERS)
     callers.extend((number, number[2:]))
-    queue = AnalysisQueue(redis_client, prefix=key_prefix)
+    queue = AnalysisQueue(redis_client, prefix=module_prefix)
     last = await redis_client.xrevrange(queue.stream_key, count=1)
     spoken = bot_folder / "spoken.txt"
     return ThisCall(
@@ -215,20 +196,20 @@ async def call(
         redis=redis_client,
         queue=queue,
         spoken=spoken,
-        fake=fake,
+        fake=module_fake,
         twilio_api=twilio_api,
         spoken_before=len(await asyncio.to_thread(_spoken_lines, spoken)),
-        requests_before=len(fake.requests),
+        requests_before=len(module_fake.requests),
         queued_after=last[0][0].decode() if last else "0",
     )
 
 
 @pytest.fixture
-async def ana(redis_client: Redis, key_prefix: str, call: ThisCall) -> CallerIdentity:
+async def ana(redis_client: Redis, module_prefix: str, call: ThisCall) -> CallerIdentity:
     """A caller who called before: name, a fact, one closed call."""
     caller = identify(call.number, agent_id=AGENT, pepper=PEPPER.encode())
     assert caller is not None
-    store = MemoryStore(redis_client, prefix=key_prefix)
+    store = MemoryStore(redis_client, prefix=module_prefix)
     await store.set_name(caller, "Ana Puig")
     await store.upsert_facts(caller, [Fact(text="Caller is vegetarian", confidence=0.9)])
     await store.close_call(caller, CallRecord(call_id="CA-earlier", agent_id=AGENT))
@@ -333,7 +314,7 @@ async def test_an_attested_call_loads_the_callers_memory_and_hangs_up(
     call: ThisCall,
     ana: CallerIdentity,
     redis_client: Redis,
-    key_prefix: str,
+    module_prefix: str,
 ) -> None:
     parameters = await stream_parameters(server, call_form(call))
     audio = await _call(ws_url(server), parameters, call)
@@ -350,7 +331,7 @@ async def test_an_attested_call_loads_the_callers_memory_and_hangs_up(
     assert update.basic_auth == (ACCOUNT_SID, AUTH_TOKEN)
     await eventually(call.queued)
     assert await call.queued() == [call.sid]
-    record = await MemoryStore(redis_client, prefix=key_prefix).get_call(ana, call.sid)
+    record = await MemoryStore(redis_client, prefix=module_prefix).get_call(ana, call.sid)
     assert record is not None
     # The greeting, then the goodbye of a caller who stayed silent until the idle timeout.
     greeting, goodbye = [(t.role, t.text) for t in record.transcript]
@@ -365,7 +346,7 @@ async def test_a_stream_without_a_valid_call_token_is_closed_before_any_memory_i
     call: ThisCall,
     ana: CallerIdentity,
     redis_url: str,
-    key_prefix: str,
+    module_prefix: str,
     token: str,
 ) -> None:
     parameters = await stream_parameters(server, call_form(call))
@@ -384,7 +365,7 @@ async def test_a_stream_without_a_valid_call_token_is_closed_before_any_memory_i
     else:  # the real call's token, used by the real stream first
         await _refused(ws_url(server), parameters, call, hang_up=True)
         await eventually(call.queued)  # that call is over
-    async with memory_reads(redis_url, key_prefix) as reads:
+    async with memory_reads(redis_url, module_prefix) as reads:
         assert await _refused(ws_url(server), parameters, call) == 1008
     assert reads == []
 
@@ -395,17 +376,17 @@ async def test_a_spoofed_number_hears_a_first_time_greeting_and_nothing_of_the_r
     ana: CallerIdentity,
     redis_client: Redis,
     redis_url: str,
-    key_prefix: str,
+    module_prefix: str,
 ) -> None:
     # A validly signed webhook for a number the carrier could not vouch for.
     parameters = await stream_parameters(server, call_form(call, "TN-Validation-Failed"))
-    async with memory_reads(redis_url, key_prefix) as reads:
+    async with memory_reads(redis_url, module_prefix) as reads:
         await _call(ws_url(server), parameters, call)
     assert reads == []  # nothing read, nothing written
     greeting = (await call.heard())[0]
     assert greeting.startswith("Hello, you're through to") and "Ana" not in greeting
     assert call.llm_requests() == []
-    store = MemoryStore(redis_client, prefix=key_prefix)
+    store = MemoryStore(redis_client, prefix=module_prefix)
     assert await store.get_call(ana, call.sid) is None
 
 
@@ -463,16 +444,16 @@ async def test_rapport_calls_a_follow_up_back_and_the_call_opens_with_why(
     call: ThisCall,
     ana: CallerIdentity,
     redis_client: Redis,
-    key_prefix: str,
+    module_prefix: str,
     bot_folder: Path,
 ) -> None:
     # Ana's number was kept, sealed, by an earlier call; someone asked Rapport to call back.
     vault = load_number_vault(bot_folder / "number_key")  # the bot generated it at start
-    store = MemoryStore(redis_client, prefix=key_prefix)
+    store = MemoryStore(redis_client, prefix=module_prefix)
     await store.keep_number(ana, vault.seal(call.number, bound_to=ana.hash_tag))
     opening = "Hi Ana Puig, this is the bakery calling back about the birthday cake."
     request = AgentCallback(call_id="CA-earlier", requested_by="Marta", due_at=0, opening=opening)
-    await AgentCallbacks(redis_client, prefix=key_prefix).save(ana, request)
+    await AgentCallbacks(redis_client, prefix=module_prefix).save(ana, request)
 
     # The bot places it from the business's number; Twilio will fetch the TwiML from our URL.
     await eventually(call.placed)
@@ -514,19 +495,19 @@ async def test_rapport_calls_a_follow_up_back_and_the_call_opens_with_why(
     )
     headers = {"X-Twilio-Signature": signature(ended, url=status_url)}
     assert (await post_webhook(server, ended, headers, path=status_path))[0] == 204
-    kept = await AgentCallbacks(redis_client, prefix=key_prefix).get(ana, "CA-earlier")
+    kept = await AgentCallbacks(redis_client, prefix=module_prefix).get(ana, "CA-earlier")
     assert kept is not None and kept.status.value == "placed" and kept.call_sid == created.sid
 
 
 async def test_end_call_speaks_the_goodbye_in_full_before_twilio_is_told_to_hang_up(
     server: str,
     call: ThisCall,
-    fake: FakeAnthropic,
+    module_fake: FakeAnthropic,
     ana: CallerIdentity,
     redis_client: Redis,
-    key_prefix: str,
+    module_prefix: str,
 ) -> None:
-    fake.script(Reply.tool_call("end_call", {"reason": "caller said goodbye"}, text=GOODBYE))
+    module_fake.script(Reply.tool_call("end_call", {"reason": "caller said goodbye"}, text=GOODBYE))
     parameters = await stream_parameters(server, call_form(call))
     heard_at: list[float] = []
     await _call(ws_url(server), parameters, call, press="1", heard_at=heard_at)
@@ -537,7 +518,7 @@ async def test_end_call_speaks_the_goodbye_in_full_before_twilio_is_told_to_hang
     # The greeting and the goodbye both reached the caller before the hang-up reached Twilio.
     assert len([at for at in heard_at if at < update.at]) >= 2
     assert not [at for at in heard_at if at > update.at]
-    store = MemoryStore(redis_client, prefix=key_prefix)
+    store = MemoryStore(redis_client, prefix=module_prefix)
     await eventually(call.queued)
     record = await store.get_call(ana, call.sid)
     assert record is not None and record.ended_reason is not None

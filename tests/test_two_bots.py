@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,7 @@ from tests.fakes.anthropic_server import FakeAnthropic, Reply
 from tests.fakes.text_bot import RunningBot, bot_env, running_bot
 from tests.support.analysis_answers import answer
 from tests.support.background import BackgroundLoop
-from tests.support.values import API_KEY as ANTHROPIC_KEY
-from tests.support.values import PEPPER, new_key_prefix
+from tests.support.values import PEPPER
 from web.dashboard.throttle import MAX_FAILURES
 
 #: Runs subprocesses (see pyproject.toml).
@@ -112,35 +111,16 @@ async def bots(
 
 
 @pytest.fixture(scope="module")
-def background() -> Iterator[BackgroundLoop]:
-    """Where the module's shared pair and its Anthropic fake run, outliving each test's loop."""
-    with BackgroundLoop() as loop:
-        yield loop
-
-
-@pytest.fixture(scope="module")
-def shared_prefix() -> str:
-    """The key prefix of the shared pair."""
-    return new_key_prefix()
-
-
-@pytest.fixture(scope="module")
-def shared_fake(background: BackgroundLoop) -> FakeAnthropic:
-    """The Anthropic API of the shared pair."""
-    return background.enter(FakeAnthropic(api_key=ANTHROPIC_KEY))
-
-
-@pytest.fixture(scope="module")
 def shared_bots(
     background: BackgroundLoop,
     tmp_path_factory: pytest.TempPathFactory,
     redis_url: str,
-    shared_prefix: str,
-    shared_fake: FakeAnthropic,
+    module_prefix: str,
+    module_fake: FakeAnthropic,
 ) -> BotPair:
     """The pair the module's tests share: each uses its own names and call ids on it."""
     folder = tmp_path_factory.mktemp("two-bots")
-    return background.enter(bot_pair(folder, redis_url, shared_prefix, shared_fake.base_url))
+    return background.enter(bot_pair(folder, redis_url, module_prefix, module_fake.base_url))
 
 
 def _api(bot: RunningBot) -> httpx.AsyncClient:
@@ -221,23 +201,23 @@ def _chat(call_id: str, *said: str) -> dict[str, Any]:
 
 
 async def test_a_vapi_call_whose_requests_alternate_between_the_bots(
-    shared_bots: BotPair, redis_client: Redis, shared_prefix: str, shared_fake: FakeAnthropic
+    shared_bots: BotPair, redis_client: Redis, module_prefix: str, module_fake: FakeAnthropic
 ) -> None:
     a, b = shared_bots
-    ana = await remember_ana(redis_client, shared_prefix)
+    ana = await remember_ana(redis_client, module_prefix)
     call = {"id": "vapi-two", "customer": {"number": ANA}}
     async with _vapi(a) as on_a, _vapi(b) as on_b:
         ringing = {"message": {"type": "assistant-request", "call": call}}
         assert (await on_a.post("/vapi/events", json=ringing)).status_code == 200
         said = ["Hi, a cake for Friday.", REPLY, "Chocolate, please."]
-        shared_fake.script(Reply.text(REPLY), Reply.text(REPLY))
+        module_fake.script(Reply.text(REPLY), Reply.text(REPLY))
         for client, turn in ((on_b, 1), (on_a, 3)):
             reply = await client.post(
                 "/vapi/chat/completions", json=_chat("vapi-two", *said[:turn])
             )
             assert reply.json()["choices"][0]["message"]["content"] == REPLY
         # Both bots put the same memory block in the prompt: the one the call started with.
-        prompts = [request.system_text for request in shared_fake.requests[-2:]]
+        prompts = [request.system_text for request in module_fake.requests[-2:]]
         assert prompts[0] == prompts[1] and "vegetarian" in prompts[0]
         report = {
             "type": "end-of-call-report",
@@ -253,8 +233,8 @@ async def test_a_vapi_call_whose_requests_alternate_between_the_bots(
         for client in (on_b, on_a):  # Vapi may report twice: once it counts
             sent = await client.post("/vapi/events", json={"message": report})
             assert sent.status_code == 200
-    assert await _queued(redis_client, shared_prefix) == ["vapi-two"]
-    transcript = await _transcript(redis_client, shared_prefix, ana, "vapi-two")
+    assert await _queued(redis_client, module_prefix) == ["vapi-two"]
+    transcript = await _transcript(redis_client, module_prefix, ana, "vapi-two")
     assert [text for _, text in transcript] == [*said, REPLY]
 
 
