@@ -247,6 +247,9 @@ async def test_the_digest_expires_with_the_memory_it_was_made_from(
     await redis_client.expire(store.key_for(who, "profile"), 100)
     await current(store, who)
     assert 0 < await redis_client.pttl(store.key_for(who, "digest")) <= 100_000
+    # A write a call start does not read leaves the digest, and its TTL, as they were.
+    await store.set_value(who, "plan", "gold")
+    assert 0 < await redis_client.pttl(store.key_for(who, "digest")) <= 100_000
 
 
 async def test_forget_removes_the_digest_and_no_rebuild_brings_it_back(

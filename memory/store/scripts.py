@@ -26,11 +26,14 @@ from memory.models import CONFIDENCE_FLOOR
 REFUSED = -1
 STALE = -2
 
-# Lua: refresh the TTL of every key of the script that exists (``ttl`` set by the script),
-# the tombstone (always the last key) excepted.
+# Lua: refresh the TTL of every key of the script that exists (``ttl`` and ``digest`` set by
+# the script), the tombstone (always the last key) excepted, and the call-start digest: its TTL
+# is its profile's when it is written (see WRITE_DIGEST), so it never outlives it.
 _REFRESH_TTLS = """if ttl > 0 then
   for k = 1, #KEYS - 1 do
-    if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('EXPIRE', KEYS[k], ttl) end
+    if KEYS[k] ~= digest and redis.call('EXISTS', KEYS[k]) == 1 then
+      redis.call('EXPIRE', KEYS[k], ttl)
+    end
   end
 end
 """
@@ -231,9 +234,9 @@ HSET_ALL = (
     _TOMBSTONE
     + """
 for i = 3, #ARGV - 1, 3 do redis.call('HSET', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2]) end
-local bumped = tonumber(ARGV[2])
+local bumped, digest = tonumber(ARGV[2]), KEYS[#KEYS - 1]
 if bumped > 0 then
-  local profile, digest = KEYS[bumped], KEYS[#KEYS - 1]
+  local profile = KEYS[bumped]
   """
     + _BUMP_VERSION
     + """end
@@ -254,7 +257,8 @@ for i = 3, #ARGV - 1, 3 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2]) end
 end
-cap_facts(KEYS[1], KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[2]))
+local digest = KEYS[4]
+cap_facts(KEYS[1], KEYS[2], KEYS[3], digest, tonumber(ARGV[2]))
 local ttl = tonumber(ARGV[1])
 """
     + _REFRESH_TTLS
