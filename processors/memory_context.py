@@ -47,7 +47,7 @@ from memory.language import primary_language, voice_locale
 from memory.models import CallerMemory, Fact
 from memory.recall.embeddings import Embedder
 from memory.recall.ranking import call_start_facts, turn_id
-from memory.recall.render import fill_template, render_memory
+from memory.recall.render import RECENT_TURNS_SHOWN, fill_template, render_memory
 from memory.recall.turns import MemoryStats, TurnRecall
 from processors.call_language import CallLanguageFrame, reply_language_rule
 from processors.pipecat_options import pipecat_options
@@ -195,7 +195,7 @@ class MemoryContextProcessor(FrameProcessor):
         self._started.set()
         if self._memory is not None and not self._memory.is_empty:
             in_prompt = {f.id for f in self._facts} | {
-                turn_id(t) for t in self._memory.recent_turns
+                turn_id(t) for t in self._memory.recent_turns[-RECENT_TURNS_SHOWN:]
             }
             self._index_task = self.create_task(self._build_recall(self._memory, in_prompt))
 

@@ -177,6 +177,22 @@ async def test_per_turn_recall_adds_a_relevant_fact_before_the_llm_runs() -> Non
     assert "- Caller's dog Rex is afraid of the vacuum" in section
 
 
+async def test_a_recent_turn_the_prompt_does_not_show_can_be_recalled() -> None:
+    memory = returning_caller()
+    older = Turn(role="user", text="My dog Rex hides under the stairs", at=1.0)
+    memory.recent_turns = [older] + [
+        Turn(role=role, text=f"Something else entirely, number {i}", at=2.0 + i)
+        for i, role in enumerate(["user", "assistant"] * 4)
+    ]
+    down, _ = await run_test(
+        processor(loaded(memory)),
+        frames_to_send=[SleepFrame(sleep=0.3), user_turn("Can you keep my dog Rex calm?")],
+    )
+    start_prompt, turn_prompt = prompts(down)
+    assert "Rex" not in start_prompt  # only the latest turns are shown
+    assert "- Caller: My dog Rex hides under the stairs" in turn_prompt
+
+
 async def test_recall_finds_nothing_new_and_changes_nothing() -> None:
     down, _ = await run_test(
         processor(loaded(returning_caller())),

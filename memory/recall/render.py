@@ -31,6 +31,9 @@ _PLACEHOLDER = re.compile(r"\{\{\s*memory\s*\}\}")
 
 SECTION = "caller_memory"
 
+#: Most of the caller's recent turns the section shows (the latest), budget permitting.
+RECENT_TURNS_SHOWN = 6
+
 _SENTIMENT_CONTEXT = {
     Sentiment.SATISFIED: "they seemed satisfied",
     Sentiment.NEUTRAL: "the tone was neutral",
@@ -101,7 +104,7 @@ def render_memory(
     facts: Sequence[Fact],
     *,
     token_budget: int,
-    recent_turns: int = 6,
+    recent_turns: int = RECENT_TURNS_SHOWN,
     recalled: Sequence[str] = (),
 ) -> str:
     """Render the framed memory section for the system prompt, or "" when there is nothing.
