@@ -18,7 +18,6 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from cli.format import console
 from cli.main import main as cli_main
 from memory.analysis.analyzer import TOOL_NAME, CallAnalyzer, analysis_client
 from memory.analysis.fields import FieldType, load_fields
@@ -101,7 +100,9 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, redis_url: str, key_prefix: str) ->
         "RAPPORT_ANALYSIS_FIELDS": str(CLINIC),
     }.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(console, "width", 220)  # no folded cells
+    # No folded cells. Rich reads COLUMNS at each print; setting the console's width instead
+    # would leave it pinned after the test (undoing sets the width it had then, for good).
+    monkeypatch.setenv("COLUMNS", "220")
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

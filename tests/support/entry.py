@@ -24,6 +24,7 @@ from unittest import mock
 
 from loguru import logger
 
+from cli.format import console
 from cli.main import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +80,10 @@ def in_this_process(folder: Path, command: Sequence[str], env: Mapping[str, str]
     with (
         mock.patch.dict(os.environ, env, clear=True),
         mock.patch.object(sys, "argv", list(sys.argv)),
+        # The tables' console sizes itself from COLUMNS as a fresh process's would, whatever
+        # width it was given before (rich keeps a width once set).
+        mock.patch.object(console, "_width", None),
+        mock.patch.object(console, "_height", None),
         contextlib.redirect_stdout(stdout),
         contextlib.redirect_stderr(stderr),
     ):
