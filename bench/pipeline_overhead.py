@@ -939,8 +939,6 @@ def main() -> None:
     parser.add_argument("--speech-turns", type=int, default=80)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    # OpenMP's spinning threads (the E5 engine) stall for seconds on a busy machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logger.remove()
     logger.add(lambda message: None, level="ERROR")
     result = report.run(run(args))
