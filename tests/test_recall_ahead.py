@@ -244,24 +244,33 @@ async def test_the_processor_embeds_interim_transcripts_and_uses_them_for_the_tu
     assert CELLO in str(turn_prompt.delta.system_instruction)
 
 
-async def test_the_turn_goes_on_to_the_llm_while_its_embedding_is_held() -> None:
+async def held_embeddings_call(
+    frames: Sequence[Frame], *, budget_s: float, before: Sequence[FrameProcessor] = ()
+) -> tuple[Sequence[Frame], MemoryContextProcessor, HeldLLM]:
+    """STT, ``before``, the memory processor and a ``HeldLLM``; every embedding held at its gate."""
     gate = threading.Event()
     embedder = TopicEmbedder(gate)
-    stt, memory_context = TextSTT(), processor(embedder, 0.05)
-    llm = HeldLLM(gate)
+    stt, memory_context, llm = TextSTT(), processor(embedder, budget_s), HeldLLM(gate)
     memory_context.listen(stt)
     try:
         down, _ = await run_test(
-            Pipeline([stt, memory_context, llm]),
-            frames_to_send=[
-                SleepFrame(sleep=0.3),
-                TranscriptionFrame(ABOUT_MUSIC, "caller", "now"),
-                turn(ABOUT_MUSIC),
-                SleepFrame(sleep=0.2),
-            ],
+            Pipeline([stt, *before, memory_context, llm]), frames_to_send=frames
         )
     finally:
         gate.set()
+    return down, memory_context, llm
+
+
+async def test_the_turn_goes_on_to_the_llm_while_its_embedding_is_held() -> None:
+    down, memory_context, llm = await held_embeddings_call(
+        [
+            SleepFrame(sleep=0.3),
+            TranscriptionFrame(ABOUT_MUSIC, "caller", "now"),
+            turn(ABOUT_MUSIC),
+            SleepFrame(sleep=0.2),
+        ],
+        budget_s=0.05,
+    )
     assert llm.held_at_turn == [True]  # the turn reached the LLM, the embedding still held
     assert [f for f in down if isinstance(f, LLMContextFrame)]
     assert memory_context.stats.dense_skipped == 1 and memory_context.stats.dense_used == 0
@@ -283,26 +292,19 @@ class TurnEndTimer(FrameProcessor):
 
 
 async def test_a_turn_interrupted_while_its_recall_waits_never_reaches_the_llm() -> None:
-    gate = threading.Event()
-    embedder = TopicEmbedder(gate)
-    stt, memory_context = TextSTT(), processor(embedder, 0.5)
-    llm = HeldLLM(gate)
-    memory_context.listen(stt)
-    try:
-        down, _ = await run_test(
-            Pipeline([stt, TurnEndTimer(), memory_context, llm]),
-            frames_to_send=[
-                SleepFrame(sleep=0.3),
-                TranscriptionFrame(ABOUT_MUSIC, "caller", "now"),
-                turn(ABOUT_MUSIC),  # waits in recall for its vector, held at the gate
-                SleepFrame(sleep=0.1),
-                InterruptionFrame(),  # the caller speaks again
-                SleepFrame(sleep=0.6),  # past the recall budget
-                turn(ABOUT_INSECTS),
-            ],
-        )
-    finally:
-        gate.set()
+    down, _, llm = await held_embeddings_call(
+        [
+            SleepFrame(sleep=0.3),
+            TranscriptionFrame(ABOUT_MUSIC, "caller", "now"),
+            turn(ABOUT_MUSIC),  # waits in recall for its vector, held at the gate
+            SleepFrame(sleep=0.1),
+            InterruptionFrame(),  # the caller speaks again
+            SleepFrame(sleep=0.6),  # past the recall budget
+            turn(ABOUT_INSECTS),
+        ],
+        budget_s=0.5,
+        before=[TurnEndTimer()],
+    )
     # As a queued processor's cancelled task would have: the superseded turn is dropped.
     assert llm.held_at_turn == [True]
     contexts = [f for f in down if isinstance(f, LLMContextFrame)]
