@@ -26,7 +26,7 @@ from memory.recall.ranking import (
     turn_id,
     warm_purpose,
 )
-from memory.recall.render import render_memory
+from memory.recall.render import RECENT_TURNS_SHOWN, render_memory
 from memory.recall.turns import MemoryStats, TurnRecall
 from memory.store.callers import MemoryStore
 from memory.store.corrections import delete_fact, edit_fact
@@ -94,6 +94,8 @@ async def test_the_digest_the_bounded_path_and_a_full_load_render_the_same_block
     if embedder is not None:
         warm_purpose(embedder, PURPOSE)
     who = await remembered(store, count, vectors=with_vectors)
+    for i in range(RECENT_TURNS_SHOWN):  # more turns than the block shows
+        await store.append_turn(who, Turn(role="user", text=f"And loaf {i}?", call_id="earlier"))
 
     full = block(await store.load(who), spec, embedder)
     bounded = await load_call_start(store, who, spec)
@@ -103,6 +105,7 @@ async def test_the_digest_the_bounded_path_and_a_full_load_render_the_same_block
     from_digest = await load_call_start(store, who, spec)
 
     assert from_digest.selected is not None
+    assert len(from_digest.recent_turns) == RECENT_TURNS_SHOWN  # what the block can show
     assert "Marta" in full and "Caller talked about" in full
     assert block(bounded, spec, embedder) == full
     assert block(from_digest, spec, embedder) == full

@@ -20,6 +20,7 @@ from memory.models import CallerMemory, now
 from memory.privacy.identity import CallerIdentity
 from memory.recall.embeddings import Embedder
 from memory.recall.ranking import MAX_CALL_START_CANDIDATES, call_start_facts, warm_purpose
+from memory.recall.render import RECENT_TURNS_SHOWN
 from memory.recall.turns import MAX_RECALL_FACTS
 from memory.store.callers import MemoryStore
 from memory.store.digest import CallStartSpec, encode_digest
@@ -107,5 +108,6 @@ async def rebuild_digest(
         spec=spec,
         built_at=now(),
         retention_s=store.ttl_seconds,
+        turns_shown=RECENT_TURNS_SHOWN,
     )
     return await store.write_digest(caller, version=version, digest=digest)

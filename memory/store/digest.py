@@ -1,7 +1,7 @@
 """The call-start digest: what one caller's next call start needs, ready-made, in one key.
 
-A call start needs the caller's profile (the opening line is in it), their recent turns and the
-few facts chosen for the agent's purpose under the token budget. Choosing those facts means
+A call start needs the caller's profile (the opening line is in it), the recent turns it shows and
+the few facts chosen for the agent's purpose under the token budget. Choosing those facts means
 reading and ranking all of them, which grows with the caller's memory; the digest keeps the
 outcome of that choice (:func:`memory.recall.ranking.call_start_facts`, the one selection) with
 the profile and turns it was made beside, under the caller's hash tag (``digest``), so a call
@@ -110,8 +110,9 @@ def encode_digest(
     spec: CallStartSpec,
     built_at: float,
     retention_s: int,
+    turns_shown: int,
 ) -> bytes:
-    """The digest of ``memory``: the ``chosen`` facts, its profile and turns.
+    """The digest of ``memory``: the ``chosen`` facts, its profile and latest turns.
 
     Args:
         memory: What the choice was made from (read by ``load_candidates``).
@@ -120,11 +121,14 @@ def encode_digest(
         built_at: Now.
         retention_s: The store's retention (0: none); the digest is stale once anything it was
             made from leaves it.
+        turns_shown: The most recent turns the call start shows; the digest keeps no more
+            (per-turn recall reads all of them later).
     """
+    turns = memory.recent_turns[-turns_shown:] if turns_shown > 0 else []
     valid_until = built_at + MAX_AGE_S
     if retention_s:
         times = [fact.last_confirmed_at for fact in memory.facts]
-        times += [turn.at for turn in memory.recent_turns]
+        times += [turn.at for turn in turns]
         if times:
             valid_until = min(valid_until, min(times) + retention_s)
     digest = CallStartDigest(
@@ -135,7 +139,7 @@ def encode_digest(
         facts=[
             fact.model_copy(update={"source_call_id": None, "source_ref": None}) for fact in chosen
         ],
-        turns=memory.recent_turns,
+        turns=turns,
     )
     return zlib.compress(digest.model_dump_json(by_alias=True, exclude_none=True).encode(), 1)
 
