@@ -11,16 +11,15 @@ process (an import that logs, ``runner.py``'s own ``sys.exit``) is still covered
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 from loguru import logger
 
@@ -57,6 +56,31 @@ def in_subprocess(
     return Exited(result.returncode, result.stdout, result.stderr)
 
 
+@contextmanager
+def _as_a_fresh_process(folder: Path, env: Mapping[str, str]) -> Iterator[None]:
+    """This process as ``runner.py`` started in ``folder`` with only ``env`` would find it; put
+    back afterwards, with whatever ``run`` added to the environment removed."""
+    saved_env, saved_argv, started = dict(os.environ), list(sys.argv), Path.cwd()
+    # The tables' console sizes itself from COLUMNS as a fresh process's would, whatever width
+    # it was given before (rich keeps a width once set).
+    saved_size = console._width, console._height
+    os.environ.clear()
+    os.environ.update(env)
+    console._width = console._height = None
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(started)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        console._width, console._height = saved_size
+        # run() logs to the stderr it was given; the test process logs as before.
+        logger.remove()
+        logger.add(sys.__stderr__)
+
+
 def in_this_process(folder: Path, command: Sequence[str], env: Mapping[str, str]) -> Exited:
     """:func:`cli.main.run` as ``runner.py`` calls it, as if the process were started in
     ``folder`` with only ``env``; everything it changed is put back.
@@ -76,27 +100,10 @@ def in_this_process(folder: Path, command: Sequence[str], env: Mapping[str, str]
 
     # In a thread of its own: a start-up that refuses nothing serves forever, and must fail the
     # test rather than hang it.
-    started = Path.cwd()
-    with (
-        mock.patch.dict(os.environ, env, clear=True),
-        mock.patch.object(sys, "argv", list(sys.argv)),
-        # The tables' console sizes itself from COLUMNS as a fresh process's would, whatever
-        # width it was given before (rich keeps a width once set).
-        mock.patch.object(console, "_width", None),
-        mock.patch.object(console, "_height", None),
-        contextlib.redirect_stdout(stdout),
-        contextlib.redirect_stderr(stderr),
-    ):
-        os.chdir(folder)
-        try:
-            worker = threading.Thread(target=entry, name="runner.py", daemon=True)
-            worker.start()
-            worker.join(EXIT_WITHIN_S)
-        finally:
-            os.chdir(started)
-            # run() logs to the stderr it was given; the test process logs as before.
-            logger.remove()
-            logger.add(sys.__stderr__)
+    with _as_a_fresh_process(folder, env), redirect_stdout(stdout), redirect_stderr(stderr):
+        worker = threading.Thread(target=entry, name="runner.py", daemon=True)
+        worker.start()
+        worker.join(EXIT_WITHIN_S)
     assert outcome, f"runner.py {' '.join(command)} did not exit within {EXIT_WITHIN_S} s"
     (result,) = outcome
     if isinstance(result, BaseException):
