@@ -145,14 +145,24 @@ async def test_a_turn_does_not_wait_past_its_budget_for_an_embedding() -> None:
         gate.set()
 
 
-async def test_a_final_that_only_adds_a_word_is_searched_with_the_words_heard_so_far() -> None:
-    gate = threading.Event()
+async def recall_after_interims(interims: Sequence[str], gate: threading.Event) -> TurnRecall:
+    """A recall that embedded each of ``interims`` in turn; ``gate`` then holds the next one."""
     gate.set()
     embedder = TopicEmbedder(gate)
     recall = await recall_for(embedder, budget_s=0.05)
-    recall.hear(ABOUT_MUSIC, final=False)
-    await eventually(lambda: not recall.embedding and embedder.queries == [ABOUT_MUSIC])
+    for words in interims:
+        recall.hear(words, final=False)
+        await eventually(
+            lambda said=words: not recall.embedding and embedder.queries[-1:] == [said]
+        )
+    assert embedder.queries == list(interims)
     gate.clear()  # the final's own embedding will not arrive in time
+    return recall
+
+
+async def test_a_final_that_only_adds_a_word_is_searched_with_the_words_heard_so_far() -> None:
+    gate = threading.Event()
+    recall = await recall_after_interims([ABOUT_MUSIC], gate)
     try:
         recall.hear(f"{ABOUT_MUSIC} today", final=True)
         assert await recall.recall(f"{ABOUT_MUSIC} today")
@@ -168,14 +178,8 @@ async def test_a_final_that_only_adds_a_word_is_searched_with_the_words_heard_so
 
 async def test_a_final_that_changed_the_last_word_is_searched_with_the_words_before_it() -> None:
     gate = threading.Event()
-    gate.set()
-    embedder = TopicEmbedder(gate)
-    recall = await recall_for(embedder, budget_s=0.05)
-    recall.hear("The music", final=False)
-    await eventually(lambda: not recall.embedding and embedder.queries == ["The music"])
-    recall.hear("The music of bees", final=False)  # the STT heard "bees"...
-    await eventually(lambda: not recall.embedding and len(embedder.queries) == 2)
-    gate.clear()  # the final's own embedding will not arrive in time
+    # The STT heard "bees"...
+    recall = await recall_after_interims(["The music", "The music of bees"], gate)
     try:
         recall.hear("The music of bats", final=True)  # ...then settled on "bats"
         assert await recall.recall("The music of bats")
