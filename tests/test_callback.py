@@ -53,11 +53,14 @@ def digit_forms(e164: str) -> set[str]:
     return {e164.lstrip("+"), national}
 
 
+def business_twilio() -> FakeTwilioAPI:
+    """Twilio's REST API for the business's account (serving while ``async with`` lasts)."""
+    return FakeTwilioAPI(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, numbers={BUSINESS})
+
+
 @pytest.fixture
 async def twilio() -> AsyncIterator[FakeTwilioAPI]:
-    async with FakeTwilioAPI(
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, numbers={BUSINESS}
-    ) as server:
+    async with business_twilio() as server:
         yield server
 
 

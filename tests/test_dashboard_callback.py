@@ -19,7 +19,7 @@ from bot.settings import BotSettings
 from memory.models import now
 from memory.privacy.identity import CallerIdentity
 from tests.fakes.twilio_api import FakeTwilioAPI
-from tests.test_callback import ACCOUNT_SID, AUTH_TOKEN, BUSINESS, STAFF
+from tests.test_callback import ACCOUNT_SID, AUTH_TOKEN, BUSINESS, STAFF, business_twilio
 from tests.test_dashboard import Dashboard, browser, chromium, dashboard
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -32,9 +32,7 @@ __all__ = ["browser", "chromium", "dashboard"]  # the fixtures this module's tes
 @pytest_asyncio.fixture(loop_scope="module")
 async def twilio() -> AsyncIterator[FakeTwilioAPI]:
     """Twilio's REST API (the business's account), in the loop the dashboard runs in."""
-    async with FakeTwilioAPI(
-        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, numbers={BUSINESS}
-    ) as server:
+    async with business_twilio() as server:
         yield server
 
 
